@@ -1,0 +1,79 @@
+"""cfstream: stream documents from anywhere into a ContextFrame (Lance) dataset.
+
+::
+
+    import cfstream as cf
+    from cfstream import transforms as T
+    from cfstream.sinks import LanceSink
+
+    @cf.source(source_type="notes")
+    async def notes(cursor=None):
+        yield cf.Document(source_id="n1", title="Hello", text_content="...")
+        yield cf.Checkpoint({"page": 1})
+
+    report = cf.run(notes() | T.validate() | T.dedupe() | LanceSink("kb.lance"))
+"""
+
+from cfstream.errors import (
+    AuthError,
+    CfStreamError,
+    ConfigError,
+    DatasetError,
+    HTTPError,
+    PipelineError,
+    RateLimitError,
+    RecordError,
+    SinkError,
+    SourceError,
+    StateError,
+)
+from cfstream.pipeline import Pipeline
+from cfstream.records import (
+    Checkpoint,
+    Document,
+    Relationship,
+    Tombstone,
+    frame_schema,
+    record_uuid,
+)
+from cfstream.report import RunReport
+from cfstream.runner import RunControl, run, run_pipeline
+from cfstream.secrets import Secret, env
+from cfstream.sinks import LanceSink, MemorySink
+from cfstream.sources import Source, merge, source
+from cfstream.state import StateStore
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AuthError",
+    "CfStreamError",
+    "Checkpoint",
+    "ConfigError",
+    "DatasetError",
+    "Document",
+    "HTTPError",
+    "LanceSink",
+    "MemorySink",
+    "Pipeline",
+    "PipelineError",
+    "RateLimitError",
+    "RecordError",
+    "Relationship",
+    "RunControl",
+    "RunReport",
+    "Secret",
+    "SinkError",
+    "Source",
+    "SourceError",
+    "StateError",
+    "StateStore",
+    "Tombstone",
+    "env",
+    "frame_schema",
+    "merge",
+    "record_uuid",
+    "run",
+    "run_pipeline",
+    "source",
+)

@@ -1,0 +1,124 @@
+"""What a run hands to its sources, stages and sink.
+
+A :class:`RunContext` is created once per run by the runner. Sources receive a
+:class:`SourceContext` (their name, the run's HTTP client, their stats, a way to dead-letter an
+item); stages and the sink read the run context directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from cfstream.deadletter import DeadLetterWriter
+from cfstream.report import RunReport, SourceStats, StageStats
+from cfstream.secrets import get_logger
+
+if TYPE_CHECKING:
+    from cfstream.http import HttpClient
+    from cfstream.state import StateStore
+
+__all__ = ("RunContext", "SourceContext", "StageContext")
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Shared by every task of one run."""
+
+    report: RunReport
+    dead_letters: DeadLetterWriter
+    stop: anyio.Event
+    state: StateStore | None = None
+    http: HttpClient | None = None
+    full_refresh: bool = False
+    dry_run: bool = False
+    logger: logging.Logger = field(default_factory=lambda: get_logger("cfstream.run"))
+
+    def dead_letter(
+        self,
+        *,
+        source: str | None,
+        source_id: str | None,
+        stage: str,
+        error: BaseException | str,
+        payload: Any = None,
+    ) -> None:
+        """Write one dead letter and count it in the report."""
+        self.dead_letters.write(
+            source=source, source_id=source_id, stage=stage, error=error, payload=payload
+        )
+        self.report.dead_lettered += 1
+
+    @property
+    def stopping(self) -> bool:
+        """True once a graceful stop was asked for (Ctrl-C): sources should stop fetching."""
+        return self.stop.is_set()
+
+
+@dataclass(slots=True)
+class SourceContext:
+    """What one source sees of the run."""
+
+    name: str
+    source_type: str
+    run: RunContext
+    stats: SourceStats
+    logger: logging.Logger
+
+    @property
+    def http(self) -> HttpClient:
+        """The run's HTTP client (one aiohttp session per run). Connectors never open their own."""
+        if self.run.http is None:
+            from cfstream.errors import PipelineError
+
+            raise PipelineError("this run has no HTTP client; run the source through a pipeline")
+        return self.run.http
+
+    @property
+    def full_refresh(self) -> bool:
+        """True when saved cursors are ignored (``--full``)."""
+        return self.run.full_refresh
+
+    @property
+    def stopping(self) -> bool:
+        """True once a graceful stop was asked for: stop fetching new pages."""
+        return self.run.stop.is_set()
+
+    def dead_letter(
+        self, error: BaseException | str, payload: Any = None, *, source_id: str | None = None
+    ) -> None:
+        """Record an item this source could not map; the sync goes on."""
+        self.stats.failed += 1
+        self.run.dead_letter(
+            source=self.name, source_id=source_id, stage="source", error=error, payload=payload
+        )
+
+    def skipped_unchanged(self, n: int = 1) -> None:
+        """Count documents skipped because their content did not change."""
+        self.stats.skipped_unchanged += n
+
+    def skipped(self, n: int = 1) -> None:
+        """Count items skipped on purpose (binary, too large, filtered)."""
+        self.stats.skipped += n
+
+
+@dataclass(slots=True)
+class StageContext:
+    """What one stage sees of the run."""
+
+    name: str
+    run: RunContext
+    stats: StageStats
+
+    def dead_letter(
+        self, error: BaseException | str, payload: Any = None, *, source: str | None = None,
+        source_id: str | None = None,
+    ) -> None:
+        """Record a document this stage could not process; the run goes on."""
+        self.stats.failed += 1
+        self.run.dead_letter(
+            source=source, source_id=source_id, stage=self.name, error=error, payload=payload
+        )

@@ -1,0 +1,489 @@
+"""What flows through a pipeline and what is stored.
+
+Sources yield three kinds of item:
+
+- :class:`Document`: one record to store (a file, an issue, a message, a page, a note);
+- :class:`Checkpoint`: a resume point; its cursor is saved only after every record yielded before it
+  has been committed to the dataset;
+- :class:`Tombstone`: a document that was deleted at the source; the sink deletes its row.
+
+The stored row is ContextFrame's FrameRecord (``contextframe 0.1.1``) with the same column names and
+types, plus cfstream's own columns ``source_id``, ``content_hash``, ``source_updated_at`` and
+``ingested_at``. :func:`record_uuid` derives a row's ``uuid`` from ``(source_type, source_id)`` so
+re-imports hit the same row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid as _uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+import pyarrow as pa
+
+__all__ = (
+    "CFSTREAM_COLUMNS",
+    "CFSTREAM_NAMESPACE",
+    "DEFAULT_EMBED_DIM",
+    "RELATIONSHIP_TYPES",
+    "Checkpoint",
+    "Document",
+    "Item",
+    "Relationship",
+    "Tombstone",
+    "documents_to_table",
+    "frame_schema",
+    "parse_timestamp",
+    "record_uuid",
+)
+
+#: The fixed namespace of every cfstream uuid: ``uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}")``.
+CFSTREAM_NAMESPACE: Final = _uuid.UUID("6f0c7a52-3b1e-5c1f-9a57-63f5a0c2d1e4")
+_NS_BYTES: Final = CFSTREAM_NAMESPACE.bytes
+
+#: ContextFrame's default embedding width.
+DEFAULT_EMBED_DIM: Final = 1536
+
+#: Relationship types ContextFrame knows.
+RELATIONSHIP_TYPES: Final = frozenset(
+    {"parent", "child", "related", "reference", "contains", "member_of"}
+)
+
+RecordType: TypeAlias = Literal["document", "collection_header", "dataset_header", "frameset"]
+RECORD_TYPES: Final = frozenset({"document", "collection_header", "dataset_header", "frameset"})
+
+#: Columns cfstream adds to ContextFrame's FrameRecord schema.
+CFSTREAM_COLUMNS: Final = ("source_id", "content_hash", "source_updated_at", "ingested_at")
+
+
+def record_uuid(source_type: str, source_id: str) -> str:
+    """Return the deterministic, lowercase uuid5 of ``"{source_type}:{source_id}"``.
+
+    Same result as ``str(uuid.uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}"))``, computed
+    without building a UUID object (it runs once per record).
+    """
+    digest = bytearray(hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class Relationship:
+    """A link from one record to another, ContextFrame style.
+
+    ``type`` is one of :data:`RELATIONSHIP_TYPES`; ``id`` is the other record's uuid (use
+    :func:`record_uuid`), or give ``uri``/``path``/``cid`` when the target is not a record.
+    """
+
+    type: str
+    id: str | None = None
+    uri: str | None = None
+    path: str | None = None
+    cid: str | None = None
+    title: str | None = None
+    description: str | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    """One document a source yields; becomes one FrameRecord row.
+
+    Only ``source_id`` and ``title`` are required. ``source_type`` is filled in from the source when
+    left empty. ``updated_at``/``created_at`` take a datetime or an ISO 8601 string; they are stored
+    as ``YYYY-MM-DD`` (as ContextFrame stores them) and ``source_updated_at`` keeps the full
+    timestamp (defaults to ``updated_at``). ``custom_metadata`` values are stored as strings.
+    """
+
+    source_id: str
+    title: str
+    text_content: str | None = None
+    source_type: str | None = None
+    source_url: str | None = None
+    author: str | None = None
+    contributors: list[str] | None = None
+    tags: list[str] | None = None
+    created_at: datetime | str | None = None
+    updated_at: datetime | str | None = None
+    source_updated_at: datetime | str | None = None
+    collection: str | None = None
+    collection_id: str | None = None
+    collection_id_type: str | None = None
+    position: int | None = None
+    custom_metadata: dict[str, Any] | None = None
+    relationships: list[Relationship] | None = None
+    record_type: str = "document"
+    uri: str | None = None
+    local_path: str | None = None
+    cid: str | None = None
+    context: str | None = None
+    version: str | None = None
+    status: str | None = None
+    source_file: str | None = None
+    raw_data: bytes | None = None
+    raw_data_type: str | None = None
+    vector: Sequence[float] | None = None
+    content_hash: str | None = field(default=None, compare=False)
+    #: the name of the source that yielded it (set by the runner; not stored)
+    source_name: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def uuid(self) -> str:
+        """The row's deterministic uuid (needs ``source_type``)."""
+        return record_uuid(self.source_type or "", self.source_id)
+
+    def compute_hash(self) -> str:
+        """Return (and cache) a hash of everything stored except ``ingested_at``."""
+        h = self.content_hash
+        if h is None:
+            h = self.content_hash = _content_hash(self)
+        return h
+
+    def relate(self, type: str, target_uuid: str, *, title: str | None = None) -> None:
+        """Add a relationship of ``type`` to the record with uuid ``target_uuid``."""
+        rel = Relationship(type=type, id=target_uuid, title=title)
+        if self.relationships is None:
+            self.relationships = [rel]
+        else:
+            self.relationships.append(rel)
+        self.content_hash = None
+
+
+@dataclass(slots=True, frozen=True)
+class Checkpoint:
+    """A resume point. ``cursor`` is JSON-serialisable; ``partition`` names the part of the source.
+
+    The runner fills in ``source`` (the source's name) and ``partition`` when the source leaves them
+    empty. The cursor is saved only after the commit that holds every record yielded before it.
+    """
+
+    cursor: Mapping[str, Any] | None
+    partition: str | None = None
+    source: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Tombstone:
+    """The document ``source_id`` was deleted at the source: the sink deletes its row."""
+
+    source_id: str
+    source_type: str | None = None
+
+    @property
+    def uuid(self) -> str:
+        """The uuid of the row to delete."""
+        return record_uuid(self.source_type or "", self.source_id)
+
+
+Item: TypeAlias = Document | Checkpoint | Tombstone
+
+
+def _hashable_value(v: Any) -> Any:
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    return v
+
+
+def _content_hash(d: Document) -> str:
+    meta = d.custom_metadata
+    payload = (
+        d.source_type,
+        d.source_id,
+        d.title,
+        d.text_content,
+        d.source_url,
+        d.author,
+        d.contributors,
+        d.tags,
+        _hashable_value(d.created_at),
+        _hashable_value(d.updated_at),
+        _hashable_value(d.source_updated_at),
+        d.collection,
+        d.collection_id,
+        d.collection_id_type,
+        d.position,
+        {k: str(v) for k, v in meta.items()} if meta else None,
+        [
+            (r.type, r.id, r.uri, r.path, r.cid, r.title, r.description)
+            for r in d.relationships
+        ]
+        if d.relationships
+        else None,
+        d.record_type,
+        d.uri,
+        d.local_path,
+        d.cid,
+        d.context,
+        d.version,
+        d.status,
+        d.source_file,
+        d.raw_data_type,
+        None if d.vector is None else list(d.vector),
+    )
+    hasher = hashlib.blake2b(
+        orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str),
+        digest_size=16,
+    )
+    if d.raw_data is not None:
+        hasher.update(d.raw_data)
+    return hasher.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Arrow schema
+# ----------------------------------------------------------------------------------------------
+
+_RELATIONSHIP_STRUCT = pa.struct(
+    [
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("id", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("cid", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("description", pa.string()),
+    ]
+)
+_METADATA_STRUCT = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.string())])
+_TS = pa.timestamp("us", tz="UTC")
+_NO_COMPRESSION = {"lance-encoding:compression": "none"}
+
+
+def frame_schema(embed_dim: int | None = None, *, compress_text: bool = False) -> pa.Schema:
+    """The Arrow schema of a stored record: FrameRecord's columns, then cfstream's own.
+
+    The ``vector`` column (``fixed_size_list<float32>[embed_dim]``) is included only when
+    ``embed_dim`` is given: measured on pylance 14, a column of null 1536-wide vectors makes every
+    ``merge_insert`` about 5x slower, so datasets without embeddings leave it out (ContextFrame
+    compatibility mode always includes it). ``compress_text=False`` (the default) stores ``text_content`` and ``raw_data`` without Lance's
+    string compression: about 10x faster writes for about 20% more disk (see docs/design).
+    """
+    text_meta = None if compress_text else _NO_COMPRESSION
+    vector = (
+        [pa.field("vector", pa.list_(pa.float32(), list_size=embed_dim))] if embed_dim else []
+    )
+    return pa.schema(
+        [
+            pa.field("uuid", pa.string(), nullable=False),
+            pa.field("text_content", pa.string(), metadata=text_meta),
+            *vector,
+            pa.field("title", pa.string(), nullable=False),
+            pa.field("version", pa.string()),
+            pa.field("context", pa.string()),
+            pa.field("uri", pa.string()),
+            pa.field("local_path", pa.string()),
+            pa.field("cid", pa.string()),
+            pa.field("collection", pa.string()),
+            pa.field("collection_id", pa.string()),
+            pa.field("collection_id_type", pa.string()),
+            pa.field("position", pa.int32()),
+            pa.field("author", pa.string()),
+            pa.field("contributors", pa.list_(pa.string())),
+            pa.field("created_at", pa.string()),
+            pa.field("updated_at", pa.string()),
+            pa.field("tags", pa.list_(pa.string())),
+            pa.field("status", pa.string()),
+            pa.field("source_file", pa.string()),
+            pa.field("source_type", pa.string()),
+            pa.field("source_url", pa.string()),
+            pa.field("relationships", pa.list_(_RELATIONSHIP_STRUCT)),
+            pa.field("custom_metadata", pa.list_(_METADATA_STRUCT)),
+            pa.field("record_type", pa.string()),
+            pa.field("raw_data_type", pa.string()),
+            pa.field(
+                "raw_data",
+                pa.large_binary(),
+                metadata={"lance-encoding:blob": "true"},
+            ),
+            pa.field("source_id", pa.string(), nullable=False),
+            pa.field("content_hash", pa.string()),
+            pa.field("source_updated_at", _TS),
+            pa.field("ingested_at", _TS),
+        ]
+    )
+
+
+def parse_timestamp(value: datetime | date | str | None) -> datetime | None:
+    """Parse a datetime, date or ISO 8601 string into an aware UTC datetime (naive means UTC).
+
+    Raises ``ValueError`` for a string that is not ISO 8601.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value:
+            return None
+        value = datetime.fromisoformat(value)
+    elif not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _day(value: datetime | date | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value[:10] if len(value) >= 10 else value
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.date().isoformat()
+    return value.isoformat()
+
+
+def _string_lists(rows: Iterable[list[str] | None]) -> pa.Array:
+    offsets = [0]
+    values: list[str] = []
+    append = offsets.append
+    for r in rows:
+        if r:
+            values.extend(r)
+        append(len(values))
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(values, pa.string())
+    )
+
+
+def _metadata_lists(rows: Iterable[dict[str, Any] | None]) -> pa.Array:
+    offsets = [0]
+    keys: list[str] = []
+    values: list[str | None] = []
+    for r in rows:
+        if r:
+            for k, v in r.items():
+                keys.append(k)
+                values.append(v if v is None or type(v) is str else _meta_str(v))
+        offsets.append(len(keys))
+    struct = pa.StructArray.from_arrays(
+        [pa.array(keys, pa.string()), pa.array(values, pa.string())], fields=list(_METADATA_STRUCT)
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct, type=pa.list_(_METADATA_STRUCT))
+
+
+def _meta_str(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if isinstance(v, list | dict | tuple):
+        return orjson.dumps(v, default=str).decode()
+    return str(v)
+
+
+def _relationship_lists(rows: Iterable[list[Relationship] | None]) -> pa.Array:
+    offsets = [0]
+    cols: tuple[list[str | None], ...] = ([], [], [], [], [], [], [])
+    t, i, u, p, c, ti, de = cols
+    for r in rows:
+        if r:
+            for rel in r:
+                t.append(rel.type)
+                i.append(rel.id)
+                u.append(rel.uri)
+                p.append(rel.path)
+                c.append(rel.cid)
+                ti.append(rel.title)
+                de.append(rel.description)
+        offsets.append(len(t))
+    struct = pa.StructArray.from_arrays(
+        [pa.array(col, pa.string()) for col in cols], fields=list(_RELATIONSHIP_STRUCT)
+    )
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), struct, type=pa.list_(_RELATIONSHIP_STRUCT)
+    )
+
+
+def _vectors(docs: Sequence[Document], dim: int, fill_zeros: bool) -> pa.Array:
+    vtype = pa.list_(pa.float32(), list_size=dim)
+    n = len(docs)
+    if all(d.vector is None for d in docs):
+        if not fill_zeros:
+            return pa.nulls(n, vtype)
+        flat = pa.repeat(pa.scalar(0.0, pa.float32()), n * dim)
+        return pa.FixedSizeListArray.from_arrays(flat, dim)
+    values: list[float] = []
+    zeros = [0.0] * dim
+    mask: list[bool] = []
+    for d in docs:
+        v = d.vector
+        if v is None:
+            values.extend(zeros)
+            mask.append(not fill_zeros)
+        else:
+            if len(v) != dim:
+                raise ValueError(f"vector of {d.source_id!r} has {len(v)} values, expected {dim}")
+            values.extend(v)
+            mask.append(False)
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), dim)
+    if any(mask):
+        arr = pa.FixedSizeListArray.from_arrays(
+            pa.array(values, pa.float32()), dim, mask=pa.array(mask, pa.bool_())
+        )
+    return arr
+
+
+def documents_to_table(
+    docs: Sequence[Document],
+    schema: pa.Schema,
+    *,
+    ingested_at: datetime | None = None,
+    fill_zero_vectors: bool = False,
+) -> pa.Table:
+    """Build an Arrow table of ``schema`` from ``docs``, column by column.
+
+    Every document must have its ``source_type`` set. ``content_hash`` is computed when missing.
+    """
+    now = ingested_at or datetime.now(UTC)
+    n = len(docs)
+    s = pa.string()
+
+    def col(name: str) -> pa.Array:
+        return pa.array([getattr(d, name) for d in docs], s)
+
+    arrays: dict[str, pa.Array] = {
+        "uuid": pa.array([record_uuid(d.source_type or "", d.source_id) for d in docs], s),
+        "text_content": col("text_content"),
+        "title": col("title"),
+        "version": col("version"),
+        "context": col("context"),
+        "uri": col("uri"),
+        "local_path": col("local_path"),
+        "cid": col("cid"),
+        "collection": col("collection"),
+        "collection_id": col("collection_id"),
+        "collection_id_type": col("collection_id_type"),
+        "position": pa.array([d.position for d in docs], pa.int32()),
+        "author": col("author"),
+        "contributors": _string_lists(d.contributors for d in docs),
+        "created_at": pa.array([_day(d.created_at) for d in docs], s),
+        "updated_at": pa.array([_day(d.updated_at) for d in docs], s),
+        "tags": _string_lists(d.tags for d in docs),
+        "status": col("status"),
+        "source_file": col("source_file"),
+        "source_type": col("source_type"),
+        "source_url": col("source_url"),
+        "relationships": _relationship_lists(d.relationships for d in docs),
+        "custom_metadata": _metadata_lists(d.custom_metadata for d in docs),
+        "record_type": col("record_type"),
+        "raw_data_type": col("raw_data_type"),
+        "raw_data": pa.array([d.raw_data for d in docs], pa.large_binary()),
+        "source_id": col("source_id"),
+        "content_hash": pa.array([d.compute_hash() for d in docs], s),
+        "source_updated_at": pa.array(
+            [parse_timestamp(d.source_updated_at or d.updated_at) for d in docs], _TS
+        ),
+        "ingested_at": pa.repeat(pa.scalar(now, _TS), n),
+    }
+    if "vector" in schema.names:
+        dim = schema.field("vector").type.list_size
+        arrays["vector"] = _vectors(docs, dim, fill_zero_vectors)
+    elif any(d.vector is not None for d in docs):
+        raise ValueError("documents carry vectors but the dataset has no vector column: set embed_dim")
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)

@@ -1,0 +1,166 @@
+"""Counters of a run and the :class:`RunReport` that sums them up.
+
+Every stage, source and the sink own a small stats object; the runner assembles them into a
+``RunReport`` that prints as a table (``str(report)``) and serialises to JSON (``report.to_dict()``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ("RunReport", "SinkStats", "SourceStats", "StageStats")
+
+
+@dataclass(slots=True)
+class StageStats:
+    """Documents into and out of one stage, and how many failed (dead-lettered) there."""
+
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What one source produced."""
+
+    name: str
+    source_type: str = ""
+    fetched: int = 0
+    tombstones: int = 0
+    checkpoints: int = 0
+    skipped_unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    partitions: int = 0
+    partitions_done: int = 0
+    error: str | None = None
+    last_fetch: float | None = None
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """What the sink wrote."""
+
+    rows_in: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    appended: int = 0
+    deleted: int = 0
+    commits: int = 0
+    checkpoints_saved: int = 0
+    maintenance_runs: int = 0
+    commit_seconds: float = 0.0
+    dataset_version: int | None = None
+    dataset_rows: int | None = None
+
+    @property
+    def upserted(self) -> int:
+        """Rows inserted or updated (or appended)."""
+        return self.inserted + self.updated + self.appended
+
+
+@dataclass(slots=True)
+class RunReport:
+    """Everything a run did: per-source, per-stage and sink counters, HTTP metrics, timings."""
+
+    sources: dict[str, SourceStats] = field(default_factory=dict)
+    stages: list[StageStats] = field(default_factory=list)
+    sink: SinkStats = field(default_factory=SinkStats)
+    http: dict[str, Any] = field(default_factory=dict)
+    dead_lettered: int = 0
+    dead_letter_path: str | None = None
+    dataset: str | None = None
+    dry_run: bool = False
+    stopped_early: bool = False
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    wall_seconds: float = 0.0
+
+    @property
+    def fetched(self) -> int:
+        """Documents the sources yielded."""
+        return sum(s.fetched for s in self.sources.values())
+
+    @property
+    def docs_per_second(self) -> float:
+        """Documents fetched per second of wall time."""
+        return self.fetched / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def failed_sources(self) -> list[str]:
+        """Names of sources that failed as a whole."""
+        return [n for n, s in self.sources.items() if s.error]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed: no dead letters and no failed source."""
+        return not self.dead_lettered and not self.failed_sources and self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the report."""
+        return {
+            "ok": self.ok,
+            "dataset": self.dataset,
+            "dry_run": self.dry_run,
+            "stopped_early": self.stopped_early,
+            "error": self.error,
+            "wall_seconds": round(self.wall_seconds, 4),
+            "fetched": self.fetched,
+            "docs_per_second": round(self.docs_per_second, 1),
+            "dead_lettered": self.dead_lettered,
+            "dead_letter_path": self.dead_letter_path,
+            "sources": {n: asdict(s) for n, s in self.sources.items()},
+            "stages": [asdict(s) for s in self.stages],
+            "sink": {**asdict(self.sink), "upserted": self.sink.upserted},
+            "http": self.http,
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"cfstream run: {self.fetched} documents in {self.wall_seconds:.2f}s "
+            f"({self.docs_per_second:,.0f} docs/s){' [dry run]' if self.dry_run else ''}"
+            f"{' [stopped early]' if self.stopped_early else ''}",
+        ]
+        if self.dataset:
+            v = self.sink.dataset_version
+            rows = self.sink.dataset_rows
+            lines.append(
+                f"  dataset {self.dataset}"
+                + (f" version {v}" if v is not None else "")
+                + (f", {rows} rows" if rows is not None else "")
+            )
+        lines.append(
+            f"  {'source':<20} {'fetched':>9} {'unchanged':>9} {'deleted':>8} {'failed':>7}  status"
+        )
+        for name, s in self.sources.items():
+            status = f"FAILED: {s.error}" if s.error else "ok"
+            lines.append(
+                f"  {name:<20} {s.fetched:>9} {s.skipped_unchanged:>9} {s.tombstones:>8} "
+                f"{s.failed:>7}  {status}"
+            )
+        for st in self.stages:
+            lines.append(
+                f"  stage {st.name:<14} in {st.docs_in:>9} out {st.docs_out:>9} "
+                f"failed {st.failed:>6} dropped {st.dropped:>6}"
+            )
+        k = self.sink
+        lines.append(
+            f"  sink: inserted {k.inserted}, updated {k.updated}, unchanged {k.unchanged}, "
+            f"appended {k.appended}, deleted {k.deleted}, commits {k.commits}"
+        )
+        http = ", ".join(
+            f"{key} {val}" for key, val in self.http.items() if val not in ({}, 0, 0.0, None, [])
+        )
+        if http:
+            lines.append(f"  http: {http}")
+        if self.dead_lettered:
+            lines.append(f"  dead letters: {self.dead_lettered} -> {self.dead_letter_path}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)

@@ -1,0 +1,446 @@
+"""Running a pipeline: one task group, bounded channels, graceful stop, one clear error.
+
+Topology of a run with two stages::
+
+    partition tasks ─┐  (one per source partition, capped)
+    partition tasks ─┼─▶ [chan 0] ─▶ stage 1 ─▶ [chan 1] ─▶ stage 2 ─▶ [chan 2] ─▶ sink
+    partition tasks ─┘
+
+Every channel holds at most ``buffer_chunks`` chunks, so a slow sink slows every stage and,
+finally, the sources: memory depends on buffer sizes and the batch size, never on the source.
+
+A source that fails as a whole (bad credentials, a missing repository) is recorded in the report and
+the others go on; a stage or the sink failing cancels the run and surfaces as one exception (a
+:class:`~cfstream.errors.CfStreamError`, the stage named), never as a bare ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from cfstream.context import RunContext, SourceContext, StageContext
+from cfstream.deadletter import DeadLetterWriter
+from cfstream.errors import CfStreamError, PipelineError
+from cfstream.records import Checkpoint, Document, Item, Tombstone
+from cfstream.report import RunReport, SourceStats, StageStats
+from cfstream.secrets import get_logger, redact
+from cfstream.state import StateStore, local_path, state_dir_for
+
+if TYPE_CHECKING:
+    from cfstream.pipeline import Pipeline
+    from cfstream.sources.base import Source
+
+__all__ = ("RunControl", "run", "run_pipeline")
+
+log = get_logger("cfstream.runner")
+
+
+class RunControl:
+    """Stops a running pipeline: the first :meth:`request_stop` is graceful, the second is not.
+
+    Graceful: sources stop fetching, in-flight work drains, the sink commits, state is saved.
+    Hard: the run is cancelled at once (a commit in progress still finishes; nothing is corrupted).
+    """
+
+    def __init__(self) -> None:
+        self.stop = anyio.Event()
+        self.hard = False
+        self._scope: anyio.CancelScope | None = None
+
+    def request_stop(self) -> None:
+        """Ask the run to stop; a second call stops it at once."""
+        if not self.stop.is_set():
+            self.stop.set()
+            return
+        self.hard_stop()
+
+    def hard_stop(self) -> None:
+        """Cancel the run now."""
+        self.hard = True
+        self.stop.set()
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+def _leaf_errors(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for e in exc.exceptions:
+            out.extend(_leaf_errors(e))
+        return out
+    return [exc]
+
+
+def _first_real_error(exc: BaseException) -> BaseException:
+    leaves = _leaf_errors(exc)
+    cancelled = anyio.get_cancelled_exc_class()
+    for e in leaves:
+        if isinstance(e, CfStreamError):
+            return e
+    for e in leaves:
+        if not isinstance(e, cancelled):
+            return e
+    return leaves[0]
+
+
+async def _run_stage(
+    stage_name: str,
+    fn: Callable[[], Any],
+    receive: ObjectReceiveStream[Any] | None,
+    send: ObjectSendStream[Any] | None,
+) -> None:
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if receive is not None:
+                await stack.enter_async_context(receive)
+            if send is not None:
+                await stack.enter_async_context(send)
+            await fn()
+    except CfStreamError:
+        raise
+    except Exception as exc:
+        raise PipelineError(f"{type(exc).__name__}: {exc}", stage=stage_name) from exc
+
+
+class _SourceReader:
+    """Reads every partition of one source into the first channel."""
+
+    def __init__(
+        self,
+        source: Source,
+        cursors: Mapping[str, Mapping[str, Any]],
+        ctx: RunContext,
+        chunk_size: int,
+        chunk_latency: float,
+    ) -> None:
+        self.source = source
+        self.cursors = cursors
+        self.run = ctx
+        self.chunk_size = chunk_size
+        self.chunk_latency = chunk_latency
+        stats = ctx.report.sources.setdefault(
+            source.name, SourceStats(name=source.name, source_type=source.source_type)
+        )
+        self.sctx = SourceContext(
+            name=source.name,
+            source_type=source.source_type,
+            run=ctx,
+            stats=stats,
+            logger=get_logger(f"cfstream.sources.{source.source_type}"),
+        )
+        self.completed = False
+
+    async def read_all(
+        self, send: ObjectSendStream[list[Item]], global_limiter: anyio.CapacityLimiter | None
+    ) -> None:
+        stats = self.sctx.stats
+        try:
+            async with send:
+                partitions = list(await self.source.partitions(self.sctx))
+                stats.partitions = len(partitions)
+                limiter = anyio.CapacityLimiter(max(1, self.source.max_concurrency))
+                async with anyio.create_task_group() as tg:
+                    for p in partitions:
+                        tg.start_soon(self._read_partition, p, send.clone(), limiter, global_limiter)
+            self.completed = not self.run.stop.is_set()
+        except Exception as exc:
+            err = _first_real_error(exc)
+            stats.error = redact(str(err) if isinstance(err, CfStreamError) else f"{type(err).__name__}: {err}")
+            log.error("source %s failed: %s", self.source.name, stats.error)
+            self.error: BaseException = err
+
+    async def _read_partition(
+        self,
+        partition: str,
+        send: ObjectSendStream[list[Item]],
+        limiter: anyio.CapacityLimiter,
+        global_limiter: anyio.CapacityLimiter | None,
+    ) -> None:
+        async with send, limiter:
+            if global_limiter is not None:
+                await global_limiter.acquire()
+            try:
+                await self._pump(partition, send)
+            finally:
+                if global_limiter is not None:
+                    global_limiter.release()
+
+    async def _pump(self, partition: str, send: ObjectSendStream[list[Item]]) -> None:
+        src = self.source
+        name = src.name
+        st = src.source_type
+        stats = self.sctx.stats
+        stop = self.run.stop
+        cursor = None if self.run.full_refresh else self.cursors.get(partition)
+        chunk: list[Item] = []
+        chunk_started = 0.0
+        gen: AsyncIterator[Any] = src.read(partition, cursor, self.sctx)
+        try:
+            async for out in gen:
+                items = out if isinstance(out, list | tuple) else (out,)
+                for it in items:
+                    t = type(it)
+                    if t is Document:
+                        if it.source_type is None:
+                            it.source_type = st
+                        it.source_name = name
+                        stats.fetched += 1
+                    elif t is Checkpoint:
+                        if it.source is None or it.partition is None:
+                            it = dataclasses.replace(
+                                it,
+                                source=it.source or name,
+                                partition=partition if it.partition is None else it.partition,
+                            )
+                        stats.checkpoints += 1
+                    elif t is Tombstone:
+                        if it.source_type is None:
+                            it = Tombstone(it.source_id, st)
+                        stats.tombstones += 1
+                    else:
+                        raise PipelineError(
+                            f"source {name!r} yielded a {type(it).__name__}; sources yield "
+                            "Document, Checkpoint, Tombstone or lists of them"
+                        )
+                    if not chunk:
+                        chunk_started = time.monotonic()
+                    chunk.append(it)
+                if (
+                    items is out  # the source yielded a page: it travels as one chunk
+                    or len(chunk) >= self.chunk_size
+                    or time.monotonic() - chunk_started >= self.chunk_latency
+                ):
+                    await send.send(chunk)
+                    chunk = []
+                if stop.is_set():
+                    break
+            if chunk:
+                await send.send(chunk)
+                chunk = []
+        finally:
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+        stats.partitions_done += 1
+        stats.last_fetch = time.time()
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    control: RunControl | None = None,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    http: Any = None,
+    state: StateStore | None = None,
+    dead_letter_path: str | Path | None = None,
+    chunk_size: int = 500,
+    chunk_latency: float = 0.25,
+    buffer_chunks: int = 4,
+    max_partitions: int | None = None,
+    grace_period: float = 30.0,
+    progress: Callable[[RunReport], None] | None = None,
+    progress_interval: float = 0.5,
+) -> RunReport:
+    """Run ``pipeline`` to the end.
+
+    Args:
+        control: a :class:`RunControl` to stop the run from outside (Ctrl-C does this in
+            :func:`run`).
+        full_refresh: ignore saved cursors (a full re-sync; upserts keep one row per document).
+        dry_run: fetch and transform, write nothing and save no cursor.
+        http: an existing ``cfstream.http.HttpClient``; by default one is opened for the run.
+        state: where cursors live; default ``<dataset>/_cfstream/state.json`` for a local dataset.
+        dead_letter_path: the dead-letter JSONL; default ``<dataset>/_cfstream/dead-letters.jsonl``.
+        chunk_size: items per chunk when a source yields one item at a time.
+        buffer_chunks: chunks each channel holds (the backpressure bound).
+        max_partitions: cap on partitions read at once across all sources.
+        grace_period: after a graceful stop, seconds before the run is cancelled outright.
+        progress: called with the live report every ``progress_interval`` seconds.
+    """
+    sink = pipeline.sink
+    if sink is None:
+        raise PipelineError("the pipeline has no sink: end it with `| LanceSink(path)`")
+    control = control or RunControl()
+    report = RunReport(dry_run=dry_run)
+    t0 = time.perf_counter()
+    uri = getattr(sink, "uri", None)
+    if state is None and uri and not dry_run and local_path(uri) is not None:
+        state = StateStore.for_dataset(uri)
+    if dead_letter_path is None and uri and local_path(uri) is not None and not dry_run:
+        dead_letter_path = state_dir_for(uri) / "dead-letters.jsonl"
+    dead_letters = DeadLetterWriter(dead_letter_path)
+    report.dead_letter_path = str(dead_letter_path) if dead_letter_path else None
+    ctx = RunContext(
+        report=report,
+        dead_letters=dead_letters,
+        stop=control.stop,
+        state=state,
+        full_refresh=full_refresh,
+        dry_run=dry_run,
+    )
+    leaves = pipeline.leaf_sources
+    names = [s.name for s in leaves]
+    if len(set(names)) != len(names):
+        raise PipelineError(f"sources need distinct names (cursors are kept by name): {names}")
+    try:
+        if state is not None:
+            for s in leaves:
+                state.acquire_source(s.name)
+        await sink.open(ctx)
+        cursors: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for s in leaves:
+            cursors[s.name] = {} if (full_refresh or state is None) else state.cursors(s.name)
+        async with contextlib.AsyncExitStack() as stack:
+            if http is None and any(getattr(s, "uses_http", False) for s in leaves):
+                from cfstream.http import HttpClient
+
+                http = await stack.enter_async_context(HttpClient())
+            ctx.http = http
+            await _execute(pipeline, ctx, control, cursors, chunk_size, chunk_latency,
+                           buffer_chunks, max_partitions, grace_period, progress,
+                           progress_interval)
+    except BaseException as exc:
+        report.error = redact(str(_first_real_error(exc)))
+        raise
+    finally:
+        report.wall_seconds = time.perf_counter() - t0
+        if http is not None and getattr(http, "metrics", None) is not None:
+            with contextlib.suppress(Exception):
+                report.http = http.metrics.to_dict()
+        dead_letters.close()
+        if state is not None:
+            state.release_all()
+    report.stopped_early = control.stop.is_set()
+    return report
+
+
+async def _execute(
+    pipeline: Pipeline,
+    ctx: RunContext,
+    control: RunControl,
+    cursors: dict[str, dict[str, Mapping[str, Any]]],
+    chunk_size: int,
+    chunk_latency: float,
+    buffer_chunks: int,
+    max_partitions: int | None,
+    grace_period: float,
+    progress: Callable[[RunReport], None] | None,
+    progress_interval: float,
+) -> None:
+    report = ctx.report
+    sink = pipeline.sink
+    assert sink is not None
+    leaves = pipeline.leaf_sources
+    readers = [_SourceReader(s, cursors[s.name], ctx, chunk_size, chunk_latency) for s in leaves]
+    cap = max_partitions or pipeline.partition_concurrency
+    global_limiter = anyio.CapacityLimiter(cap) if cap else None
+    streams = [
+        anyio.create_memory_object_stream[list[Item]](buffer_chunks)
+        for _ in range(len(pipeline.stages) + 1)
+    ]
+    for st in pipeline.stages:
+        report.stages.append(StageStats(name=st.name))
+
+    try:
+        async with anyio.create_task_group() as outer:
+            with anyio.CancelScope() as scope:
+                control._scope = scope
+                async with anyio.create_task_group() as tg:
+                    send0, _ = streams[0]
+                    async with send0:
+                        for r in readers:
+                            tg.start_soon(r.read_all, send0.clone(), global_limiter)
+                    for i, stage in enumerate(pipeline.stages):
+                        sctx = StageContext(name=stage.name, run=ctx, stats=report.stages[i])
+                        recv, send = streams[i][1], streams[i + 1][0]
+                        tg.start_soon(
+                            _run_stage,
+                            stage.name,
+                            lambda stage=stage, recv=recv, send=send, sctx=sctx: stage.run(recv, send, sctx),
+                            recv,
+                            send,
+                        )
+                    last_recv = streams[-1][1]
+                    tg.start_soon(
+                        _run_stage,
+                        sink.name,
+                        lambda: sink.consume(last_recv, ctx),
+                        last_recv,
+                        None,
+                    )
+                    outer.start_soon(_watch_stop, control, grace_period)
+                    if progress is not None:
+                        outer.start_soon(_progress_loop, progress, report, progress_interval)
+            outer.cancel_scope.cancel()
+    except BaseException as exc:
+        err = _first_real_error(exc)
+        if err is exc or isinstance(err, anyio.get_cancelled_exc_class()):
+            raise
+        raise err from None
+    if control.hard:
+        report.stopped_early = True
+    failed = [r for r in readers if not r.completed and hasattr(r, "error")]
+    if readers and len(failed) == len(readers):
+        raise failed[0].error
+    if not ctx.dry_run and ctx.state is not None:
+        for r in readers:
+            if r.completed and not ctx.stop.is_set():
+                stats = r.sctx.stats
+                ctx.state.mark_success(
+                    r.source.name,
+                    {"fetched": stats.fetched, "tombstones": stats.tombstones, "failed": stats.failed},
+                )
+
+
+async def _watch_stop(control: RunControl, grace_period: float) -> None:
+    await control.stop.wait()
+    await anyio.sleep(grace_period)
+    log.warning("graceful stop took longer than %.0fs: cancelling the run", grace_period)
+    control.hard_stop()
+
+
+async def _progress_loop(
+    fn: Callable[[RunReport], None], report: RunReport, interval: float
+) -> None:
+    while True:
+        await anyio.sleep(interval)
+        fn(report)
+
+
+def run(pipeline: Pipeline, **options: Any) -> RunReport:
+    """Run ``pipeline`` from synchronous code and return its report.
+
+    Ctrl-C (SIGINT) stops the run gracefully: sources stop, in-flight work drains, the sink
+    commits and the state is saved; a second Ctrl-C cancels at once. Options are those of
+    :func:`run_pipeline`.
+    """
+    control: RunControl = options.pop("control", None) or RunControl()
+
+    async def main() -> RunReport:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        installed = False
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGINT, control.request_stop)
+                installed = True
+        try:
+            return await run_pipeline(pipeline, control=control, **options)
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    return anyio.run(main, backend="asyncio")

@@ -1,0 +1,499 @@
+"""``LanceSink``: batching, upserting, checkpoint-committing writer of a ContextFrame dataset.
+
+How it works:
+
+1. The sink task buffers items in arrival order and cuts a batch when it holds ``batch_rows``
+   documents, ``batch_bytes`` of text, or has waited ``max_latency`` seconds.
+2. Each batch is deduplicated by uuid (the newest ``source_updated_at`` wins, ties go to the last
+   arrival: Lance rejects or duplicates repeated keys inside one ``merge_insert``), turned into an
+   Arrow table column by column in a worker thread, and handed to the writer through a channel of
+   ``max_inflight - 1`` slots: that bound is the backpressure on the whole pipeline.
+3. The writer commits batches one at a time, off the event loop: ``merge_insert`` on ``uuid``
+   (``mode="upsert"``; a matched row is rewritten only when its ``content_hash`` changed or its
+   ``source_updated_at`` is newer) or an append (``mode="append"``), then deletes tombstoned uuids.
+   Commit conflicts with another writer are retried with a fresh dataset handle.
+4. Only after a batch's commit are the checkpoints that arrived before it saved to the sync state.
+5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once it passes
+   ``index_threshold`` rows, ``optimize_indices`` every ``optimize_every`` commits, and every
+   ``maintenance_every`` commits a compaction and a cleanup of versions older than
+   ``cleanup_older_than``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+import lance
+import pyarrow as pa
+from anyio.abc import ObjectReceiveStream
+
+from cfstream.context import RunContext
+from cfstream.errors import CommitError, DatasetError
+from cfstream.records import (
+    DEFAULT_EMBED_DIM,
+    Checkpoint,
+    Document,
+    Item,
+    Tombstone,
+    documents_to_table,
+    frame_schema,
+    parse_timestamp,
+    record_uuid,
+)
+from cfstream.secrets import get_logger
+from cfstream.sinks.base import Sink
+from cfstream.state import local_path
+
+__all__ = ("LanceSink",)
+
+log = get_logger("cfstream.sinks.lance")
+
+UPSERT_CONDITION = (
+    "target.content_hash IS NULL OR source.content_hash != target.content_hash "
+    "OR source.source_updated_at > target.source_updated_at"
+)
+_REQUIRED = ("uuid", "title", "source_id", "content_hash")
+
+
+@dataclass(slots=True)
+class _Batch:
+    docs: list[Document] = field(default_factory=list)
+    uuids: list[str] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    table: pa.Table | None = None
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return (
+        type(exc).__name__ == "CommitConflictError"
+        or "oo many concurrent writers" in text
+        or "commit conflict" in text.lower()
+        or "preempted by concurrent transaction" in text
+    )
+
+
+def _os_error_message(exc: OSError, uri: str) -> str:
+    text = str(exc)
+    if exc.errno == errno.ENOSPC or "No space left" in text:
+        return f"the disk holding {uri} is full ({text}); free space and run again"
+    if exc.errno in (errno.EACCES, errno.EPERM) or "ermission denied" in text:
+        return f"permission denied writing {uri} ({text}); check the folder's permissions"
+    return f"writing {uri} failed: {text}"
+
+
+class LanceSink(Sink):
+    """Write documents to a Lance dataset of FrameRecords; see the module docstring.
+
+    Args:
+        uri: the dataset (a local path or any Lance URI).
+        mode: ``"upsert"`` (merge on uuid, the default) or ``"append"``.
+        batch_rows / batch_bytes / max_latency: when to cut a batch.
+        max_inflight: batches built or being written at once (backpressure bound).
+        embed_dim: add a ``vector`` column of that width (null unless documents carry vectors).
+        contextframe_compat: write zero vectors of ``embed_dim`` (default 1536) for every row, so
+            ContextFrame's own ``FrameDataset`` reads the dataset.
+        compress_text: use Lance's string compression for ``text_content`` (slower writes, ~20%
+            less disk).
+        storage_options: passed to Lance for object stores.
+    """
+
+    name = "lance"
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        mode: Literal["upsert", "append"] = "upsert",
+        batch_rows: int = 10_000,
+        batch_bytes: int = 64 * 1024 * 1024,
+        max_latency: float = 10.0,
+        max_inflight: int = 2,
+        embed_dim: int | None = None,
+        contextframe_compat: bool = False,
+        compress_text: bool = False,
+        index_threshold: int = 100_000,
+        optimize_every: int = 20,
+        maintenance_every: int = 100,
+        cleanup_older_than: timedelta = timedelta(hours=1),
+        conflict_retries: int = 8,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        if mode not in ("upsert", "append"):
+            raise ValueError(f"mode must be 'upsert' or 'append', not {mode!r}")
+        if batch_rows < 1 or max_inflight < 1:
+            raise ValueError("batch_rows and max_inflight must be at least 1")
+        self.uri = str(uri)
+        self.mode = mode
+        self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self.max_latency = max_latency
+        self.max_inflight = max_inflight
+        self.contextframe_compat = contextframe_compat
+        if contextframe_compat and embed_dim is None:
+            embed_dim = DEFAULT_EMBED_DIM
+        self.embed_dim = embed_dim
+        self.compress_text = compress_text
+        self.index_threshold = index_threshold
+        self.optimize_every = optimize_every
+        self.maintenance_every = maintenance_every
+        self.cleanup_older_than = cleanup_older_than
+        self.conflict_retries = conflict_retries
+        self.storage_options = storage_options
+        self.schema: pa.Schema = frame_schema(embed_dim, compress_text=compress_text)
+        self._exists = False
+        self._rows = 0
+        self._indexed = False
+        self._commits = 0
+        self._failed = False
+
+    # ------------------------------------------------------------------------------------------
+    # opening and checking the dataset
+    # ------------------------------------------------------------------------------------------
+    def _open_dataset(self) -> lance.LanceDataset | None:
+        path = local_path(self.uri)
+        if path is not None:
+            if path.exists() and not path.is_dir():
+                raise DatasetError(f"{self.uri} is a file, not a Lance dataset; choose another path")
+            if path.is_dir() and not (path / "_versions").exists():
+                others = [p.name for p in path.iterdir() if p.name != "_cfstream"]
+                if others:
+                    raise DatasetError(
+                        f"{self.uri} exists but is not a Lance dataset (it holds {sorted(others)[:5]}); "
+                        "point `dataset` at a new path or an existing cfstream dataset"
+                    )
+                return None
+            if not path.exists():
+                return None
+        try:
+            return lance.dataset(self.uri, storage_options=self.storage_options)
+        except (OSError, ValueError) as exc:
+            if path is None and "not found" in str(exc).lower():
+                return None
+            raise DatasetError(f"cannot open {self.uri} as a Lance dataset: {exc}") from exc
+
+    def _check_schema(self, ds: lance.LanceDataset) -> None:
+        have = ds.schema
+        problems: list[str] = []
+        for name in _REQUIRED:
+            if name not in have.names:
+                problems.append(f"missing column {name!r}")
+        for f in self.schema:
+            if f.name in have.names:
+                theirs = have.field(f.name).type
+                if f.name == "vector" and pa.types.is_fixed_size_list(theirs):
+                    continue
+                if f.name == "raw_data" and "blob" in str(theirs):
+                    continue  # Lance stores blob columns as its own extension type
+                if not theirs.equals(f.type, check_metadata=False) and str(theirs) != str(f.type):
+                    problems.append(f"column {f.name!r} is {theirs}, expected {f.type}")
+        if problems:
+            raise DatasetError(
+                f"{self.uri} is a Lance dataset but not one cfstream can write: "
+                + "; ".join(problems)
+                + ". Use a new dataset path."
+            )
+        # write exactly the dataset's columns (types as stored, e.g. its vector width)
+        fields = []
+        for f in self.schema:
+            if f.name in have.names:
+                fields.append(f if f.name == "raw_data" else have.field(f.name))
+        if "vector" in have.names and "vector" not in self.schema.names:
+            fields.insert(2, have.field("vector"))
+        self.schema = pa.schema(fields)
+        if "vector" in self.schema.names:
+            self.embed_dim = self.schema.field("vector").type.list_size
+
+    def _open_sync(self) -> tuple[int | None, int]:
+        ds = self._open_dataset()
+        if ds is None:
+            self._exists = False
+            return None, 0
+        self._check_schema(ds)
+        self._exists = True
+        self._rows = ds.count_rows()
+        self._indexed = any("uuid" in (i.field_names or []) for i in ds.describe_indices())
+        return ds.version, self._rows
+
+    async def open(self, ctx: RunContext) -> None:
+        """Check that the dataset is usable (or absent) before any source is read."""
+        version, rows = await anyio.to_thread.run_sync(self._open_sync)
+        ctx.report.dataset = self.uri
+        ctx.report.sink.dataset_version = version
+        ctx.report.sink.dataset_rows = rows
+
+    # ------------------------------------------------------------------------------------------
+    # the sink task
+    # ------------------------------------------------------------------------------------------
+    async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
+        """Buffer, batch and hand batches to the writer; flush everything at the end.
+
+        On cancellation (Ctrl-C, a failure elsewhere in the run) what is buffered is complete:
+        it is committed, shielded, after the batch being written, so that the checkpoints before
+        it can be saved. Nothing is committed after the sink's own write failed.
+        """
+        send_job, receive_job = anyio.create_memory_object_stream[_Batch](
+            max(0, self.max_inflight - 1)
+        )
+        self._lock = anyio.Lock()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, receive_job, ctx)
+                async with send_job:
+                    await self._buffer_loop(receive, send_job, ctx)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if not self._failed:
+                    async with self._lock:
+                        leftovers: list[_Batch] = []
+                        while True:
+                            try:
+                                leftovers.append(receive_job.receive_nowait())
+                            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                                break
+                        pending, self._pending = self._pending, None
+                        if pending is not None and (
+                            pending.docs or pending.deletes or pending.checkpoints
+                        ):
+                            await self._prepare(pending, ctx)
+                            leftovers.append(pending)
+                        for batch in leftovers:
+                            await self._process(batch, ctx)
+                receive_job.close()
+
+    _pending: _Batch | None = None
+
+    async def _buffer_loop(
+        self,
+        receive: ObjectReceiveStream[list[Item]],
+        send_job: Any,
+        ctx: RunContext,
+    ) -> None:
+        stats = ctx.report.sink
+        batch = self._pending = _Batch()
+        index: dict[str, int] = {}
+        nbytes = 0
+        started: float | None = None
+        while True:
+            timeout = None if started is None else max(0.0, started + self.max_latency - time.monotonic())
+            chunk: list[Item] | None = None
+            if timeout is None:
+                try:
+                    chunk = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            else:
+                with anyio.move_on_after(timeout):
+                    try:
+                        chunk = await receive.receive()
+                    except anyio.EndOfStream:
+                        break
+            if chunk is not None:
+                for it in chunk:
+                    t = type(it)
+                    if t is Document:
+                        doc: Document = it  # type: ignore[assignment]
+                        stats.rows_in += 1
+                        uid = record_uuid(doc.source_type or "", doc.source_id)
+                        pos = index.get(uid)
+                        if pos is None:
+                            index[uid] = len(batch.docs)
+                            batch.docs.append(doc)
+                            batch.uuids.append(uid)
+                        elif _newer_or_equal(doc, batch.docs[pos]):
+                            batch.docs[pos] = doc
+                        text = doc.text_content
+                        nbytes += len(text) if text else 0
+                        if doc.raw_data:
+                            nbytes += len(doc.raw_data)
+                    elif t is Checkpoint:
+                        batch.checkpoints.append(it)  # type: ignore[arg-type]
+                    elif t is Tombstone:
+                        ts: Tombstone = it  # type: ignore[assignment]
+                        uid = record_uuid(ts.source_type or "", ts.source_id)
+                        pos = index.pop(uid, None)
+                        if pos is not None:  # deleted after being buffered: drop the upsert
+                            batch.docs[pos] = None  # type: ignore[call-overload]
+                        batch.deletes.append(uid)
+                if started is None and (batch.docs or batch.deletes or batch.checkpoints):
+                    started = time.monotonic()
+            full = len(index) >= self.batch_rows or nbytes >= self.batch_bytes
+            timed_out = started is not None and time.monotonic() - started >= self.max_latency
+            if full or timed_out or (chunk and not batch.docs and not batch.deletes and batch.checkpoints):
+                await self._submit(batch, send_job, ctx)
+                batch = self._pending = _Batch()
+                index = {}
+                nbytes = 0
+                started = None
+        if batch.docs or batch.deletes or batch.checkpoints:
+            await self._submit(batch, send_job, ctx)
+        self._pending = None
+
+    async def _submit(self, batch: _Batch, send_job: Any, ctx: RunContext) -> None:
+        await self._prepare(batch, ctx)
+        await send_job.send(batch)
+        self._pending = None
+
+    async def _prepare(self, batch: _Batch, ctx: RunContext) -> None:
+        if any(d is None for d in batch.docs):
+            keep = [(d, u) for d, u in zip(batch.docs, batch.uuids, strict=True) if d is not None]
+            batch.docs = [d for d, _ in keep]
+            batch.uuids = [u for _, u in keep]
+        deletes = set(batch.deletes) - set(batch.uuids)
+        batch.deletes = sorted(deletes)
+        if batch.docs and not ctx.dry_run:
+            batch.table = await anyio.to_thread.run_sync(self._build_table, batch.docs)
+
+    def _build_table(self, docs: Sequence[Document]) -> pa.Table:
+        return documents_to_table(
+            docs,
+            self.schema,
+            ingested_at=datetime.now(UTC),
+            fill_zero_vectors=self.contextframe_compat,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # the writer task
+    # ------------------------------------------------------------------------------------------
+    async def _writer(self, receive_job: ObjectReceiveStream[_Batch], ctx: RunContext) -> None:
+        async for batch in receive_job:
+            async with self._lock:
+                await self._process(batch, ctx)
+
+    async def _process(self, batch: _Batch, ctx: RunContext) -> None:
+        """Commit one batch, then save the checkpoints that arrived before it (shielded)."""
+        stats = ctx.report.sink
+        with anyio.CancelScope(shield=True):
+            if not ctx.dry_run and (batch.table is not None or batch.deletes):
+                t0 = time.perf_counter()
+                try:
+                    result = await anyio.to_thread.run_sync(self._commit, batch)
+                except BaseException:
+                    self._failed = True
+                    raise
+                stats.commit_seconds += time.perf_counter() - t0
+                stats.commits += result.get("commits", 0)
+                stats.inserted += result.get("inserted", 0)
+                stats.updated += result.get("updated", 0)
+                stats.unchanged += result.get("unchanged", 0)
+                stats.appended += result.get("appended", 0)
+                stats.deleted += result.get("deleted", 0)
+                stats.maintenance_runs += result.get("maintenance", 0)
+                stats.dataset_version = result.get("version", stats.dataset_version)
+                stats.dataset_rows = self._rows
+            if batch.checkpoints and not ctx.dry_run and ctx.state is not None:
+                try:
+                    stats.checkpoints_saved += await anyio.to_thread.run_sync(
+                        ctx.state.save_checkpoints, batch.checkpoints
+                    )
+                except BaseException:
+                    self._failed = True
+                    raise
+
+    def _commit(self, batch: _Batch) -> dict[str, int]:
+        attempt = 0
+        while True:
+            try:
+                return self._commit_once(batch)
+            except OSError as exc:
+                if _is_conflict(exc) and attempt < self.conflict_retries:
+                    attempt += 1
+                    log.info("commit conflict on %s, retrying (%d)", self.uri, attempt)
+                    time.sleep(min(2.0, 0.05 * 2**attempt))
+                    continue
+                raise CommitError(_os_error_message(exc, self.uri)) from exc
+
+    def _commit_once(self, batch: _Batch) -> dict[str, int]:
+        out: dict[str, int] = {"commits": 0}
+        table = batch.table
+        ds: lance.LanceDataset | None = None
+        if table is not None and table.num_rows:
+            n = table.num_rows
+            if not self._exists:
+                ds = lance.write_dataset(
+                    table, self.uri, schema=self.schema, mode="create",
+                    storage_options=self.storage_options,
+                )
+                self._exists = True
+                out["inserted" if self.mode == "upsert" else "appended"] = n
+                self._rows += n
+            elif self.mode == "append":
+                ds = lance.write_dataset(
+                    table, self.uri, mode="append", storage_options=self.storage_options
+                )
+                out["appended"] = n
+                self._rows += n
+            else:
+                ds = lance.dataset(self.uri, storage_options=self.storage_options)
+                stats = (
+                    ds.merge_insert("uuid")
+                    .when_matched_update_all(condition=UPSERT_CONDITION)
+                    .when_not_matched_insert_all()
+                    .execute(table)
+                )
+                ins = int(stats.get("num_inserted_rows", 0))
+                upd = int(stats.get("num_updated_rows", 0))
+                out["inserted"] = ins
+                out["updated"] = upd
+                out["unchanged"] = n - ins - upd
+                self._rows += ins
+                ds = None
+            out["commits"] += 1
+        if batch.deletes and self._exists:
+            ds = lance.dataset(self.uri, storage_options=self.storage_options)
+            quoted = ",".join(f"'{u}'" for u in batch.deletes)
+            res = ds.delete(f"uuid IN ({quoted})")
+            deleted = int(res.get("num_deleted_rows", 0)) if isinstance(res, dict) else 0
+            out["deleted"] = deleted
+            self._rows -= deleted
+            out["commits"] += 1
+        self._commits += out["commits"]
+        ds = lance.dataset(self.uri, storage_options=self.storage_options) if self._exists else None
+        if ds is not None:
+            out["maintenance"] = self._maintain(ds)
+            out["version"] = ds.version
+        return out
+
+    def _maintain(self, ds: lance.LanceDataset) -> int:
+        """Index, optimize, compact and clean up from the writer itself (compaction does not retry)."""
+        ran = 0
+        try:
+            if not self._indexed and self._rows >= self.index_threshold:
+                ds.create_scalar_index("uuid", index_type="BTREE")
+                self._indexed = True
+                ran += 1
+            elif self._indexed and self.optimize_every and self._commits % self.optimize_every == 0:
+                ds.optimize.optimize_indices()
+                ran += 1
+            if self.maintenance_every and self._commits and self._commits % self.maintenance_every == 0:
+                ds.optimize.compact_files(target_rows_per_fragment=1_000_000)
+                if self._indexed:
+                    ds.optimize.optimize_indices()
+                ds.cleanup_old_versions(older_than=self.cleanup_older_than)
+                ran += 1
+        except OSError as exc:  # maintenance losing to a concurrent writer is not fatal
+            log.warning("dataset maintenance on %s skipped: %s", self.uri, exc)
+        return ran
+
+
+def _newer_or_equal(new: Document, old: Document) -> bool:
+    """True when ``new`` should replace ``old`` in a batch (newer source_updated_at, or a tie)."""
+    a = new.source_updated_at or new.updated_at
+    b = old.source_updated_at or old.updated_at
+    if a is None or b is None:
+        return True
+    try:
+        ta, tb = parse_timestamp(a), parse_timestamp(b)
+    except ValueError:
+        return True
+    if ta is None or tb is None:
+        return True
+    return ta >= tb

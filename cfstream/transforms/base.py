@@ -1,0 +1,124 @@
+"""The stage protocol: what sits between a source and the sink.
+
+Items travel between stages in *chunks* (lists, usually a page of a source), so the cost of a
+channel hop is paid once per chunk, not once per document. A stage reads chunks from its input
+stream and sends chunks to its output stream; :class:`ChunkStage` covers the common case of a
+function from one chunk to the next. Checkpoints and tombstones pass through every stage in order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from cfstream.context import StageContext
+from cfstream.records import Document, Item
+
+__all__ = ("Chunk", "ChunkStage", "GeneratorStage", "Stage", "count_docs")
+
+#: a list of items travelling between two stages
+Chunk = list[Item]
+
+
+def count_docs(chunk: Chunk) -> int:
+    """How many Documents a chunk holds."""
+    n = 0
+    for it in chunk:
+        if type(it) is Document:
+            n += 1
+    return n
+
+
+class Stage(ABC):
+    """One step of a pipeline. Subclasses implement :meth:`run` or, simpler, :class:`ChunkStage`."""
+
+    name: str = "stage"
+
+    @abstractmethod
+    async def run(
+        self,
+        receive: ObjectReceiveStream[Chunk],
+        send: ObjectSendStream[Chunk],
+        ctx: StageContext,
+    ) -> None:
+        """Consume every chunk of ``receive`` and send results to ``send`` until the input ends."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class ChunkStage(Stage):
+    """A stage that maps each chunk to a new chunk with a synchronous function."""
+
+    @abstractmethod
+    def apply(self, chunk: Chunk, ctx: StageContext) -> Chunk:
+        """Return the output chunk for ``chunk`` (may be the same list, changed in place)."""
+
+    async def run(
+        self,
+        receive: ObjectReceiveStream[Chunk],
+        send: ObjectSendStream[Chunk],
+        ctx: StageContext,
+    ) -> None:
+        """Apply :meth:`apply` to every chunk, counting documents in and out."""
+        stats = ctx.stats
+        async for chunk in receive:
+            stats.docs_in += count_docs(chunk)
+            out = self.apply(chunk, ctx)
+            if out:
+                stats.docs_out += count_docs(out)
+                await send.send(out)
+
+
+class GeneratorStage(Stage):
+    """Wraps ``async def fn(items: AsyncIterator[Item]) -> AsyncIterator[Item]`` as a stage.
+
+    Convenient for users' own stages; items are handed over one at a time, so it costs more than
+    a :class:`ChunkStage`. Outputs are re-chunked (up to ``chunk_size``).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[AsyncIterator[Item]], AsyncIterator[Item]],
+        *,
+        name: str | None = None,
+        chunk_size: int = 256,
+    ) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "generator")
+        self.chunk_size = chunk_size
+
+    async def run(
+        self,
+        receive: ObjectReceiveStream[Chunk],
+        send: ObjectSendStream[Chunk],
+        ctx: StageContext,
+    ) -> None:
+        """Feed the items of every chunk to the generator and send what it yields in chunks."""
+        stats = ctx.stats
+
+        async def items() -> AsyncIterator[Item]:
+            async for chunk in receive:
+                stats.docs_in += count_docs(chunk)
+                for it in chunk:
+                    yield it
+
+        out: Chunk = []
+        gen = self.fn(items())
+        try:
+            async for it in gen:
+                if type(it) is Document:
+                    it.content_hash = None
+                    stats.docs_out += 1
+                out.append(it)
+                if len(out) >= self.chunk_size or type(it) is not Document:
+                    await send.send(out)
+                    out = []
+        finally:
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if out:
+            await send.send(out)
