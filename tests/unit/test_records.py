@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+import cfstream as cf
+from cfstream.records import (
+    CFSTREAM_NAMESPACE,
+    Document,
+    Relationship,
+    documents_to_table,
+    frame_schema,
+    parse_timestamp,
+    record_uuid,
+)
+
+
+def test_record_uuid_is_uuid5_of_type_and_id() -> None:
+    expected = str(uuid.uuid5(CFSTREAM_NAMESPACE, "github:o/r:README.md"))
+    assert record_uuid("github", "o/r:README.md") == expected
+    assert expected == expected.lower()
+    assert record_uuid("github", "A") != record_uuid("github", "a")
+    assert Document(source_id="x", title="t", source_type="s").uuid == record_uuid("s", "x")
+
+
+def test_content_hash_changes_with_content_only() -> None:
+    a = Document(source_id="1", title="t", text_content="hello", source_type="s")
+    b = Document(source_id="1", title="t", text_content="hello", source_type="s")
+    assert a.compute_hash() == b.compute_hash()
+    c = Document(source_id="1", title="t", text_content="hello!", source_type="s")
+    assert c.compute_hash() != a.compute_hash()
+    a.relate("parent", record_uuid("s", "0"))
+    assert a.compute_hash() != b.compute_hash()
+
+
+def test_schema_has_frame_record_columns_and_cfstream_columns() -> None:
+    schema = frame_schema()
+    for name in ("uuid", "text_content", "title", "relationships", "custom_metadata", "raw_data"):
+        assert name in schema.names
+    assert schema.field("uuid").nullable is False
+    assert schema.field("created_at").type == pa.string()
+    assert schema.field("source_updated_at").type == pa.timestamp("us", tz="UTC")
+    assert "vector" not in schema.names
+    with_vec = frame_schema(8)
+    assert with_vec.field("vector").type == pa.list_(pa.float32(), 8)
+
+
+def test_documents_to_table_builds_every_column() -> None:
+    docs = [
+        Document(
+            source_id="a",
+            title="A",
+            text_content="body",
+            source_type="s",
+            tags=["x", "y"],
+            custom_metadata={"s_num": 3, "s_flag": True, "s_list": [1, 2]},
+            relationships=[Relationship("parent", id=record_uuid("s", "b"), title="B")],
+            created_at=datetime(2024, 5, 6, 7, 8, tzinfo=UTC),
+            updated_at="2024-05-07T10:00:00Z",
+        ),
+        Document(source_id="b", title="B", source_type="s"),
+    ]
+    table = documents_to_table(docs, frame_schema())
+    rows = table.to_pylist()
+    assert rows[0]["uuid"] == record_uuid("s", "a")
+    assert rows[0]["created_at"] == "2024-05-06"
+    assert rows[0]["updated_at"] == "2024-05-07"
+    assert rows[0]["source_updated_at"] == datetime(2024, 5, 7, 10, tzinfo=UTC)
+    assert rows[0]["custom_metadata"] == [
+        {"key": "s_num", "value": "3"},
+        {"key": "s_flag", "value": "true"},
+        {"key": "s_list", "value": "[1,2]"},
+    ]
+    assert rows[0]["relationships"][0]["type"] == "parent"
+    assert rows[1]["tags"] == [] and rows[1]["relationships"] == []
+    assert rows[0]["content_hash"] == docs[0].compute_hash()
+
+
+def test_vectors_need_a_vector_column() -> None:
+    doc = Document(source_id="a", title="A", source_type="s", vector=[0.5, 1.0])
+    with pytest.raises(ValueError, match="embed_dim"):
+        documents_to_table([doc], frame_schema())
+    table = documents_to_table([doc, Document(source_id="b", title="B", source_type="s")], frame_schema(2))
+    assert table.column("vector").to_pylist() == [[0.5, 1.0], None]
+
+
+def test_parse_timestamp() -> None:
+    assert parse_timestamp("2024-01-02T03:04:05Z") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_timestamp(datetime(2024, 1, 2)) == datetime(2024, 1, 2, tzinfo=UTC)
+    assert parse_timestamp(None) is None
+    with pytest.raises(ValueError):
+        parse_timestamp("yesterday")
+
+
+def test_public_api_all_is_sorted_and_complete() -> None:
+    assert list(cf.__all__) == sorted(cf.__all__)
+    for name in cf.__all__:
+        obj = getattr(cf, name)
+        assert obj.__doc__, f"{name} has no docstring"
