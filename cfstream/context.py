@@ -114,7 +114,11 @@ class StageContext:
     stats: StageStats
 
     def dead_letter(
-        self, error: BaseException | str, payload: Any = None, *, source: str | None = None,
+        self,
+        error: BaseException | str,
+        payload: Any = None,
+        *,
+        source: str | None = None,
         source_id: str | None = None,
     ) -> None:
         """Record a document this stage could not process; the run goes on."""

@@ -69,16 +69,13 @@ class DeadLetterWriter:
             payload_json = orjson.dumps(
                 {"truncated": True, "head": payload_json[:MAX_PAYLOAD_CHARS]}
             ).decode()
-        line = (
-            '{"time":%s,"source":%s,"source_id":%s,"stage":%s,"error":%s,"payload":%s}'
-            % (
-                orjson.dumps(time.time()).decode(),
-                orjson.dumps(source).decode(),
-                orjson.dumps(source_id).decode(),
-                orjson.dumps(stage).decode(),
-                orjson.dumps(redact(err)).decode(),
-                redact(payload_json),
-            )
+        line = '{"time":%s,"source":%s,"source_id":%s,"stage":%s,"error":%s,"payload":%s}' % (
+            orjson.dumps(time.time()).decode(),
+            orjson.dumps(source).decode(),
+            orjson.dumps(source_id).decode(),
+            orjson.dumps(stage).decode(),
+            orjson.dumps(redact(err)).decode(),
+            redact(payload_json),
         )
         with self._lock:
             self.count += 1

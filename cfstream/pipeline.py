@@ -43,7 +43,9 @@ class Pipeline:
         """Every source, merges flattened."""
         return [leaf for s in self.sources for leaf in s.sources()]
 
-    def __or__(self, other: Stage | Sink | Callable[[AsyncIterator[Item]], AsyncIterator[Item]]) -> Pipeline:
+    def __or__(
+        self, other: Stage | Sink | Callable[[AsyncIterator[Item]], AsyncIterator[Item]]
+    ) -> Pipeline:
         if self.sink is not None:
             raise TypeError("this pipeline already ends in a sink; nothing can follow it")
         if isinstance(other, Sink):

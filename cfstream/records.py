@@ -66,7 +66,9 @@ def record_uuid(source_type: str, source_id: str) -> str:
     Same result as ``str(uuid.uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}"))``, computed
     without building a UUID object (it runs once per record).
     """
-    digest = bytearray(hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).digest()[:16])
+    digest = bytearray(
+        hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).digest()[:16]
+    )
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
@@ -208,10 +210,7 @@ def _content_hash(d: Document) -> str:
         d.collection_id_type,
         d.position,
         {k: str(v) for k, v in meta.items()} if meta else None,
-        [
-            (r.type, r.id, r.uri, r.path, r.cid, r.title, r.description)
-            for r in d.relationships
-        ]
+        [(r.type, r.id, r.uri, r.path, r.cid, r.title, r.description) for r in d.relationships]
         if d.relationships
         else None,
         d.record_type,
@@ -226,7 +225,9 @@ def _content_hash(d: Document) -> str:
         None if d.vector is None else list(d.vector),
     )
     hasher = hashlib.blake2b(
-        orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str),
+        orjson.dumps(
+            payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
+        ),
         digest_size=16,
     )
     if d.raw_data is not None:
@@ -264,9 +265,7 @@ def frame_schema(embed_dim: int | None = None, *, compress_text: bool = False) -
     string compression: about 10x faster writes for about 20% more disk (see docs/design).
     """
     text_meta = None if compress_text else _NO_COMPRESSION
-    vector = (
-        [pa.field("vector", pa.list_(pa.float32(), list_size=embed_dim))] if embed_dim else []
-    )
+    vector = [pa.field("vector", pa.list_(pa.float32(), list_size=embed_dim))] if embed_dim else []
     return pa.schema(
         [
             pa.field("uuid", pa.string(), nullable=False),
@@ -346,9 +345,7 @@ def _string_lists(rows: Iterable[list[str] | None]) -> pa.Array:
         if r:
             values.extend(r)
         append(len(values))
-    return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(values, pa.string())
-    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.string()))
 
 
 def _metadata_lists(rows: Iterable[dict[str, Any] | None]) -> pa.Array:
@@ -364,7 +361,9 @@ def _metadata_lists(rows: Iterable[dict[str, Any] | None]) -> pa.Array:
     struct = pa.StructArray.from_arrays(
         [pa.array(keys, pa.string()), pa.array(values, pa.string())], fields=list(_METADATA_STRUCT)
     )
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct, type=pa.list_(_METADATA_STRUCT))
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), struct, type=pa.list_(_METADATA_STRUCT)
+    )
 
 
 def _meta_str(v: Any) -> str:
@@ -485,5 +484,7 @@ def documents_to_table(
         dim = schema.field("vector").type.list_size
         arrays["vector"] = _vectors(docs, dim, fill_zero_vectors)
     elif any(d.vector is not None for d in docs):
-        raise ValueError("documents carry vectors but the dataset has no vector column: set embed_dim")
+        raise ValueError(
+            "documents carry vectors but the dataset has no vector column: set embed_dim"
+        )
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)

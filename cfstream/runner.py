@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from cfstream.context import RunContext, SourceContext, StageContext
 from cfstream.deadletter import DeadLetterWriter
@@ -141,7 +142,7 @@ class _SourceReader:
         self.completed = False
 
     async def read_all(
-        self, send: ObjectSendStream[list[Item]], global_limiter: anyio.CapacityLimiter | None
+        self, send: MemoryObjectSendStream[list[Item]], global_limiter: anyio.CapacityLimiter | None
     ) -> None:
         stats = self.sctx.stats
         try:
@@ -151,11 +152,15 @@ class _SourceReader:
                 limiter = anyio.CapacityLimiter(max(1, self.source.max_concurrency))
                 async with anyio.create_task_group() as tg:
                     for p in partitions:
-                        tg.start_soon(self._read_partition, p, send.clone(), limiter, global_limiter)
+                        tg.start_soon(
+                            self._read_partition, p, send.clone(), limiter, global_limiter
+                        )
             self.completed = not self.run.stop.is_set()
         except Exception as exc:
             err = _first_real_error(exc)
-            stats.error = redact(str(err) if isinstance(err, CfStreamError) else f"{type(err).__name__}: {err}")
+            stats.error = redact(
+                str(err) if isinstance(err, CfStreamError) else f"{type(err).__name__}: {err}"
+            )
             log.error("source %s failed: %s", self.source.name, stats.error)
             self.error: BaseException = err
 
@@ -308,9 +313,19 @@ async def run_pipeline(
 
                 http = await stack.enter_async_context(HttpClient())
             ctx.http = http
-            await _execute(pipeline, ctx, control, cursors, chunk_size, chunk_latency,
-                           buffer_chunks, max_partitions, grace_period, progress,
-                           progress_interval)
+            await _execute(
+                pipeline,
+                ctx,
+                control,
+                cursors,
+                chunk_size,
+                chunk_latency,
+                buffer_chunks,
+                max_partitions,
+                grace_period,
+                progress,
+                progress_interval,
+            )
     except BaseException as exc:
         report.error = redact(str(_first_real_error(exc)))
         raise
@@ -368,7 +383,9 @@ async def _execute(
                         tg.start_soon(
                             _run_stage,
                             stage.name,
-                            lambda stage=stage, recv=recv, send=send, sctx=sctx: stage.run(recv, send, sctx),
+                            lambda stage=stage, recv=recv, send=send, sctx=sctx: stage.run(
+                                recv, send, sctx
+                            ),
                             recv,
                             send,
                         )
@@ -400,7 +417,11 @@ async def _execute(
                 stats = r.sctx.stats
                 ctx.state.mark_success(
                     r.source.name,
-                    {"fetched": stats.fetched, "tombstones": stats.tombstones, "failed": stats.failed},
+                    {
+                        "fetched": stats.fetched,
+                        "tombstones": stats.tombstones,
+                        "failed": stats.failed,
+                    },
                 )
 
 

@@ -15,7 +15,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
-__all__ = ("Secret", "SecretRedactingFilter", "env", "get_logger", "redact", "redact_url", "register_secret")
+__all__ = (
+    "Secret",
+    "SecretRedactingFilter",
+    "env",
+    "get_logger",
+    "redact",
+    "redact_url",
+    "register_secret",
+)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()

@@ -21,7 +21,6 @@ How it works:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import time
 from collections.abc import Sequence
@@ -107,6 +106,7 @@ class LanceSink(Sink):
     """
 
     name = "lance"
+    uri: str
 
     def __init__(
         self,
@@ -131,7 +131,7 @@ class LanceSink(Sink):
             raise ValueError(f"mode must be 'upsert' or 'append', not {mode!r}")
         if batch_rows < 1 or max_inflight < 1:
             raise ValueError("batch_rows and max_inflight must be at least 1")
-        self.uri = str(uri)
+        self.uri: str = str(uri)
         self.mode = mode
         self.batch_rows = batch_rows
         self.batch_bytes = batch_bytes
@@ -162,7 +162,9 @@ class LanceSink(Sink):
         path = local_path(self.uri)
         if path is not None:
             if path.exists() and not path.is_dir():
-                raise DatasetError(f"{self.uri} is a file, not a Lance dataset; choose another path")
+                raise DatasetError(
+                    f"{self.uri} is a file, not a Lance dataset; choose another path"
+                )
             if path.is_dir() and not (path / "_versions").exists():
                 others = [p.name for p in path.iterdir() if p.name != "_cfstream"]
                 if others:
@@ -283,7 +285,9 @@ class LanceSink(Sink):
         nbytes = 0
         started: float | None = None
         while True:
-            timeout = None if started is None else max(0.0, started + self.max_latency - time.monotonic())
+            timeout = (
+                None if started is None else max(0.0, started + self.max_latency - time.monotonic())
+            )
             chunk: list[Item] | None = None
             if timeout is None:
                 try:
@@ -327,7 +331,11 @@ class LanceSink(Sink):
                     started = time.monotonic()
             full = len(index) >= self.batch_rows or nbytes >= self.batch_bytes
             timed_out = started is not None and time.monotonic() - started >= self.max_latency
-            if full or timed_out or (chunk and not batch.docs and not batch.deletes and batch.checkpoints):
+            if (
+                full
+                or timed_out
+                or (chunk and not batch.docs and not batch.deletes and batch.checkpoints)
+            ):
                 await self._submit(batch, send_job, ctx)
                 batch = self._pending = _Batch()
                 index = {}
@@ -419,7 +427,10 @@ class LanceSink(Sink):
             n = table.num_rows
             if not self._exists:
                 ds = lance.write_dataset(
-                    table, self.uri, schema=self.schema, mode="create",
+                    table,
+                    self.uri,
+                    schema=self.schema,
+                    mode="create",
                     storage_options=self.storage_options,
                 )
                 self._exists = True
@@ -473,7 +484,11 @@ class LanceSink(Sink):
             elif self._indexed and self.optimize_every and self._commits % self.optimize_every == 0:
                 ds.optimize.optimize_indices()
                 ran += 1
-            if self.maintenance_every and self._commits and self._commits % self.maintenance_every == 0:
+            if (
+                self.maintenance_every
+                and self._commits
+                and self._commits % self.maintenance_every == 0
+            ):
                 ds.optimize.compact_files(target_rows_per_fragment=1_000_000)
                 if self._indexed:
                     ds.optimize.optimize_indices()

@@ -1,6 +1,6 @@
 """Connectors. Each lives in its own module and is imported on first use::
 
-    from cfstream.sources import GitHubSource, SlackSource
+from cfstream.sources import GitHubSource, SlackSource
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ __all__ = (
     "source",
 )
 
-_LAZY = {
-    target.split(":")[1]: target.split(":")[0]
-    for target in BUILTIN_SOURCES.values()
-}
+_LAZY = {target.split(":")[1]: target.split(":")[0] for target in BUILTIN_SOURCES.values()}
 
 
 def __getattr__(name: str) -> Any:

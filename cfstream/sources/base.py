@@ -91,7 +91,8 @@ class Source(ABC):
     def __or__(self, stage: Any) -> Pipeline:
         from cfstream.pipeline import Pipeline
 
-        return Pipeline([self]) | stage
+        pipeline: Pipeline = Pipeline([self]) | stage
+        return pipeline
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

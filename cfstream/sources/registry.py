@@ -60,7 +60,9 @@ def load_source_class(type_name: str) -> Any:
             try:
                 return ep.load()
             except Exception as exc:
-                raise ConfigError(f"the plugin source {name!r} ({ep.value}) failed to load: {exc}") from exc
+                raise ConfigError(
+                    f"the plugin source {name!r} ({ep.value}) failed to load: {exc}"
+                ) from exc
     if ":" in name:
         return _import(name)
     known = ", ".join(sorted(available_sources()))

@@ -87,7 +87,7 @@ class GeneratorStage(Stage):
         chunk_size: int = 256,
     ) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "generator")
+        self.name = name or str(getattr(fn, "__name__", "generator"))
         self.chunk_size = chunk_size
 
     async def run(

@@ -38,9 +38,7 @@ class Filter(ChunkStage):
         return out
 
 
-def filter(  # noqa: A001 - the operator's name
-    predicate: Callable[[Document], bool], *, name: str | None = None
-) -> Filter:
+def filter(predicate: Callable[[Document], bool], *, name: str | None = None) -> Filter:
     """Keep only the documents for which ``predicate(doc)`` is true (others are dropped, counted)."""
     return Filter(predicate, name=name)
 

@@ -56,9 +56,7 @@ class Dedupe(ChunkStage):
         return out
 
 
-def dedupe(
-    key: Callable[[Document], Hashable] | None = None, *, max_keys: int = 100_000
-) -> Dedupe:
+def dedupe(key: Callable[[Document], Hashable] | None = None, *, max_keys: int = 100_000) -> Dedupe:
     """Drop a document when the same key was seen recently with the same content.
 
     The key defaults to ``(source_type, source_id)``. A repeat whose content changed is kept, so

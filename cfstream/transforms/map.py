@@ -143,7 +143,7 @@ class Map(Stage):
                 await send.send(out)
 
 
-def map(  # noqa: A001 - the operator's name
+def map(
     fn: MapFn,
     *,
     concurrency: int = 1,

@@ -46,7 +46,9 @@ def _check_text(field: str, value: str) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise RecordError(f"not valid UTF-8 text ({exc.reason} at {exc.start})", field=field) from None
+            raise RecordError(
+                f"not valid UTF-8 text ({exc.reason} at {exc.start})", field=field
+            ) from None
 
 
 def _check_time(field: str, value: Any) -> None:
@@ -56,9 +58,13 @@ def _check_time(field: str, value: Any) -> None:
         try:
             datetime.fromisoformat(value)
         except ValueError:
-            raise RecordError(f"{value[:40]!r} is not an ISO 8601 date or time", field=field) from None
+            raise RecordError(
+                f"{value[:40]!r} is not an ISO 8601 date or time", field=field
+            ) from None
         return
-    raise RecordError(f"expected a datetime or ISO 8601 string, got {type(value).__name__}", field=field)
+    raise RecordError(
+        f"expected a datetime or ISO 8601 string, got {type(value).__name__}", field=field
+    )
 
 
 def _check_str_list(field: str, value: Any) -> None:
@@ -87,9 +93,13 @@ def check_document(doc: Document, *, max_text_bytes: int | None = None) -> None:
     if max_text_bytes is not None and text is not None and len(text) * 4 > max_text_bytes:
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > max_text_bytes:
-            raise RecordError(f"{size} bytes, over the limit of {max_text_bytes}", field="text_content")
+            raise RecordError(
+                f"{size} bytes, over the limit of {max_text_bytes}", field="text_content"
+            )
     if doc.record_type not in RECORD_TYPES:
-        raise RecordError(f"{doc.record_type!r} is not one of {sorted(RECORD_TYPES)}", field="record_type")
+        raise RecordError(
+            f"{doc.record_type!r} is not one of {sorted(RECORD_TYPES)}", field="record_type"
+        )
     _check_str_list("tags", doc.tags)
     _check_str_list("contributors", doc.contributors)
     _check_time("created_at", doc.created_at)
@@ -101,7 +111,9 @@ def check_document(doc: Document, *, max_text_bytes: int | None = None) -> None:
     meta = doc.custom_metadata
     if meta is not None:
         if not isinstance(meta, dict):
-            raise RecordError(f"expected a dict, got {type(meta).__name__}", field="custom_metadata")
+            raise RecordError(
+                f"expected a dict, got {type(meta).__name__}", field="custom_metadata"
+            )
         for k in meta:
             if type(k) is not str:
                 raise RecordError(f"keys must be strings, got {k!r}", field="custom_metadata")
@@ -111,13 +123,18 @@ def check_document(doc: Document, *, max_text_bytes: int | None = None) -> None:
             raise RecordError("expected a list of Relationship", field="relationships")
         for r in rels:
             if not isinstance(r, Relationship):
-                raise RecordError(f"expected Relationship, got {type(r).__name__}", field="relationships")
+                raise RecordError(
+                    f"expected Relationship, got {type(r).__name__}", field="relationships"
+                )
             if r.type not in RELATIONSHIP_TYPES:
                 raise RecordError(
-                    f"type {r.type!r} is not one of {sorted(RELATIONSHIP_TYPES)}", field="relationships"
+                    f"type {r.type!r} is not one of {sorted(RELATIONSHIP_TYPES)}",
+                    field="relationships",
                 )
             if not (r.id or r.uri or r.path or r.cid):
-                raise RecordError("a relationship needs one of id, uri, path, cid", field="relationships")
+                raise RecordError(
+                    "a relationship needs one of id, uri, path, cid", field="relationships"
+                )
     raw = doc.raw_data
     if raw is not None and not isinstance(raw, bytes | bytearray):
         raise RecordError(f"expected bytes, got {type(raw).__name__}", field="raw_data")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import lance
 import pyarrow as pa
 import pytest
@@ -20,7 +21,9 @@ from cfstream.sinks import LanceSink
 from cfstream.state import StateStore
 
 
-def make_source(texts: dict[str, str], *, page: int = 25, produced: list[int] | None = None, delay: float = 0.0):
+def make_source(
+    texts: dict[str, str], *, page: int = 25, produced: list[int] | None = None, delay: float = 0.0
+):
     """A paged source over ``texts`` (id -> text) that checkpoints after every page."""
 
     @cf.source(source_type="notes")
@@ -71,7 +74,9 @@ def test_full_then_upsert_rewrites_only_changed(tmp_path: Path) -> None:
 
     for k in ("n00003", "n00150", "n00299"):
         texts[k] = "changed " + texts[k]
-    r2 = cf.run(make_source(texts) | T.validate() | LanceSink(str(ds), batch_rows=100), full_refresh=True)
+    r2 = cf.run(
+        make_source(texts) | T.validate() | LanceSink(str(ds), batch_rows=100), full_refresh=True
+    )
     assert r2.sink.updated == 3
     assert r2.sink.inserted == 0
     assert r2.sink.unchanged == 297
@@ -143,7 +148,9 @@ class SlowLanceSink(LanceSink):
 
 def test_backpressure_bounds_how_far_the_source_runs_ahead(tmp_path: Path) -> None:
     produced = [0]
-    sink = SlowLanceSink(str(tmp_path / "kb.lance"), produced=produced, batch_rows=50, max_inflight=1)
+    sink = SlowLanceSink(
+        str(tmp_path / "kb.lance"), produced=produced, batch_rows=50, max_inflight=1
+    )
     report = cf.run(
         make_source(corpus(2000), page=10, produced=produced) | T.map(lambda d: d) | sink,
         buffer_chunks=2,
@@ -174,7 +181,9 @@ def test_checkpoint_saved_only_after_rows_committed(tmp_path: Path) -> None:
     )
     assert seen, "no checkpoint was saved"
     for offset, committed_rows in seen:
-        assert committed_rows >= offset, f"cursor {offset} saved with only {committed_rows} rows committed"
+        assert committed_rows >= offset, (
+            f"cursor {offset} saved with only {committed_rows} rows committed"
+        )
     assert store.cursor("notes") == {"offset": 500}
 
 
@@ -205,7 +214,11 @@ def test_bad_records_reach_dead_letter_file(tmp_path: Path) -> None:
             Document(source_id="", title="no id"),
             Document(source_id="t", title=None),  # type: ignore[arg-type]
             Document(source_id="w", title="wrong", tags="not-a-list"),  # type: ignore[arg-type]
-            Document(source_id="ok2", title="fine too", custom_metadata={"secret": cf.Secret("sk-very-secret-1234")}),
+            Document(
+                source_id="ok2",
+                title="fine too",
+                custom_metadata={"secret": cf.Secret("sk-very-secret-1234")},
+            ),
         ]
 
     report = cf.run(bad() | T.validate() | LanceSink(str(ds)))
@@ -261,7 +274,7 @@ def test_graceful_stop_commits_and_saves_state(tmp_path: Path) -> None:
             yield cf.Checkpoint({"i": i})
             if i == 200:
                 control.request_stop()
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     report = cf.run(endless() | LanceSink(str(ds), max_latency=60), control=control)
     assert report.stopped_early
@@ -288,6 +301,10 @@ def test_contextframe_reads_compat_dataset(tmp_path: Path) -> None:
     frame_ds = contextframe.FrameDataset.open(str(ds))
     record = frame_ds.get_by_uuid(record_uuid("docs", "readme"))
     assert record is not None
-    assert record.title == "Read me" if hasattr(record, "title") else record.metadata["title"] == "Read me"
+    assert (
+        record.title == "Read me"
+        if hasattr(record, "title")
+        else record.metadata["title"] == "Read me"
+    )
     assert record.text_content == "ContextFrame can read this."
     assert record.metadata["custom_metadata"]["docs_path"] == "README.md"

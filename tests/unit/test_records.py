@@ -83,7 +83,9 @@ def test_vectors_need_a_vector_column() -> None:
     doc = Document(source_id="a", title="A", source_type="s", vector=[0.5, 1.0])
     with pytest.raises(ValueError, match="embed_dim"):
         documents_to_table([doc], frame_schema())
-    table = documents_to_table([doc, Document(source_id="b", title="B", source_type="s")], frame_schema(2))
+    table = documents_to_table(
+        [doc, Document(source_id="b", title="B", source_type="s")], frame_schema(2)
+    )
     assert table.column("vector").to_pylist() == [[0.5, 1.0], None]
 
 
