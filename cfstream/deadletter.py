@@ -69,14 +69,16 @@ class DeadLetterWriter:
             payload_json = orjson.dumps(
                 {"truncated": True, "head": payload_json[:MAX_PAYLOAD_CHARS]}
             ).decode()
-        line = '{"time":%s,"source":%s,"source_id":%s,"stage":%s,"error":%s,"payload":%s}' % (
-            orjson.dumps(time.time()).decode(),
-            orjson.dumps(source).decode(),
-            orjson.dumps(source_id).decode(),
-            orjson.dumps(stage).decode(),
-            orjson.dumps(redact(err)).decode(),
-            redact(payload_json),
-        )
+        line = orjson.dumps(
+            {
+                "time": time.time(),
+                "source": source,
+                "source_id": source_id,
+                "stage": stage,
+                "error": redact(err),
+                "payload": orjson.Fragment(redact(payload_json)),
+            }
+        ).decode()
         with self._lock:
             self.count += 1
             if self.path is None:
