@@ -478,7 +478,7 @@ class _Route:
 class FakeAPI:
     """A fake HTTP API on 127.0.0.1 with an ephemeral port; use as ``async with FakeAPI() as api``.
 
-    Handlers receive the aiohttp ``web.Request`` (path parameters in ``request["path_params"]``)
+    Handlers receive the aiohttp ``web.Request`` (path parameters in ``request.match_info``)
     and return a ``web.Response``, a :class:`Reply`, bytes, str, or anything JSON-serialisable.
     Routes can be added at any time, also while serving; a later route for the same method and
     path replaces the earlier one.
@@ -628,7 +628,7 @@ class FakeAPI:
         per_page: int = 30,
         next_path: str | None = None,
         next_base: str | None = None,
-        empty_last_page: bool = True,
+        empty_last_page: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Serve ``items`` as GitHub does: ``per_page``/``page`` query parameters and a ``Link``
@@ -639,7 +639,8 @@ class FakeAPI:
             served too), like GitHub's chains that switch URL form after page 1.
         :param next_base: base URL used in the links, e.g. another FakeAPI's ``url`` (a different
             origin: the client must not send its token there). Serve the path there yourself.
-        :param empty_last_page: end with an empty page when the items fill the pages exactly.
+        :param empty_last_page: end the chain with one extra, empty page (some services do; a
+            paginator must cope).
         :param headers: extra headers on every page (e.g. ``x-ratelimit-*``).
         """
         data = list(items)
@@ -651,7 +652,7 @@ class FakeAPI:
             offset = (page - 1) * size
             chunk = data[offset : offset + size]
             last = max(1, math.ceil(len(data) / size))
-            if empty_last_page and len(data) % size == 0 and data:
+            if empty_last_page and data:
                 last += 1
             base = URL(next_base or f"{request.scheme}://{request.host}").with_path(link_path)
             keep = {k: v for k, v in request.query.items() if k not in ("page", "per_page")}
@@ -684,9 +685,9 @@ class FakeAPI:
         items_key: str | None = None,
         page_size: int | None = None,
         method: str = "GET",
-        empty_last_page: bool = True,
+        empty_last_page: bool = False,
     ) -> None:
-        """Serve ``items`` with a body cursor.
+        """Serve ``items`` with a body cursor (``empty_last_page``: end with one extra empty page).
 
         ``style="slack"``: ``limit`` + ``cursor`` query parameters, ``{"ok": true, <items_key>:
         [...], "response_metadata": {"next_cursor": ""}}`` (items_key defaults to ``channels``).
@@ -734,7 +735,7 @@ class FakeAPI:
         items_key: str = "files",
         page_size: int = 100,
         kind: str = "drive#fileList",
-        empty_last_page: bool = True,
+        empty_last_page: bool = False,
         last_page_extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Serve ``items`` Google style: ``pageSize`` + ``pageToken`` -> ``nextPageToken``.
@@ -764,7 +765,7 @@ class FakeAPI:
         *,
         connection: str = "issues",
         page_size: int = 50,
-        empty_last_page: bool = True,
+        empty_last_page: bool = False,
     ) -> None:
         """Serve ``items`` as a Relay connection at ``data.<connection>`` (dotted path allowed).
 
@@ -849,7 +850,7 @@ class FakeAPI:
             match = route.pattern.match(request.path)
             if match is None:
                 continue
-            request["path_params"] = match.groupdict()
+            request.match_info.update(match.groupdict())
             result = route.handler(request)
             if inspect.isawaitable(result):
                 result = await result
