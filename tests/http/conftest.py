@@ -9,7 +9,6 @@ import pytest
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.testing import FakeAPI, FakeClock
 
-TOKEN = "cfs-tok-SEKRIT-9f8e7d6c5b4a"
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""The token goes only to the service's own origin and never shows in logs, errors or reprs."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import pytest
+from aiohttp import web
+
+from cfstream.errors import HTTPError
+from cfstream.http import BearerAuth, HeaderAuth, HttpClient, LinkHeaderPaginator, NoAuth, same_origin
+from cfstream.secrets import Secret
+from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
+
+TOKEN = "cfs-tok-SEKRIT-9f8e7d6c5b4a"
+
+
+async def test_next_link_to_another_origin_gets_no_authorization(
+    api: FakeAPI, other_api: FakeAPI, http: HttpClient
+) -> None:
+    api.paginate_link("/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2, next_base=other_api.url)
+    other_api.paginate_link("/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2)
+    gh = http.service("github", base_url=api.url, auth=BearerAuth(Secret(TOKEN)))
+    got = [i async for page in gh.paginate(LinkHeaderPaginator(), "/repos/o/r/issues") for i in page.data]
+    assert got == [{"n": i} for i in range(4)]
+    assert [r.headers.get("Authorization") for r in api.requests] == [f"Bearer {TOKEN}"]
+    assert len(other_api.requests) == 1
+    assert "Authorization" not in other_api.requests[0].headers
+    assert other_api.requests[0].query == {"per_page": "2", "page": "2"}
+
+
+async def test_cross_origin_redirect_drops_authorization(api: FakeAPI, other_api: FakeAPI, http: HttpClient) -> None:
+    api.route("GET", "/download", lambda _r: web.Response(status=302, headers={"Location": f"{other_api.url}/blob?sig=abc"}))
+    api.route("GET", "/same", lambda _r: web.Response(status=307, headers={"Location": "/download"}))
+    other_api.route("GET", "/blob", {"content": "ok"})
+    svc = http.service("github", base_url=api.url, auth=BearerAuth(TOKEN))
+    r = await svc.get("/same")
+    assert r.data == {"content": "ok"}
+    assert [q.headers.get("Authorization") for q in api.requests] == [f"Bearer {TOKEN}"] * 2
+    assert "Authorization" not in other_api.requests[0].headers
+
+
+async def test_same_host_other_port_or_scheme_is_another_origin() -> None:
+    assert same_origin("https://api.github.com/x", "https://api.github.com:443/y")
+    assert not same_origin("https://api.github.com", "http://api.github.com")
+    assert not same_origin("http://127.0.0.1:8000", "http://127.0.0.1:8001")
+    assert not same_origin("https://api.github.com", "https://uploads.github.com")
+
+
+async def test_absolute_url_to_the_own_origin_keeps_auth(api: FakeAPI, http: HttpClient) -> None:
+    api.route("GET", "/x", {"ok": True})
+    svc = http.service("svc", base_url=api.url + "/api/v10", auth=HeaderAuth("Authorization", TOKEN))
+    await svc.get(f"{api.url}/x")
+    assert api.requests[0].headers["Authorization"] == TOKEN
+
+
+async def test_base_url_path_prefix_is_kept(api: FakeAPI, http: HttpClient) -> None:
+    api.route("GET", "/api/v10/channels/{cid}", lambda req: {"id": req.match_info["cid"]})
+    svc = http.service("discord", base_url=api.url + "/api/v10/", auth=NoAuth())
+    assert (await svc.get("/channels/7")).data == {"id": "7"}
+    assert "Authorization" not in api.requests[0].headers
+
+
+async def test_token_never_appears_in_logs_errors_or_reprs(
+    api: FakeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = FakeClock()
+    api.route("GET", "/ok", {"fine": True})
+    api.route("GET", "/denied", Reply({"message": f"Bad credentials for {TOKEN}"}, status=401))
+    api.route("GET", "/flaky", {"fine": True})
+    api.faults.script("GET", "/flaky", ["drop", "truncate", 503, "html", "garbage"] * 2)
+    api.route("GET", "/limited", {"fine": True})
+    api.faults.script("GET", "/limited", [Fault.rate_limit(1), Fault.rate_limit(86400)])
+    texts: list[str] = []
+    async with HttpClient(clock=clock.time, sleep=clock.sleep) as http:
+        svc = http.service("github", base_url=api.url, auth=BearerAuth(TOKEN))
+        texts += [repr(http), repr(svc), repr(svc.auth), str(svc.auth)]
+        r = await svc.get("/ok", params={"access_token": TOKEN})
+        texts += [repr(r)]
+        for path in ("/denied", "/flaky", "/limited", f"/ok?token={TOKEN}&x=1"):
+            try:
+                await svc.get(path, params={"token": TOKEN} if path == "/flaky" else None)
+            except HTTPError as exc:
+                texts += [str(exc), repr(exc), str(exc.url), "".join(traceback.format_exception(exc))]
+        try:
+            await svc.get("/denied?key=1")
+        except HTTPError as exc:
+            texts.append("".join(traceback.format_exception(exc)))
+    texts += [rec.getMessage() for rec in caplog.records]
+    texts += [caplog.text, repr(http.metrics.to_dict())]
+    assert len(caplog.records) > 10  # requests, retries and waits were logged
+    assert any("401" in t for t in texts) and any("max_wait" in t for t in texts)
+    leaks = [t for t in texts if TOKEN in t]
+    assert leaks == []
+    # the server did get it, so the test would notice if auth were simply missing
+    assert api.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_auth_reprs_hide_the_secret() -> None:
+    for auth in (BearerAuth(TOKEN), BearerAuth(TOKEN, scheme="Bot"), HeaderAuth("X-Api-Key", TOKEN)):
+        assert TOKEN not in repr(auth) and TOKEN not in str(auth)
+        assert TOKEN in "".join(auth.headers().values())
+    assert BearerAuth("a-token-1").fingerprint() != BearerAuth("a-token-2").fingerprint()
