@@ -1,0 +1,529 @@
+"""Walking a folder of files and syncing it incrementally; shared by the Obsidian and files sources.
+
+:class:`FileTreeSource` does everything that does not depend on the file format:
+
+* **Scanning.** One ``os.scandir`` walk per run (in a worker thread) lists every file under the
+  root with its size and mtime. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``, dotfiles)
+  are skipped; a symlink is followed only when its resolved target is inside the root (a symlinked
+  folder is entered once, so link cycles end). ``include``/``exclude`` globs (``**`` spans folders)
+  decide which files become documents.
+* **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
+  folder that disappeared since the last sync stays a partition for one more run, so its files are
+  tombstoned.
+* **Incremental sync.** The cursor of a partition maps each file's root-relative POSIX path to
+  ``[mtime_ns, size, content_hash, deps]``. A file whose mtime and size match is not read at all; a
+  file that was touched but whose bytes hash the same is skipped too (both are counted with
+  ``ctx.skipped_unchanged``). ``deps`` is a subclass's record of what else the document depends
+  on (Obsidian: how its links resolved); when :meth:`FileTreeSource.deps_changed` says it changed,
+  the file is read again even though its bytes did not change. Paths in the cursor but gone from
+  the folder become :class:`~cfstream.records.Tombstone` s (a rename is a delete plus an add).
+* **Folders.** With ``folder_headers`` on, every folder holding at least one document (and each of
+  its ancestors, up to the root, whose source id is ``"/"``) is a ``collection_header`` record
+  with source id ``"<folder>/"``; cursor keys ending in ``/`` track them.
+* **Reading.** Files are read and parsed in batches, one worker-thread call per batch (never a
+  thread per file); a checkpoint follows every ``checkpoint_every`` files and ends each partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import stat
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from pydantic import ValidationError
+
+from cfstream.context import SourceContext
+from cfstream.errors import ConfigError, SourceError
+from cfstream.records import Checkpoint, Document, Tombstone, record_uuid
+from cfstream.sources.base import Source, SourceConfig, SourceOutput
+
+_C = TypeVar("_C", bound=SourceConfig)
+
+__all__ = (
+    "FileEntry",
+    "FileTreeSource",
+    "Parsed",
+    "ParseFailure",
+    "TreeScan",
+    "compile_glob",
+    "content_hash",
+    "folder_of",
+    "header_id",
+    "scan_tree",
+    "validate_options",
+)
+
+#: cursor key of the header of the root folder
+ROOT_HEADER = "/"
+
+
+@lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a glob over root-relative POSIX paths into a regex.
+
+    ``*`` and ``?`` stay inside one path segment, ``**`` spans any number of segments (``**/x``
+    also matches ``x`` at the root), ``[abc]`` is a character class. Matching is case-sensitive.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if i < n and pattern[i] == "/":
+                    i += 1
+                    out.append("(?:.*/)?")
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def validate_options(model: type[_C], source_type: str, options: Mapping[str, Any]) -> _C:
+    """Validate config options with ``model``; a :class:`ConfigError` naming each bad key."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid options for the {source_type!r} source: {problems}") from exc
+
+
+def matches_any(path: str, patterns: Sequence[str]) -> bool:
+    """True when ``path`` matches one of the globs (see :func:`compile_glob`)."""
+    return any(compile_glob(p).match(path) for p in patterns)
+
+
+def content_hash(data: bytes) -> str:
+    """The hash of a file's bytes kept in the cursor (blake2b, 16 bytes, hex)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def folder_of(rel: str) -> str:
+    """The folder of a root-relative path (``""`` for a file at the root)."""
+    return posixpath.dirname(rel)
+
+
+def header_id(folder: str) -> str:
+    """The source id of a folder's ``collection_header`` record: ``"<folder>/"``, root ``"/"``."""
+    return f"{folder}/" if folder else ROOT_HEADER
+
+
+@dataclass(slots=True, frozen=True)
+class FileEntry:
+    """One file found by the scan: its root-relative POSIX path, absolute path, mtime and size."""
+
+    rel: str
+    path: str
+    mtime_ns: int
+    size: int
+
+    @property
+    def partition(self) -> str:
+        """The top-level folder holding the file (``""`` at the root)."""
+        head, sep, _ = self.rel.partition("/")
+        return head if sep else ""
+
+    @property
+    def mtime(self) -> datetime:
+        """The modification time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, UTC)
+
+
+@dataclass(slots=True)
+class TreeScan:
+    """What one walk of the root found.
+
+    ``documents`` are the files that pass ``include``/``exclude``, grouped by partition; ``others``
+    the rest (attachments, excluded files), by partition too; ``all_files`` every file's path.
+    """
+
+    root: str
+    documents: dict[str, list[FileEntry]] = field(default_factory=dict)
+    others: dict[str, list[str]] = field(default_factory=dict)
+    all_files: set[str] = field(default_factory=set)
+    escaping_symlinks: list[str] = field(default_factory=list)
+
+    @property
+    def partitions(self) -> list[str]:
+        """The top-level folders seen (with ``""``, always), sorted."""
+        return sorted({"", *self.documents, *self.others})
+
+
+def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> TreeScan:
+    """Walk ``root`` (blocking: call it in a worker thread); see the module docstring."""
+    real_root = os.path.realpath(root)
+    scan = TreeScan(root=real_root)
+    visited: set[str] = {real_root}
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            rel = f"{prefix}{name}"
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if target != real_root and not target.startswith(real_root + os.sep):
+                        scan.escaping_symlinks.append(rel)
+                        continue
+                    st = os.stat(entry.path)
+                    if stat.S_ISDIR(st.st_mode):
+                        if target in visited:
+                            continue
+                        visited.add(target)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+            except OSError:  # a broken link or a file removed during the walk
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((entry.path, f"{rel}/"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            scan.all_files.add(rel)
+            fe = FileEntry(rel=rel, path=entry.path, mtime_ns=st.st_mtime_ns, size=st.st_size)
+            if matches_any(rel, include) and not matches_any(rel, exclude):
+                scan.documents.setdefault(fe.partition, []).append(fe)
+            else:
+                scan.others.setdefault(fe.partition, []).append(rel)
+    for files in scan.documents.values():
+        files.sort(key=lambda f: f.rel)
+    return scan
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A file turned into a document, plus what it depends on (stored in the cursor)."""
+
+    document: Document
+    deps: Any = None
+
+
+@dataclass(slots=True)
+class ParseFailure:
+    """A file that could not be turned into a document; it goes to the dead-letter file."""
+
+    reason: str
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class _Read:
+    entry: FileEntry
+    digest: str | None  # None: the file vanished before it was read
+    result: Parsed | ParseFailure | None  # None: the bytes did not change
+
+
+class FileTreeSource(Source):
+    """Base of sources that import a folder of files; see the module docstring.
+
+    Subclasses implement :meth:`parse` (runs in a worker thread) and :meth:`folder_header`, and
+    may override :meth:`prepare` and :meth:`deps_changed`.
+    """
+
+    #: files read per worker-thread call (also capped by ``batch_bytes``)
+    batch_files: int = 64
+    batch_bytes: int = 4 * 1024 * 1024
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        include: Sequence[str],
+        exclude: Sequence[str] = (),
+        folder_headers: bool = True,
+        checkpoint_every: int = 1000,
+        name: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(name=name, max_concurrency=max_concurrency)
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        if not include:
+            raise ValueError("include needs at least one glob, e.g. ['**/*.md']")
+        self.root = Path(root).expanduser()
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.folder_headers = folder_headers
+        self.checkpoint_every = checkpoint_every
+        self._scan: TreeScan | None = None
+        for pattern in (*self.include, *self.exclude):
+            compile_glob(pattern)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def parse(self, entry: FileEntry, data: bytes, scan: TreeScan) -> Parsed | ParseFailure:
+        """Turn one file's bytes into a document (called in a worker thread)."""
+
+    @abstractmethod
+    def folder_header(self, folder: str) -> Document:
+        """The ``collection_header`` record of ``folder`` (``""`` is the root)."""
+
+    def prepare(self, scan: TreeScan) -> None:
+        """Called in the worker thread after each scan (build indexes). Default: nothing."""
+
+    def deps_changed(self, entry: FileEntry, deps: Any, scan: TreeScan) -> bool:
+        """True when an unchanged file must be re-read because what it depends on changed."""
+        return False
+
+    def member_of(self, doc: Document, folder: str) -> None:
+        """Put ``doc`` in the collection of ``folder`` and relate it to the folder's header."""
+        if self.folder_headers:
+            doc.relate(
+                "member_of",
+                record_uuid(self.source_type, header_id(folder)),
+                title=folder or self.collection_name(""),
+            )
+
+    def collection_name(self, folder: str) -> str:
+        """The ``collection`` of the documents in ``folder``: its path, or the root's name."""
+        return folder or self.root.name
+
+    # -- Source ------------------------------------------------------------------------------
+
+    async def scan(self, ctx: SourceContext | None = None) -> TreeScan:
+        """Walk the root now (in a worker thread) and remember the result for this run."""
+        root = self.root
+        if not root.is_dir():
+            raise SourceError(
+                f"{str(root)!r} is not a folder; check the path (it must exist and be readable)",
+                source=self.name,
+            )
+
+        def work() -> TreeScan:
+            scan = scan_tree(root, self.include, self.exclude)
+            self.prepare(scan)
+            return scan
+
+        scan = await anyio.to_thread.run_sync(work)
+        if ctx is not None and scan.escaping_symlinks:
+            ctx.logger.info(
+                "%s: ignored %d symlink(s) pointing outside the folder: %s",
+                self.name,
+                len(scan.escaping_symlinks),
+                ", ".join(scan.escaping_symlinks[:5]),
+            )
+        self._scan = scan
+        return scan
+
+    async def partitions(self, ctx: SourceContext) -> Sequence[str]:
+        """The top-level folders and ``""`` (root files), plus folders synced before but now gone."""
+        scan = await self.scan(ctx)
+        parts = set(scan.partitions)
+        state = ctx.run.state
+        if state is not None and not ctx.full_refresh:
+            parts.update(state.cursors(ctx.name))
+        return sorted(parts)
+
+    async def read(
+        self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
+    ) -> AsyncIterator[SourceOutput]:
+        """Yield the partition's changed documents, tombstones and checkpoints."""
+        scan = self._scan if self._scan is not None else await self.scan(ctx)
+        old: dict[str, Any] = dict(cursor or {})
+        new: dict[str, Any] = {}
+        entries = scan.documents.get(partition, [])
+        skipped = len(scan.others.get(partition, []))  # attachments and excluded files
+        if skipped:
+            ctx.skipped(skipped)
+
+        # 1. deletions and folder headers
+        present = {e.rel for e in entries}
+        folders = self._folders(partition, entries)
+        gone = [
+            Tombstone(key)
+            for key in sorted(old)
+            if (key not in present and not key.endswith("/"))
+            or (key.endswith("/") and key not in folders)
+        ]
+        headers: list[Document] = []
+        for key in sorted(folders):
+            new[key] = []
+            if key not in old:
+                folder = "" if key == ROOT_HEADER else key[:-1]
+                headers.append(self.folder_header(folder))
+        if gone or headers:
+            yield [*gone, *headers]
+        for key, value in old.items():  # unprocessed files keep their old entry until read
+            if key in present:
+                new[key] = value
+
+        # 2. files, in batches read off the event loop
+        to_read: list[FileEntry] = []
+        unchanged = 0
+        for e in entries:
+            prev = old.get(e.rel)
+            if (
+                isinstance(prev, list)
+                and len(prev) >= 3
+                and prev[0] == e.mtime_ns
+                and prev[1] == e.size
+                and not self.deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
+            ):
+                unchanged += 1
+            else:
+                to_read.append(e)
+        if unchanged:
+            ctx.skipped_unchanged(unchanged)
+
+        since_checkpoint = 0
+        for batch in self._batches(to_read):
+            if ctx.stopping:
+                break
+            known = {e.rel: old.get(e.rel) for e in batch}
+            reads = await anyio.to_thread.run_sync(self._read_batch, batch, known, scan)
+            docs: list[Document | Tombstone] = []
+            for r in reads:
+                rel = r.entry.rel
+                if r.digest is None:  # vanished since the scan: deleted
+                    new.pop(rel, None)
+                    if rel in old:
+                        docs.append(Tombstone(rel))
+                    continue
+                prev = old.get(rel)
+                if r.result is None:  # touched, same bytes
+                    ctx.skipped_unchanged()
+                    deps = prev[3] if isinstance(prev, list) and len(prev) > 3 else None
+                    new[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, deps]
+                elif isinstance(r.result, ParseFailure):
+                    ctx.dead_letter(r.result.reason, r.result.payload, source_id=rel)
+                    new[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, None]
+                else:
+                    docs.append(r.result.document)
+                    new[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, r.result.deps]
+            if docs:
+                yield docs
+            since_checkpoint += len(batch)
+            if since_checkpoint >= self.checkpoint_every:
+                since_checkpoint = 0
+                yield Checkpoint(dict(new))
+        yield Checkpoint(dict(new))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _folders(self, partition: str, entries: Iterable[FileEntry]) -> set[str]:
+        if not self.folder_headers:
+            return set()
+        keys: set[str] = {ROOT_HEADER} if partition == "" else set()
+        for e in entries:
+            folder = folder_of(e.rel)
+            while folder:
+                key = header_id(folder)
+                if key in keys:
+                    break
+                keys.add(key)
+                folder = folder_of(folder)
+        return keys
+
+    def _batches(self, entries: list[FileEntry]) -> Iterable[list[FileEntry]]:
+        batch: list[FileEntry] = []
+        size = 0
+        for e in entries:
+            batch.append(e)
+            size += e.size
+            if len(batch) >= self.batch_files or size >= self.batch_bytes:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def _read_batch(
+        self, batch: list[FileEntry], known: Mapping[str, Any], scan: TreeScan
+    ) -> list[_Read]:
+        out: list[_Read] = []
+        for e in batch:
+            try:
+                with open(e.path, "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                out.append(_Read(e, None, None))
+                continue
+            except OSError as exc:
+                out.append(
+                    _Read(
+                        e,
+                        "",
+                        ParseFailure(
+                            f"cannot read {e.rel}: {exc.strerror or exc}; check its permissions",
+                            {"path": e.rel},
+                        ),
+                    )
+                )
+                continue
+            digest = content_hash(data)
+            prev = known.get(e.rel)
+            if (
+                isinstance(prev, list)
+                and len(prev) >= 3
+                and prev[2] == digest
+                and not self.deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
+            ):
+                out.append(_Read(e, digest, None))
+                continue
+            try:
+                result = self.parse(e, data, scan)
+            except Exception as exc:  # a parser bug must not end the sync: dead-letter the file
+                result = ParseFailure(f"{e.rel}: {type(exc).__name__}: {exc}", {"path": e.rel})
+            out.append(_Read(e, digest, result))
+        return out
+
+
+def decode_utf8(entry: FileEntry, data: bytes) -> str | ParseFailure:
+    """Decode ``data`` as UTF-8 (a BOM is dropped), or say where it is not UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ParseFailure(
+            f"{entry.rel} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "re-save it as UTF-8 or add it to `exclude`",
+            {"path": entry.rel, "head": data[: min(len(data), 200)].decode("utf-8", "replace")},
+        )
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def file_times(entry: FileEntry) -> tuple[datetime, datetime]:
+    """``(created, modified)`` of a file: birth time where the OS keeps one, else the mtime."""
+    modified = entry.mtime
+    try:
+        birth = getattr(os.stat(entry.path), "st_birthtime", None)
+    except OSError:
+        birth = None
+    created = datetime.fromtimestamp(birth, UTC) if birth else modified
+    return created, modified
