@@ -10,7 +10,6 @@ from cfstream.http import HttpClient, RetryPolicy
 from cfstream.testing import FakeAPI, FakeClock
 
 
-
 @pytest.fixture
 async def api() -> AsyncIterator[FakeAPI]:
     """A fake API on 127.0.0.1."""
@@ -40,5 +39,7 @@ def fast_retry() -> RetryPolicy:
 @pytest.fixture
 async def http(clock: FakeClock, fast_retry: RetryPolicy) -> AsyncIterator[HttpClient]:
     """A client on virtual time (the token bucket still uses real time)."""
-    async with HttpClient(timeout=5, retry=fast_retry, clock=clock.time, sleep=clock.sleep) as client:
+    async with HttpClient(
+        timeout=5, retry=fast_retry, clock=clock.time, sleep=clock.sleep
+    ) as client:
         yield client

@@ -9,7 +9,14 @@ import pytest
 from aiohttp import web
 
 from cfstream.errors import HTTPError
-from cfstream.http import BearerAuth, HeaderAuth, HttpClient, LinkHeaderPaginator, NoAuth, same_origin
+from cfstream.http import (
+    BearerAuth,
+    HeaderAuth,
+    HttpClient,
+    LinkHeaderPaginator,
+    NoAuth,
+    same_origin,
+)
 from cfstream.secrets import Secret
 from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 
@@ -19,10 +26,16 @@ TOKEN = "cfs-tok-SEKRIT-9f8e7d6c5b4a"
 async def test_next_link_to_another_origin_gets_no_authorization(
     api: FakeAPI, other_api: FakeAPI, http: HttpClient
 ) -> None:
-    api.paginate_link("/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2, next_base=other_api.url)
+    api.paginate_link(
+        "/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2, next_base=other_api.url
+    )
     other_api.paginate_link("/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2)
     gh = http.service("github", base_url=api.url, auth=BearerAuth(Secret(TOKEN)))
-    got = [i async for page in gh.paginate(LinkHeaderPaginator(), "/repos/o/r/issues") for i in page.data]
+    got = [
+        i
+        async for page in gh.paginate(LinkHeaderPaginator(), "/repos/o/r/issues")
+        for i in page.data
+    ]
     assert got == [{"n": i} for i in range(4)]
     assert [r.headers.get("Authorization") for r in api.requests] == [f"Bearer {TOKEN}"]
     assert len(other_api.requests) == 1
@@ -30,9 +43,17 @@ async def test_next_link_to_another_origin_gets_no_authorization(
     assert other_api.requests[0].query == {"per_page": "2", "page": "2"}
 
 
-async def test_cross_origin_redirect_drops_authorization(api: FakeAPI, other_api: FakeAPI, http: HttpClient) -> None:
-    api.route("GET", "/download", lambda _r: web.Response(status=302, headers={"Location": f"{other_api.url}/blob?sig=abc"}))
-    api.route("GET", "/same", lambda _r: web.Response(status=307, headers={"Location": "/download"}))
+async def test_cross_origin_redirect_drops_authorization(
+    api: FakeAPI, other_api: FakeAPI, http: HttpClient
+) -> None:
+    api.route(
+        "GET",
+        "/download",
+        lambda _r: web.Response(status=302, headers={"Location": f"{other_api.url}/blob?sig=abc"}),
+    )
+    api.route(
+        "GET", "/same", lambda _r: web.Response(status=307, headers={"Location": "/download"})
+    )
     other_api.route("GET", "/blob", {"content": "ok"})
     svc = http.service("github", base_url=api.url, auth=BearerAuth(TOKEN))
     r = await svc.get("/same")
@@ -50,7 +71,9 @@ async def test_same_host_other_port_or_scheme_is_another_origin() -> None:
 
 async def test_absolute_url_to_the_own_origin_keeps_auth(api: FakeAPI, http: HttpClient) -> None:
     api.route("GET", "/x", {"ok": True})
-    svc = http.service("svc", base_url=api.url + "/api/v10", auth=HeaderAuth("Authorization", TOKEN))
+    svc = http.service(
+        "svc", base_url=api.url + "/api/v10", auth=HeaderAuth("Authorization", TOKEN)
+    )
     await svc.get(f"{api.url}/x")
     assert api.requests[0].headers["Authorization"] == TOKEN
 
@@ -83,7 +106,12 @@ async def test_token_never_appears_in_logs_errors_or_reprs(
             try:
                 await svc.get(path, params={"token": TOKEN} if path == "/flaky" else None)
             except HTTPError as exc:
-                texts += [str(exc), repr(exc), str(exc.url), "".join(traceback.format_exception(exc))]
+                texts += [
+                    str(exc),
+                    repr(exc),
+                    str(exc.url),
+                    "".join(traceback.format_exception(exc)),
+                ]
         try:
             await svc.get("/denied?key=1")
         except HTTPError as exc:
@@ -99,7 +127,11 @@ async def test_token_never_appears_in_logs_errors_or_reprs(
 
 
 def test_auth_reprs_hide_the_secret() -> None:
-    for auth in (BearerAuth(TOKEN), BearerAuth(TOKEN, scheme="Bot"), HeaderAuth("X-Api-Key", TOKEN)):
+    for auth in (
+        BearerAuth(TOKEN),
+        BearerAuth(TOKEN, scheme="Bot"),
+        HeaderAuth("X-Api-Key", TOKEN),
+    ):
         assert TOKEN not in repr(auth) and TOKEN not in str(auth)
         assert TOKEN in "".join(auth.headers().values())
     assert BearerAuth("a-token-1").fingerprint() != BearerAuth("a-token-2").fingerprint()

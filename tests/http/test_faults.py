@@ -97,14 +97,18 @@ async def test_gives_up_after_max_tries_with_a_typed_error(api: FakeAPI, http: H
     assert len(api.requests) == 4
 
 
-async def test_truncated_body_exhausted_is_a_response_format_error(api: FakeAPI, http: HttpClient) -> None:
+async def test_truncated_body_exhausted_is_a_response_format_error(
+    api: FakeAPI, http: HttpClient
+) -> None:
     api.route("GET", "/cut", PAYLOAD)
     api.faults.script("GET", "/cut", ["truncate"] * 4)
     with pytest.raises(ResponseFormatError, match="truncated"):
         await http.service("svc", base_url=api.url).get("/cut")
 
 
-async def test_non_json_body_exhausted_is_a_response_format_error(api: FakeAPI, http: HttpClient) -> None:
+async def test_non_json_body_exhausted_is_a_response_format_error(
+    api: FakeAPI, http: HttpClient
+) -> None:
     api.route("GET", "/text", "plain words, no JSON")
     with pytest.raises(ResponseFormatError, match="not valid JSON") as info:
         await http.service("svc", base_url=api.url).get("/text")
@@ -154,10 +158,14 @@ async def test_retry_after_seconds_is_honoured_in_real_time(api: FakeAPI) -> Non
     assert r.data == PAYLOAD
     first, second = (req.time for req in api.requests)
     assert 0.95 <= second - first < 2.0
-    assert http.metrics.rate_limited == 1 and http.metrics.wait_seconds == pytest.approx(1.0, abs=0.05)
+    assert http.metrics.rate_limited == 1 and http.metrics.wait_seconds == pytest.approx(
+        1.0, abs=0.05
+    )
 
 
-async def test_retry_after_http_date_is_honoured(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_retry_after_http_date_is_honoured(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.route("GET", "/limited", PAYLOAD)
     api.faults.script("GET", "/limited", [Fault.rate_limit(120, http_date=True)])
     clock.now = time.time()
@@ -167,7 +175,9 @@ async def test_retry_after_http_date_is_honoured(api: FakeAPI, http: HttpClient,
     assert len(clock.sleeps) == 1 and 118.5 <= clock.sleeps[0] <= 121.5
 
 
-async def test_a_retry_after_of_a_day_is_capped(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_a_retry_after_of_a_day_is_capped(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.route("GET", "/limited", PAYLOAD)
     api.faults.script("GET", "/limited", [Fault.rate_limit(86400)])
     with pytest.raises(RateLimitWaitTooLong) as info:

@@ -36,7 +36,9 @@ async def test_link_header_follows_next_verbatim_and_ends_on_empty_page(
     api: FakeAPI, http: HttpClient
 ) -> None:
     items = [{"number": n} for n in range(9)]
-    api.paginate_link("/repos/o/r/issues", items, next_path="/repositories/42/issues", empty_last_page=True)
+    api.paginate_link(
+        "/repos/o/r/issues", items, next_path="/repositories/42/issues", empty_last_page=True
+    )
     gh = http.service("github", base_url=api.url)
     pages, got = await collect(
         gh, LinkHeaderPaginator(), "/repos/o/r/issues", params={"per_page": 3, "state": "all"}
@@ -56,7 +58,9 @@ async def test_slack_cursor_empty_string_ends(api: FakeAPI, http: HttpClient) ->
     api.paginate_cursor("/api/conversations.list", channels, style="slack", empty_last_page=True)
     slack = http.service("slack", base_url=api.url)
     pages, got = await collect(
-        slack, BodyCursorPaginator.slack(items_path="channels"), "/api/conversations.list",
+        slack,
+        BodyCursorPaginator.slack(items_path="channels"),
+        "/api/conversations.list",
         params={"limit": 2},
     )
     assert [len(p) for p in pages] == [2, 2, 2, 0]
@@ -84,7 +88,10 @@ async def test_notion_cursor_in_json_body_for_post(api: FakeAPI, http: HttpClien
     notion = http.service("notion", base_url=api.url)
     filt = {"timestamp": "last_edited_time", "last_edited_time": {"after": "2024-01-01"}}
     pages, got = await collect(
-        notion, BodyCursorPaginator.notion(), "/v1/databases/db/query", method="POST",
+        notion,
+        BodyCursorPaginator.notion(),
+        "/v1/databases/db/query",
+        method="POST",
         json={"page_size": 2, "filter": filt},
     )
     assert [len(p) for p in pages] == [2, 2, 1]
@@ -113,7 +120,10 @@ async def test_graphql_page_info(api: FakeAPI, http: HttpClient) -> None:
     linear = http.service("linear", base_url=api.url)
     query = "query($first: Int, $after: String) { team { issues(first: $first, after: $after) { nodes { id } pageInfo { hasNextPage endCursor } } } }"
     pages, got = await collect(
-        linear, GraphQLPaginator("team.issues"), "/graphql", method="POST",
+        linear,
+        GraphQLPaginator("team.issues"),
+        "/graphql",
+        method="POST",
         json={"query": query, "variables": {"first": 3}},
     )
     assert [len(p) for p in pages] == [3, 3, 0]
@@ -145,7 +155,9 @@ async def test_snowflake_after_walks_forward(api: FakeAPI, http: HttpClient) -> 
     api.paginate_snowflake("/channels/{cid}/messages", messages)
     discord = http.service("discord", base_url=api.url)
     pages, got = await collect(
-        discord, SnowflakePaginator("after", limit=3), "/channels/1/messages",
+        discord,
+        SnowflakePaginator("after", limit=3),
+        "/channels/1/messages",
         params={"after": "0"},
     )
     assert [len(p) for p in pages] == [3, 3, 1]
@@ -155,7 +167,11 @@ async def test_snowflake_after_walks_forward(api: FakeAPI, http: HttpClient) -> 
 
 
 async def test_a_cursor_that_does_not_advance_stops(api: FakeAPI, http: HttpClient) -> None:
-    api.route("GET", "/loop", Reply({"ok": True, "channels": [1], "response_metadata": {"next_cursor": "same"}}))
+    api.route(
+        "GET",
+        "/loop",
+        Reply({"ok": True, "channels": [1], "response_metadata": {"next_cursor": "same"}}),
+    )
     slack = http.service("slack", base_url=api.url)
     with pytest.raises(ResponseFormatError, match="did not advance"):
         await collect(slack, BodyCursorPaginator.slack(items_path="channels"), "/loop")

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from cfstream.errors import AuthError, ClientError, NotFoundError, RateLimitWaitTooLong, TransientError
+from cfstream.errors import (
+    AuthError,
+    ClientError,
+    NotFoundError,
+    RateLimitWaitTooLong,
+    TransientError,
+)
 from cfstream.http import GenericPolicy, HttpClient, SlackPolicy, policy_for
 from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 
 OK_SLACK = {"ok": True, "channels": []}
 
 
-async def test_slack_ok_false_ratelimited_is_a_rate_limit(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_slack_ok_false_ratelimited_is_a_rate_limit(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.route("GET", "/api/conversations.list", OK_SLACK)
     api.faults.script(
-        "GET", "/api/conversations.list",
+        "GET",
+        "/api/conversations.list",
         [Fault.rate_limit(3, status=200, body={"ok": False, "error": "ratelimited"})],
     )
     slack = http.service("slack", base_url=api.url)
@@ -23,9 +32,15 @@ async def test_slack_ok_false_ratelimited_is_a_rate_limit(api: FakeAPI, http: Ht
     assert http.metrics.rate_limited == 1 and http.metrics.retries == {"rate_limited": 1}
 
 
-async def test_slack_rate_limit_waits_per_method(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_slack_rate_limit_waits_per_method(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.route("GET", "/api/{method}", OK_SLACK)
-    api.faults.script("GET", "/api/conversations.history", [Fault.rate_limit(5, body={"ok": False, "error": "ratelimited"})])
+    api.faults.script(
+        "GET",
+        "/api/conversations.history",
+        [Fault.rate_limit(5, body={"ok": False, "error": "ratelimited"})],
+    )
     slack = http.service("slack", base_url=api.url)
     await slack.get("/api/conversations.history")
     assert clock.sleeps == [5.0]
@@ -56,7 +71,11 @@ async def test_slack_error_codes_become_typed_errors(
 
 
 async def test_slack_missing_scope_names_the_scope(api: FakeAPI, http: HttpClient) -> None:
-    api.route("GET", "/api/conversations.history", {"ok": False, "error": "missing_scope", "needed": "groups:history"})
+    api.route(
+        "GET",
+        "/api/conversations.history",
+        {"ok": False, "error": "missing_scope", "needed": "groups:history"},
+    )
     with pytest.raises(AuthError, match="lacks scope groups:history"):
         await http.service("slack", base_url=api.url).get("/api/conversations.history")
 
@@ -69,11 +88,16 @@ async def test_slack_internal_error_is_retried(api: FakeAPI, http: HttpClient) -
 LINEAR_OK = {"data": {"viewer": {"id": "u1"}}}
 
 
-async def test_linear_graphql_ratelimited_is_a_rate_limit(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_linear_graphql_ratelimited_is_a_rate_limit(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     clock.now = 1_700_000_000.0
     limited = Reply(
         {"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATELIMITED"}}]},
-        headers={"X-RateLimit-Requests-Remaining": "0", "X-RateLimit-Requests-Reset": str(int(clock.now * 1000) + 4000)},
+        headers={
+            "X-RateLimit-Requests-Remaining": "0",
+            "X-RateLimit-Requests-Reset": str(int(clock.now * 1000) + 4000),
+        },
     )
     api.replies("POST", "/graphql", [limited, LINEAR_OK])
     linear = http.service("linear", base_url=api.url)
@@ -83,34 +107,70 @@ async def test_linear_graphql_ratelimited_is_a_rate_limit(api: FakeAPI, http: Ht
     assert http.metrics.rate_limited == 1
 
 
-async def test_linear_other_graphql_errors_are_errors_not_data(api: FakeAPI, http: HttpClient) -> None:
+async def test_linear_other_graphql_errors_are_errors_not_data(
+    api: FakeAPI, http: HttpClient
+) -> None:
     api.route(
-        "POST", "/graphql",
-        {"data": {"issue": None}, "errors": [{"message": "Entity not found: Issue", "extensions": {"code": "INVALID_INPUT"}}]},
+        "POST",
+        "/graphql",
+        {
+            "data": {"issue": None},
+            "errors": [
+                {"message": "Entity not found: Issue", "extensions": {"code": "INVALID_INPUT"}}
+            ],
+        },
     )
     with pytest.raises(ClientError, match="Entity not found: Issue"):
-        await http.service("linear", base_url=api.url).post("/graphql", json={"query": "{ issue(id: 1) { id } }"})
+        await http.service("linear", base_url=api.url).post(
+            "/graphql", json={"query": "{ issue(id: 1) { id } }"}
+        )
     assert len(api.requests) == 1
 
 
 async def test_linear_authentication_error(api: FakeAPI, http: HttpClient) -> None:
     api.route(
-        "POST", "/graphql",
-        Reply({"errors": [{"message": "Authentication required", "extensions": {"code": "AUTHENTICATION_ERROR"}}]}, status=400),
+        "POST",
+        "/graphql",
+        Reply(
+            {
+                "errors": [
+                    {
+                        "message": "Authentication required",
+                        "extensions": {"code": "AUTHENTICATION_ERROR"},
+                    }
+                ]
+            },
+            status=400,
+        ),
     )
     with pytest.raises(AuthError, match="check the linear API key"):
-        await http.service("linear", base_url=api.url).post("/graphql", json={"query": "{ viewer { id } }"})
+        await http.service("linear", base_url=api.url).post(
+            "/graphql", json={"query": "{ viewer { id } }"}
+        )
 
 
 def google_error(status: int, reason: str) -> dict[str, object]:
-    return {"error": {"errors": [{"domain": "usageLimits", "reason": reason, "message": reason}], "code": status, "message": reason}}
+    return {
+        "error": {
+            "errors": [{"domain": "usageLimits", "reason": reason, "message": reason}],
+            "code": status,
+            "message": reason,
+        }
+    }
 
 
-async def test_google_403_rate_limit_exceeded_backs_off(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_google_403_rate_limit_exceeded_backs_off(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.replies(
-        "GET", "/drive/v3/files",
-        [Reply(google_error(403, "userRateLimitExceeded"), status=403), Reply(google_error(403, "rateLimitExceeded"), status=403),
-         Reply(google_error(429, "rateLimitExceeded"), status=429), {"files": []}],
+        "GET",
+        "/drive/v3/files",
+        [
+            Reply(google_error(403, "userRateLimitExceeded"), status=403),
+            Reply(google_error(403, "rateLimitExceeded"), status=403),
+            Reply(google_error(429, "rateLimitExceeded"), status=429),
+            {"files": []},
+        ],
     )
     drive = http.service("google", base_url=api.url)
     assert (await drive.get("/drive/v3/files")).data == {"files": []}
@@ -120,17 +180,31 @@ async def test_google_403_rate_limit_exceeded_backs_off(api: FakeAPI, http: Http
 
 
 async def test_google_403_other_reason_is_auth(api: FakeAPI, http: HttpClient) -> None:
-    api.route("GET", "/drive/v3/files", Reply(google_error(403, "insufficientPermissions"), status=403))
+    api.route(
+        "GET", "/drive/v3/files", Reply(google_error(403, "insufficientPermissions"), status=403)
+    )
     with pytest.raises(AuthError, match="drive.readonly"):
         await http.service("gdrive", base_url=api.url).get("/drive/v3/files")
 
 
-async def test_discord_429_body_retry_after_wins(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_discord_429_body_retry_after_wins(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.replies(
-        "GET", "/channels/1/messages",
-        [Reply({"message": "You are being rate limited.", "retry_after": 0.75, "global": False},
-               status=429, headers={"Retry-After": "1", "X-RateLimit-Bucket": "abc", "X-RateLimit-Scope": "user"}),
-         []],
+        "GET",
+        "/channels/1/messages",
+        [
+            Reply(
+                {"message": "You are being rate limited.", "retry_after": 0.75, "global": False},
+                status=429,
+                headers={
+                    "Retry-After": "1",
+                    "X-RateLimit-Bucket": "abc",
+                    "X-RateLimit-Scope": "user",
+                },
+            ),
+            [],
+        ],
     )
     api.route("GET", "/guilds/1", {"id": "1"})
     discord = http.service("discord", base_url=api.url)
@@ -140,12 +214,21 @@ async def test_discord_429_body_retry_after_wins(api: FakeAPI, http: HttpClient,
     assert clock.sleeps == [0.75]
 
 
-async def test_discord_global_429_pauses_every_route(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_discord_global_429_pauses_every_route(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.route("GET", "/guilds/1", {"id": "1"})
     api.replies(
-        "GET", "/channels/1/messages",
-        [Reply({"message": "You are being rate limited.", "retry_after": 2.5, "global": True}, status=429,
-               headers={"X-RateLimit-Global": "true"}), []],
+        "GET",
+        "/channels/1/messages",
+        [
+            Reply(
+                {"message": "You are being rate limited.", "retry_after": 2.5, "global": True},
+                status=429,
+                headers={"X-RateLimit-Global": "true"},
+            ),
+            [],
+        ],
     )
     discord = http.service("discord", base_url=api.url)
     http.max_wait = 1.0  # so that the global wait fails instead of being slept through
@@ -157,11 +240,33 @@ async def test_discord_global_429_pauses_every_route(api: FakeAPI, http: HttpCli
     assert clock.sleeps == [2.5]
 
 
-async def test_notion_rate_limited_and_not_shared(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
-    err = {"object": "error", "status": 429, "code": "rate_limited", "message": "You have been rate limited."}
-    api.replies("GET", "/v1/pages/p1", [Reply(err, status=429, headers={"Retry-After": "2"}), {"object": "page"}])
-    api.route("GET", "/v1/pages/p2", Reply({"object": "error", "status": 404, "code": "object_not_found",
-                                           "message": "Could not find page with ID: p2."}, status=404))
+async def test_notion_rate_limited_and_not_shared(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
+    err = {
+        "object": "error",
+        "status": 429,
+        "code": "rate_limited",
+        "message": "You have been rate limited.",
+    }
+    api.replies(
+        "GET",
+        "/v1/pages/p1",
+        [Reply(err, status=429, headers={"Retry-After": "2"}), {"object": "page"}],
+    )
+    api.route(
+        "GET",
+        "/v1/pages/p2",
+        Reply(
+            {
+                "object": "error",
+                "status": 404,
+                "code": "object_not_found",
+                "message": "Could not find page with ID: p2.",
+            },
+            status=404,
+        ),
+    )
     notion = http.service("notion", base_url=api.url)
     assert (await notion.get("/v1/pages/p1")).data == {"object": "page"}
     assert clock.sleeps == [2.0]
@@ -169,15 +274,31 @@ async def test_notion_rate_limited_and_not_shared(api: FakeAPI, http: HttpClient
         await notion.get("/v1/pages/p2")
 
 
-async def test_github_secondary_limit_and_scope_hint(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_github_secondary_limit_and_scope_hint(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.replies(
-        "GET", "/repos/o/r",
-        [Reply({"message": "You have exceeded a secondary rate limit."}, status=403, headers={"retry-after": "7"}),
-         Reply({"message": "API rate limit exceeded"}, status=403),
-         {"id": 1}],
+        "GET",
+        "/repos/o/r",
+        [
+            Reply(
+                {"message": "You have exceeded a secondary rate limit."},
+                status=403,
+                headers={"retry-after": "7"},
+            ),
+            Reply({"message": "API rate limit exceeded"}, status=403),
+            {"id": 1},
+        ],
     )
-    api.route("GET", "/repos/o/private", Reply({"message": "Resource not accessible"}, status=403,
-                                                  headers={"X-Accepted-OAuth-Scopes": "repo"}))
+    api.route(
+        "GET",
+        "/repos/o/private",
+        Reply(
+            {"message": "Resource not accessible"},
+            status=403,
+            headers={"X-Accepted-OAuth-Scopes": "repo"},
+        ),
+    )
     gh = http.service("github", base_url=api.url)
     assert (await gh.get("/repos/o/r")).data == {"id": 1}
     assert clock.sleeps == [7.0, 60.0]
@@ -185,7 +306,9 @@ async def test_github_secondary_limit_and_scope_hint(api: FakeAPI, http: HttpCli
         await gh.get("/repos/o/private")
 
 
-async def test_generic_policy_uses_status_and_retry_after(api: FakeAPI, http: HttpClient, clock: FakeClock) -> None:
+async def test_generic_policy_uses_status_and_retry_after(
+    api: FakeAPI, http: HttpClient, clock: FakeClock
+) -> None:
     api.replies("GET", "/x", [Reply({"ok": False, "error": "ratelimited"}), {"fine": True}])
     svc = http.service("acme", base_url=api.url)
     assert isinstance(svc.policy, GenericPolicy)
@@ -200,13 +323,17 @@ def test_policy_resolution() -> None:
     custom = SlackPolicy(auth_hint="check SLACK_TOKEN in .env")
     assert policy_for(custom, "x") is custom
     assert policy_for("google").name == policy_for(None, "gdrive").name == "google"
-    with pytest.raises(ValueError, match="unknown response policy 'jira'; use one of discord, generic"):
+    with pytest.raises(
+        ValueError, match="unknown response policy 'jira'; use one of discord, generic"
+    ):
         policy_for("jira")
 
 
 async def test_custom_auth_hint(api: FakeAPI, http: HttpClient) -> None:
     api.route("GET", "/api/x", {"ok": False, "error": "invalid_auth"})
-    svc = http.service("slack", base_url=api.url, policy=SlackPolicy(auth_hint="set SLACK_TOKEN to a bot token"))
+    svc = http.service(
+        "slack", base_url=api.url, policy=SlackPolicy(auth_hint="set SLACK_TOKEN to a bot token")
+    )
     with pytest.raises(AuthError, match="set SLACK_TOKEN to a bot token"):
         await svc.get("/api/x")
 

@@ -55,9 +55,15 @@ def test_meter_max_rate_on_known_timestamps() -> None:
 
 async def test_limiters_are_shared_per_service_and_credential(api: FakeAPI) -> None:
     async with HttpClient() as http:
-        a = http.service("github", base_url=api.url, auth=BearerAuth("tok-one-1234"), rate=RateLimit(5, 5))
-        b = http.service("github", base_url=api.url, auth=BearerAuth("tok-one-1234"), rate=RateLimit(99, 99))
-        c = http.service("github", base_url=api.url, auth=BearerAuth("tok-two-5678"), rate=RateLimit(7, 7))
+        a = http.service(
+            "github", base_url=api.url, auth=BearerAuth("tok-one-1234"), rate=RateLimit(5, 5)
+        )
+        b = http.service(
+            "github", base_url=api.url, auth=BearerAuth("tok-one-1234"), rate=RateLimit(99, 99)
+        )
+        c = http.service(
+            "github", base_url=api.url, auth=BearerAuth("tok-two-5678"), rate=RateLimit(7, 7)
+        )
         d = http.service("gitlab", base_url=api.url, auth=BearerAuth("tok-one-1234"))
     assert a._state is b._state and b.rate == RateLimit(5, 5)
     assert c._state is not a._state and c.rate == RateLimit(7, 7)
@@ -89,7 +95,13 @@ async def test_github_exhausted_budget_pauses_until_reset(api: FakeAPI, clock: F
         "GET",
         "/rate",
         [
-            Reply({"n": 1}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(clock.now) + 30)}),
+            Reply(
+                {"n": 1},
+                headers={
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": str(int(clock.now) + 30),
+                },
+            ),
             Reply({"n": 2}, headers={"x-ratelimit-remaining": "4999"}),
         ],
     )
@@ -112,21 +124,39 @@ async def test_github_exhausted_budget_pauses_until_reset(api: FakeAPI, clock: F
 async def test_github_reset_beyond_max_wait_fails_fast(api: FakeAPI, clock: FakeClock) -> None:
     clock.now = 1_700_000_000.0
     reset = str(int(clock.now) + 3600)
-    api.route("GET", "/rate", Reply({"n": 1}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}))
+    api.route(
+        "GET",
+        "/rate",
+        Reply({"n": 1}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}),
+    )
     async with HttpClient(clock=clock.time, sleep=clock.sleep) as http:
         gh = http.service("github", base_url=api.url)
         await gh.get("/rate")
-        with pytest.raises(RateLimitWaitTooLong, match=r"github asked to wait 3600 s \(x-ratelimit-remaining is 0"):
+        with pytest.raises(
+            RateLimitWaitTooLong, match=r"github asked to wait 3600 s \(x-ratelimit-remaining is 0"
+        ):
             await gh.get("/rate")
     assert len(api.requests) == 1
 
 
 async def test_discord_bucket_pause_only_affects_its_bucket(api: FakeAPI, clock: FakeClock) -> None:
-    bucket_headers = {"X-RateLimit-Bucket": "b-chan-1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "2.5"}
-    api.replies("GET", "/channels/1/messages", [Reply([], headers=bucket_headers), Reply([{"id": "9"}])])
-    api.route("GET", "/channels/2/messages", Reply([], headers={"X-RateLimit-Bucket": "b-chan-2", "X-RateLimit-Remaining": "4"}))
+    bucket_headers = {
+        "X-RateLimit-Bucket": "b-chan-1",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": "2.5",
+    }
+    api.replies(
+        "GET", "/channels/1/messages", [Reply([], headers=bucket_headers), Reply([{"id": "9"}])]
+    )
+    api.route(
+        "GET",
+        "/channels/2/messages",
+        Reply([], headers={"X-RateLimit-Bucket": "b-chan-2", "X-RateLimit-Remaining": "4"}),
+    )
     async with HttpClient(clock=clock.time, sleep=clock.sleep) as http:
-        discord = http.service("discord", base_url=api.url, auth=BearerAuth("bot-token-xyz", scheme="Bot"))
+        discord = http.service(
+            "discord", base_url=api.url, auth=BearerAuth("bot-token-xyz", scheme="Bot")
+        )
         await discord.get("/channels/1/messages")
         await discord.get("/channels/2/messages")
         assert clock.sleeps == []
