@@ -18,7 +18,7 @@ appear in either.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -56,6 +56,7 @@ ParamValue = str | int | float | bool | None | Sequence[str | int | float]
 Params = Mapping[str, ParamValue]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _USER_AGENT = "cfstream/0.1 (+https://github.com/cfstream)"
 
 
@@ -181,7 +182,10 @@ class HttpClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=self.limit_per_host)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self.timeout, raise_for_status=False
+                connector=connector,
+                timeout=self.timeout,
+                raise_for_status=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # APIs need no cookies; keep requests independent
             )
             self._owns_session = True
 
@@ -399,7 +403,7 @@ class Service:
         params: Params | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[JsonResponse]:
+    ) -> AsyncGenerator[JsonResponse, None]:
         """Yield every page of a paginated endpoint, in order, as :class:`JsonResponse`.
 
         The paginator decides the first request and each next one from the previous page; use
@@ -459,6 +463,10 @@ class Service:
         hdrs.update(extra)
         if origin_of(url) == self._origin:
             hdrs.update(self.auth.headers())
+        else:
+            # another origin never gets a credential, whichever way it was configured
+            private = _PRIVATE_HEADERS | {name.lower() for name in self.auth.headers()}
+            hdrs = {k: v for k, v in hdrs.items() if k.lower() not in private}
         return hdrs
 
     async def _send(

@@ -217,7 +217,7 @@ class ResponsePolicy:
     ) -> Verdict:
         """Interpret ``raw``: decode the body and decide whether it is data or a problem."""
         verdict = Verdict(gates=self.gates(raw, now), learned_bucket=self.learned_bucket(raw))
-        data = self._decode(raw) if expect_json else None
+        data = self._decode(raw) if expect_json or raw.status >= 300 else None
         decoded = data is not _UNDECODED
         problem = self.inspect(raw, data if decoded else None, service, now)
         if problem is None:

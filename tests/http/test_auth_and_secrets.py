@@ -135,3 +135,26 @@ def test_auth_reprs_hide_the_secret() -> None:
         assert TOKEN not in repr(auth) and TOKEN not in str(auth)
         assert TOKEN in "".join(auth.headers().values())
     assert BearerAuth("a-token-1").fingerprint() != BearerAuth("a-token-2").fingerprint()
+
+
+async def test_credentials_in_plain_headers_are_also_kept_home(
+    api: FakeAPI, other_api: FakeAPI, http: HttpClient
+) -> None:
+    api.route(
+        "GET",
+        "/go",
+        lambda _r: web.Response(status=302, headers={"Location": f"{other_api.url}/x"}),
+    )
+    other_api.route("GET", "/x", {"ok": True})
+    svc = http.service(
+        "svc",
+        base_url=api.url,
+        headers={"Authorization": f"token {TOKEN}", "X-Client": "cfstream"},
+        auth=HeaderAuth("X-Api-Key", TOKEN),
+    )
+    await svc.get("/go")
+    assert api.requests[0].headers["X-Api-Key"] == TOKEN
+    sent = other_api.requests[0].headers
+    assert (
+        "Authorization" not in sent and "X-Api-Key" not in sent and sent["X-Client"] == "cfstream"
+    )

@@ -39,7 +39,7 @@ PAYLOAD = {"items": [{"id": 1}, {"id": 2}]}
     ids=lambda v: str(getattr(v, "kind", v)) + (f"-{v.status}" if hasattr(v, "status") else ""),
 )
 async def test_recovers_from_fault(
-    api: FakeAPI, http: HttpClient, clock: FakeClock, fault: object, cause: str
+    api: FakeAPI, http: HttpClient, clock: FakeClock, fault: Fault | int | str, cause: str
 ) -> None:
     api.route("GET", "/things", PAYLOAD)
     api.faults.script("GET", "/things", [fault, fault])
