@@ -1,0 +1,358 @@
+"""What ``cfstream demo`` runs: an offline end-to-end sync of bundled sample data.
+
+The demo syncs, into one dataset (``./demo.lance`` by default):
+
+* the bundled Obsidian vault ``examples/vault/`` (an ``obsidian`` source) and docs folder
+  ``examples/docs/`` (a ``files`` source). Both are copied once into
+  ``<dataset>/_cfstream/demo/`` and read from there, so ``--change`` can edit the copy and the
+  repository's examples are never modified;
+* every HTTP connector that ships a fake service, served by one :class:`~cfstream.testing.FakeAPI`
+  on 127.0.0.1.
+
+A fake service is a module ``cfstream.testing.fakes.<service>`` (``github``, ``linear``, ``notion``,
+``slack``, ``discord``, ``google_drive``) with:
+
+* ``mount(api: FakeAPI) -> object``: add the service's routes with deterministic sample data; the
+  returned object (often the fake itself) is handed to ``demo_change``;
+* ``demo_config(base_url: str) -> dict``: the source's options in a YAML config (``type`` defaults
+  to the service name);
+* optionally ``demo_change(mounted: object) -> list[str] | None``: edit some of the sample data
+  (bump ``updated_at``, change a body) so that the next sync updates just those records.
+
+The demo discovers whichever fakes exist, so it grows as connectors land. Running it again is an
+incremental sync that reports zero new or updated records; ``--change`` edits some sample data
+first, and only those records are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from cfstream.config import build_pipeline, parse_config
+from cfstream.errors import CfStreamError, ConfigError
+from cfstream.report import RunReport
+from cfstream.runner import RunControl, run_pipeline
+from cfstream.secrets import get_logger
+from cfstream.sources.registry import load_source_class
+from cfstream.state import state_dir_for
+
+__all__ = (
+    "HTTP_SERVICES",
+    "DemoResult",
+    "FakeService",
+    "apply_file_changes",
+    "demo_data_dir",
+    "discover_fakes",
+    "prepare_file_sources",
+    "run_demo",
+)
+
+log = get_logger("cfstream.demo")
+
+#: services whose fake the demo looks for, as ``cfstream.testing.fakes.<service>``
+HTTP_SERVICES = ("github", "linear", "notion", "slack", "discord", "google_drive")
+
+#: (source name, example folder, connector type) of the file-based demo sources
+_FILE_SOURCES = (("vault", "vault", "obsidian"), ("docs", "docs", "files"))
+
+_CHANGE_MARK = "Edited by `cfstream demo --change`"
+
+
+@dataclass(slots=True)
+class FakeService:
+    """A discovered fake: its service name and the module's hooks."""
+
+    service: str
+    mount: Callable[[Any], Any]
+    demo_config: Callable[[str], dict[str, Any]]
+    demo_change: Callable[[Any], Any] | None = None
+
+
+@dataclass(slots=True)
+class DemoResult:
+    """What one demo run did, for the CLI to print."""
+
+    report: RunReport
+    dataset: str
+    first_run: bool
+    sources: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    updated_records: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result."""
+        return {
+            "dataset": self.dataset,
+            "first_run": self.first_run,
+            "sources": self.sources,
+            "skipped": self.skipped,
+            "changed": self.changed,
+            "samples": self.samples,
+            "updated_records": self.updated_records,
+            "notes": self.notes,
+            "report": self.report.to_dict(),
+        }
+
+
+def demo_data_dir() -> Path | None:
+    """The folder holding the sample ``vault/`` and ``docs/``: the package's ``demo_data`` or the
+    repository's ``examples`` (an editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "demo_data", here.parent / "examples"):
+        if (candidate / "vault").is_dir() or (candidate / "docs").is_dir():
+            return candidate
+    return None
+
+
+def discover_fakes(
+    services: tuple[str, ...] = HTTP_SERVICES,
+) -> tuple[list[FakeService], list[str]]:
+    """The fake services that exist (importable, with ``mount`` and ``demo_config``), and the rest."""
+    found: list[FakeService] = []
+    missing: list[str] = []
+    for service in services:
+        try:
+            module = importlib.import_module(f"cfstream.testing.fakes.{service}")
+        except ImportError as exc:
+            if exc.name is not None and exc.name.startswith("cfstream.testing.fakes"):
+                missing.append(service)
+                continue
+            raise
+        mount = getattr(module, "mount", None)
+        demo_config = getattr(module, "demo_config", None)
+        if not callable(mount) or not callable(demo_config):
+            log.warning(
+                "cfstream.testing.fakes.%s has no mount()/demo_config(); left out of the demo",
+                service,
+            )
+            missing.append(service)
+            continue
+        change = getattr(module, "demo_change", None)
+        found.append(FakeService(service, mount, demo_config, change if callable(change) else None))
+    return found, missing
+
+
+def _folder_option(type_name: str) -> str | None:
+    """The option naming the folder of a file-based connector (``vault_path``, ``path``, ``root``)."""
+    try:
+        cls = load_source_class(type_name)
+    except ConfigError:
+        return None
+    model = getattr(cls, "config_model", None)
+    fields = list(model.model_fields) if model is not None else []
+    for name in ("vault_path", "path", "root", "folder", "directory"):
+        if name in fields:
+            return name
+    return None
+
+
+def prepare_file_sources(dataset: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Copy the sample folders under ``<dataset>/_cfstream/demo/`` (once) and return their sources.
+
+    Returns the ``sources:`` entries and the names left out (no sample folder or no connector yet).
+    """
+    data = demo_data_dir()
+    demo_dir = state_dir_for(str(dataset)) / "demo"
+    sources: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for name, folder, type_name in _FILE_SOURCES:
+        option = _folder_option(type_name)
+        src = data / folder if data is not None else None
+        if option is None or src is None or not src.is_dir():
+            skipped.append(f"{name} ({type_name})")
+            continue
+        target = demo_dir / folder
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, target)
+        sources[name] = {"type": type_name, option: str(target)}
+    return sources, skipped
+
+
+def apply_file_changes(dataset: Path, count: int = 2) -> list[str]:
+    """Edit ``count`` notes of each sample folder copy, deterministically; return what was edited.
+
+    The first ``count`` markdown files (by sorted path) get a numbered "edited" line, so each
+    ``--change`` changes their content again and nothing else.
+    """
+    demo_dir = state_dir_for(str(dataset)) / "demo"
+    counter = demo_dir / "changes"
+    n = int(counter.read_text()) + 1 if counter.exists() else 1
+    edited: list[str] = []
+    for _name, folder, _type in _FILE_SOURCES:
+        root = demo_dir / folder
+        if not root.is_dir():
+            continue
+        files = sorted(
+            p
+            for p in root.rglob("*.md")
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        for path in files[:count]:
+            text = path.read_text(encoding="utf-8")
+            keep = text.split(f"\n\n{_CHANGE_MARK}", 1)[0].rstrip("\n")
+            path.write_text(f"{keep}\n\n{_CHANGE_MARK} (change #{n}).\n", encoding="utf-8")
+            edited.append(f"{folder}/{path.relative_to(root).as_posix()}")
+    if edited:
+        counter.parent.mkdir(parents=True, exist_ok=True)
+        counter.write_text(str(n))
+    return edited
+
+
+def _read_records(
+    dataset: str, since: datetime | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Three sample records (one per source type first) and the records written since ``since``."""
+    import lance
+
+    try:
+        ds = lance.dataset(dataset)
+    except (OSError, ValueError):
+        return [], []
+    cols = [
+        "title",
+        "source_type",
+        "collection",
+        "text_content",
+        "relationships",
+        "ingested_at",
+        "record_type",
+    ]
+    rows = ds.to_table(columns=cols).to_pylist()
+    rows.sort(
+        key=lambda r: (r["source_type"] or "", r["record_type"] != "document", r["title"] or "")
+    )
+    samples: list[dict[str, Any]] = []
+    seen_types: set[str] = set()
+    picked: set[int] = set()
+    for prefer_new_type in (True, False):
+        for i, r in enumerate(rows):
+            if len(samples) == 3:
+                break
+            if i in picked or (
+                prefer_new_type
+                and (r["source_type"] in seen_types or r["record_type"] != "document")
+            ):
+                continue
+            picked.add(i)
+            seen_types.add(r["source_type"])
+            rels = r["relationships"] or []
+            text = " ".join((r["text_content"] or "").split())
+            samples.append(
+                {
+                    "title": r["title"],
+                    "source_type": r["source_type"],
+                    "collection": r["collection"],
+                    "relationships": ", ".join(
+                        f"{rel.get('type')} -> {rel.get('title') or rel.get('id')}"
+                        for rel in rels[:4]
+                    ),
+                    "text": text[:100] + ("..." if len(text) > 100 else ""),
+                }
+            )
+    updated: list[dict[str, Any]] = []
+    if since is not None:
+        for r in rows:
+            ts = r["ingested_at"]
+            if ts is not None and ts >= since:
+                updated.append({"title": r["title"], "source_type": r["source_type"]})
+    return samples, updated
+
+
+async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
+    first_run = not (dataset / "_versions").exists()
+    notes: list[str] = []
+    file_sources, skipped = prepare_file_sources(dataset)
+    changed: list[str] = []
+    if change:
+        if first_run:
+            notes.append(
+                "first run: the sample data is imported as it is; --change edits it next time"
+            )
+        else:
+            changed.extend(apply_file_changes(dataset))
+    fakes, missing = discover_fakes()
+    skipped.extend(missing)
+    async with contextlib.AsyncExitStack() as stack:
+        sources = dict(file_sources)
+        if fakes:
+            from cfstream.testing import FakeAPI
+
+            api = await stack.enter_async_context(FakeAPI())
+            for fake in fakes:
+                mounted = fake.mount(api)
+                options = dict(fake.demo_config(str(api.url)))
+                options.setdefault("type", fake.service)
+                sources[fake.service] = options
+                if change and not first_run and fake.demo_change is not None:
+                    edits = fake.demo_change(mounted)
+                    changed.extend(f"{fake.service}: {e}" for e in (edits or ()))
+        if not sources:
+            raise CfStreamError(
+                "the demo found no sample data: expected examples/vault or examples/docs with the "
+                "obsidian/files connectors, or fakes under cfstream.testing.fakes"
+            )
+        config = parse_config(
+            {
+                "dataset": str(dataset),
+                "sink": {"max_latency": 2.0},
+                "pipeline": [{"validate": {}}],
+                "sources": sources,
+            },
+            filename="<demo>",
+        )
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        report = await run_pipeline(build_pipeline(config), control=control)
+        log.debug("demo sync took %.2fs", time.perf_counter() - t0)
+    samples, updated = _read_records(str(dataset), None if first_run else started)
+    return DemoResult(
+        report=report,
+        dataset=str(dataset),
+        first_run=first_run,
+        sources=sorted(sources),
+        skipped=skipped,
+        changed=changed,
+        samples=samples,
+        updated_records=updated,
+        notes=notes,
+    )
+
+
+def run_demo(dataset: str | Path = "demo.lance", *, change: bool = False) -> DemoResult:
+    """Sync the bundled sample data into ``dataset`` (offline); ``change`` edits some of it first.
+
+    Ctrl-C stops the sync gracefully (what is committed stays, cursors are saved).
+    """
+    path = Path(dataset).resolve()
+    control = RunControl()
+
+    async def main() -> DemoResult:
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        installed = False
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, control.request_stop)
+            installed = True
+        try:
+            return await _run(path, change, control)
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    return anyio.run(main, backend="asyncio")
