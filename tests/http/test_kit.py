@@ -128,3 +128,26 @@ def test_public_names_are_sorted_complete_and_documented(module: object) -> None
         assert obj.__doc__, f"{name} has no docstring"
     public = {n for n in vars(module) if not n.startswith("_") and n[0].isupper()}
     assert public <= set(names)
+
+
+async def test_the_docs_example_works() -> None:
+    """The first example of docs/testing.md, verbatim."""
+    from cfstream.http import BearerAuth, HttpClient, LinkHeaderPaginator
+    from cfstream.testing import FakeClock
+
+    async with FakeAPI() as api:
+        api.paginate_link("/repos/o/r/issues", [{"number": n} for n in range(250)], per_page=100)
+        api.faults.script(
+            "GET", "/repos/o/r/issues", [503, "drop", Fault.rate_limit(2), "truncate"]
+        )
+        clock = FakeClock()
+        async with HttpClient(clock=clock.time, sleep=clock.sleep) as http:
+            gh = http.service("github", base_url=api.url, auth=BearerAuth("test-token"))
+            issues = [
+                i
+                async for p in gh.paginate(LinkHeaderPaginator(), "/repos/o/r/issues")
+                for i in p.data
+            ]
+        assert len(issues) == 250
+        assert 2.0 in clock.sleeps
+        assert api.requests[0].headers["Authorization"] == "Bearer test-token"
