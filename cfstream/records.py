@@ -20,10 +20,12 @@ import uuid as _uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from operator import attrgetter
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = (
     "CFSTREAM_COLUMNS",
@@ -224,15 +226,14 @@ def _content_hash(d: Document) -> str:
         d.raw_data_type,
         None if d.vector is None else list(d.vector),
     )
-    hasher = hashlib.blake2b(
+    hasher = hashlib.sha1(
         orjson.dumps(
             payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
-        ),
-        digest_size=16,
+        )
     )
     if d.raw_data is not None:
         hasher.update(d.raw_data)
-    return hasher.hexdigest()
+    return hasher.hexdigest()[:32]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,58 +429,99 @@ def _vectors(docs: Sequence[Document], dim: int, fill_zeros: bool) -> pa.Array:
     return arr
 
 
+_DAY_ARROW = pa.date32()
+
+
+def _all_of(values: list[Any], kind: type | tuple[type, ...]) -> bool:
+    return all(v is None or isinstance(v, kind) for v in values)
+
+
+def _timestamp_column(values: list[Any]) -> pa.Array:
+    """Full UTC timestamps; vectorised in Arrow when the values are homogeneous."""
+    if _all_of(values, datetime):
+        return pa.array(values, _TS)  # naive datetimes are taken as UTC
+    if _all_of(values, str):
+        try:
+            return pa.array([v or None for v in values], pa.string()).cast(_TS)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # date-only or naive strings: parse them one by one
+    return pa.array([parse_timestamp(v) for v in values], _TS)
+
+
+def _day_column(values: list[Any]) -> pa.Array:
+    """``YYYY-MM-DD`` strings (ContextFrame's date columns)."""
+    if _all_of(values, str):
+        return pc.utf8_slice_codeunits(pa.array(values, pa.string()), 0, 10)
+    if _all_of(values, datetime):
+        return pa.array(values, _TS).cast(_DAY_ARROW).cast(pa.string())
+    return pa.array([_day(v) for v in values], pa.string())
+
+
+_STRING_COLUMNS = (
+    "text_content",
+    "title",
+    "version",
+    "context",
+    "uri",
+    "local_path",
+    "cid",
+    "collection",
+    "collection_id",
+    "collection_id_type",
+    "author",
+    "status",
+    "source_file",
+    "source_type",
+    "source_url",
+    "record_type",
+    "raw_data_type",
+    "source_id",
+)
+_GETTERS = {name: attrgetter(name) for name in (*_STRING_COLUMNS, "position", "raw_data")}
+_EMPTY: list[str] = []
+
+
 def documents_to_table(
     docs: Sequence[Document],
     schema: pa.Schema,
     *,
     ingested_at: datetime | None = None,
     fill_zero_vectors: bool = False,
+    uuids: Sequence[str] | None = None,
 ) -> pa.Table:
     """Build an Arrow table of ``schema`` from ``docs``, column by column.
 
     Every document must have its ``source_type`` set. ``content_hash`` is computed when missing.
+    Raises ``ValueError``/``TypeError``/``pa.ArrowException`` when a document holds a value of the
+    wrong type (run ``transforms.validate()`` before the sink to dead-letter those earlier).
     """
     now = ingested_at or datetime.now(UTC)
     n = len(docs)
     s = pa.string()
-
-    def col(name: str) -> pa.Array:
-        return pa.array([getattr(d, name) for d in docs], s)
-
     arrays: dict[str, pa.Array] = {
-        "uuid": pa.array([record_uuid(d.source_type or "", d.source_id) for d in docs], s),
-        "text_content": col("text_content"),
-        "title": col("title"),
-        "version": col("version"),
-        "context": col("context"),
-        "uri": col("uri"),
-        "local_path": col("local_path"),
-        "cid": col("cid"),
-        "collection": col("collection"),
-        "collection_id": col("collection_id"),
-        "collection_id_type": col("collection_id_type"),
-        "position": pa.array([d.position for d in docs], pa.int32()),
-        "author": col("author"),
-        "contributors": _string_lists(d.contributors for d in docs),
-        "created_at": pa.array([_day(d.created_at) for d in docs], s),
-        "updated_at": pa.array([_day(d.updated_at) for d in docs], s),
-        "tags": _string_lists(d.tags for d in docs),
-        "status": col("status"),
-        "source_file": col("source_file"),
-        "source_type": col("source_type"),
-        "source_url": col("source_url"),
-        "relationships": _relationship_lists(d.relationships for d in docs),
-        "custom_metadata": _metadata_lists(d.custom_metadata for d in docs),
-        "record_type": col("record_type"),
-        "raw_data_type": col("raw_data_type"),
-        "raw_data": pa.array([d.raw_data for d in docs], pa.large_binary()),
-        "source_id": col("source_id"),
-        "content_hash": pa.array([d.compute_hash() for d in docs], s),
-        "source_updated_at": pa.array(
-            [parse_timestamp(d.source_updated_at or d.updated_at) for d in docs], _TS
-        ),
-        "ingested_at": pa.repeat(pa.scalar(now, _TS), n),
+        name: pa.array(list(map(_GETTERS[name], docs)), s) for name in _STRING_COLUMNS
     }
+    arrays["uuid"] = pa.array(
+        uuids
+        if uuids is not None
+        else [record_uuid(d.source_type or "", d.source_id) for d in docs],
+        s,
+    )
+    arrays["position"] = pa.array(list(map(_GETTERS["position"], docs)), pa.int32())
+    arrays["contributors"] = pa.array(
+        [d.contributors or _EMPTY for d in docs], pa.list_(pa.string())
+    )
+    arrays["tags"] = pa.array([d.tags or _EMPTY for d in docs], pa.list_(pa.string()))
+    arrays["created_at"] = _day_column([d.created_at for d in docs])
+    arrays["updated_at"] = _day_column([d.updated_at for d in docs])
+    arrays["relationships"] = _relationship_lists(d.relationships for d in docs)
+    arrays["custom_metadata"] = _metadata_lists(d.custom_metadata for d in docs)
+    arrays["raw_data"] = pa.array(list(map(_GETTERS["raw_data"], docs)), pa.large_binary())
+    arrays["content_hash"] = pa.array([d.content_hash or d.compute_hash() for d in docs], s)
+    arrays["source_updated_at"] = _timestamp_column(
+        [d.source_updated_at or d.updated_at for d in docs]
+    )
+    arrays["ingested_at"] = pa.repeat(pa.scalar(now, _TS), n)
     if "vector" in schema.names:
         dim = schema.field("vector").type.list_size
         arrays["vector"] = _vectors(docs, dim, fill_zero_vectors)

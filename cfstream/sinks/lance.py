@@ -358,14 +358,41 @@ class LanceSink(Sink):
         deletes = set(batch.deletes) - set(batch.uuids)
         batch.deletes = sorted(deletes)
         if batch.docs and not ctx.dry_run:
-            batch.table = await anyio.to_thread.run_sync(self._build_table, batch.docs)
+            try:
+                batch.table = await anyio.to_thread.run_sync(
+                    self._build_table, batch.docs, batch.uuids
+                )
+            except (ValueError, TypeError, OverflowError, pa.ArrowException):
+                # one bad document (no validate stage before the sink): find it, dead-letter it
+                good_docs, good_uuids = [], []
+                for doc, uid in zip(batch.docs, batch.uuids, strict=True):
+                    try:
+                        self._build_table([doc], [uid])
+                    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+                        ctx.dead_letter(
+                            source=doc.source_name,
+                            source_id=str(doc.source_id),
+                            stage=self.name,
+                            error=exc,
+                            payload=doc,
+                        )
+                        continue
+                    good_docs.append(doc)
+                    good_uuids.append(uid)
+                batch.docs, batch.uuids = good_docs, good_uuids
+                batch.table = (
+                    await anyio.to_thread.run_sync(self._build_table, batch.docs, batch.uuids)
+                    if batch.docs
+                    else None
+                )
 
-    def _build_table(self, docs: Sequence[Document]) -> pa.Table:
+    def _build_table(self, docs: Sequence[Document], uuids: Sequence[str]) -> pa.Table:
         return documents_to_table(
             docs,
             self.schema,
             ingested_at=datetime.now(UTC),
             fill_zero_vectors=self.contextframe_compat,
+            uuids=uuids,
         )
 
     # ------------------------------------------------------------------------------------------

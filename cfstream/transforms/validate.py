@@ -74,8 +74,63 @@ def _check_str_list(field: str, value: Any) -> None:
         raise RecordError("expected a list of strings", field=field)
 
 
+def _fast_ok(d: Document) -> bool:
+    """True when ``d`` is certainly valid (the common case); False means "check in detail"."""
+    sid = d.source_id
+    title = d.title
+    if type(sid) is not str or not sid or type(title) is not str or not title.isascii():
+        return False
+    if not title.strip():
+        return False
+    for v in (
+        d.text_content,
+        d.source_type,
+        d.source_url,
+        d.author,
+        d.collection,
+        d.collection_id,
+        d.collection_id_type,
+        d.uri,
+        d.local_path,
+        d.cid,
+        d.context,
+        d.version,
+        d.status,
+        d.source_file,
+        d.raw_data_type,
+    ):
+        if v is not None and (type(v) is not str or not v.isascii()):
+            return False
+    if d.record_type != "document" and d.record_type != "collection_header":
+        return False
+    for lst in (d.tags, d.contributors):
+        if lst is not None:
+            if type(lst) is not list:
+                return False
+            for t in lst:
+                if type(t) is not str:
+                    return False
+    for ts in (d.created_at, d.updated_at, d.source_updated_at):
+        if ts is not None and not isinstance(ts, datetime | date):
+            if type(ts) is not str:
+                return False
+            try:
+                datetime.fromisoformat(ts)
+            except ValueError:
+                return False
+    return not (
+        d.position is not None
+        or d.relationships
+        or (d.custom_metadata is not None and type(d.custom_metadata) is not dict)
+        or (d.custom_metadata and not all(type(k) is str for k in d.custom_metadata))
+        or (d.raw_data is not None and not isinstance(d.raw_data, bytes))
+    )
+
+
 def check_document(doc: Document, *, max_text_bytes: int | None = None) -> None:
     """Raise :class:`~cfstream.errors.RecordError` naming the first invalid field of ``doc``."""
+    if max_text_bytes is None and _fast_ok(doc):
+        return
     sid = doc.source_id
     if type(sid) is not str or not sid:
         raise RecordError("required, a non-empty string", field="source_id")
