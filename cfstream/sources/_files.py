@@ -183,7 +183,8 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
     """Walk ``root`` (blocking: call it in a worker thread); see the module docstring."""
     real_root = os.path.realpath(root)
     scan = TreeScan(root=real_root)
-    visited: set[str] = {real_root}
+    root_st = os.stat(root)
+    visited: set[tuple[int, int]] = {(root_st.st_dev, root_st.st_ino)}  # folders entered
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         directory, prefix = stack.pop()
@@ -203,16 +204,15 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
                         scan.escaping_symlinks.append(rel)
                         continue
                     st = os.stat(entry.path)
-                    if stat.S_ISDIR(st.st_mode):
-                        if target in visited:
-                            continue
-                        visited.add(target)
                 else:
                     st = entry.stat(follow_symlinks=False)
             except OSError:  # a broken link or a file removed during the walk
                 continue
             if stat.S_ISDIR(st.st_mode):
-                stack.append((entry.path, f"{rel}/"))
+                key = (st.st_dev, st.st_ino)
+                if key not in visited:  # a folder reached twice through links is walked once
+                    visited.add(key)
+                    stack.append((entry.path, f"{rel}/"))
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
@@ -404,7 +404,8 @@ class FileTreeSource(Source):
             ctx.skipped_unchanged(unchanged)
 
         since_checkpoint = 0
-        for batch in self._batches(to_read):
+        batches = list(self._batches(to_read))
+        for n, batch in enumerate(batches, 1):
             if ctx.stopping:
                 break
             known = {e.rel: old.get(e.rel) for e in batch}
@@ -431,7 +432,7 @@ class FileTreeSource(Source):
             if docs:
                 yield docs
             since_checkpoint += len(batch)
-            if since_checkpoint >= self.checkpoint_every:
+            if since_checkpoint >= self.checkpoint_every and n < len(batches):
                 since_checkpoint = 0
                 yield Checkpoint(dict(new))
         yield Checkpoint(dict(new))

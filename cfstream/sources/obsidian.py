@@ -3,8 +3,8 @@
 Every markdown note of the vault becomes a record whose source id is its vault-relative POSIX path
 (``Notes/Meeting.md``):
 
-* YAML frontmatter: ``title``, ``tags``/``tag``, ``aliases``/``alias``, ``author``/``authors`` and
-  the dates (``created``/``date``/``created_at``..., ``updated``/``modified``/``updated_at``...) go
+* YAML frontmatter: ``title``, ``tags``/``tag``, ``aliases``/``alias``, ``author``/``authors``,
+  ``contributors`` and the dates (``created``/``date``/``created_at``..., ``updated``/``modified``/``updated_at``...) go
   to their columns; every other key goes to ``custom_metadata`` as ``obsidian_<key>`` (values as
   strings: lists and mappings as JSON). Inline ``#tags`` in the body join the frontmatter tags.
 * ``[[wikilinks]]``, ``[[note|alias]]``, ``[[note#heading]]``, ``![[embeds]]``, markdown links to
@@ -57,7 +57,6 @@ __all__ = ("ObsidianConfig", "ObsidianSource", "VaultIndex", "parse_note_links")
 
 _CREATED_KEYS = ("created", "created_at", "date_created", "creation_date", "date")
 _UPDATED_KEYS = ("updated", "updated_at", "modified", "date_modified", "last_modified", "lastmod")
-_COLUMN_KEYS = frozenset({"title", "tags", "tag", "aliases", "alias", "author", "authors"})
 
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _MDLINK = re.compile(r"(!?)\[([^\]\n]*)\]\((<[^>\n]+>|[^)\s]+)(?:\s+\"[^\"\n]*\")?\)")
@@ -406,6 +405,9 @@ class ObsidianSource(FileTreeSource):
                 tags.append(tag)
         aliases = [_link_text(a) for a in _as_list(take("aliases", "alias"), split=False)]
         authors = [_link_text(a) for a in _as_list(take("author", "authors"), split=False)]
+        contributors = authors[1:] + [
+            _link_text(c) for c in _as_list(take("contributors"), split=False)
+        ]
         created_fs, modified_fs = file_times(entry)
         created = updated = None
         for key in _CREATED_KEYS:
@@ -438,7 +440,7 @@ class ObsidianSource(FileTreeSource):
             text_content=body,
             source_url=self.url_for(rel),
             author=authors[0] if authors else None,
-            contributors=authors[1:] or None,
+            contributors=contributors or None,
             tags=tags or None,
             created_at=created or created_fs,
             updated_at=updated or modified_fs,
