@@ -52,8 +52,8 @@ log = get_logger("cfstream.http")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-ParamValue = str | int | float | bool | None | Sequence[str | int | float]
-Params = Mapping[str, ParamValue]
+#: query parameters: values are sent with ``str()``; None dropped; bools as true/false; lists repeat
+Params = Mapping[str, object]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -448,7 +448,7 @@ class Service:
             for key, value in params.items():
                 if value is None:
                     continue
-                values = value if isinstance(value, list | tuple) else [value]
+                values: Sequence[object] = value if isinstance(value, list | tuple) else [value]
                 for v in values:
                     pairs.append(
                         (key, ("true" if v else "false") if isinstance(v, bool) else str(v))
