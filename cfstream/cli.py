@@ -150,7 +150,6 @@ def _setup_logging(level: str, fmt: str, quiet: bool, console: Any = None) -> No
     setattr(handler, "_cfstream_cli", True)  # noqa: B010 - marks our handler for removal
     root.addHandler(handler)
     root.setLevel(logging.CRITICAL + 1 if quiet else getattr(logging, level.upper()))
-    root.propagate = False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -505,6 +504,15 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} TB"  # pragma: no cover
+
+
 def _cursor_summary(partitions: Mapping[str, Any]) -> str:
     if not partitions:
         return "no cursor (next sync is a full sync)"
@@ -598,27 +606,33 @@ def cmd_status(args: argparse.Namespace) -> int:
         size = info["size_bytes"]
         _out(
             f"dataset {info['dataset']}: version {info['version']}, {info['rows']:,} rows"
-            + (f", {size / 1e6:,.1f} MB on disk" if size is not None else "")
+            + (f", {_human_size(size)} on disk" if size is not None else "")
         )
     else:
         _out(f"dataset {info['dataset']}: not created yet (run `cfstream sync`)")
     if info.get("error"):
         _out(f"  error: {info['error']}")
-    header = (
-        f"  {'source':<20} {'type':<12} {'records':>8} {'dead':>5}  {'last success':<25} cursor"
-    )
-    _out(header)
+    rows = [("source", "type", "records", "dead", "last success", "cursor")]
     for name, s in info["sources"].items():
         shared = (
-            f" (shared with {', '.join(s['records_shared_with'])})"
+            f" (type shared with {', '.join(s['records_shared_with'])})"
             if s["records_shared_with"]
             else ""
         )
-        state = "" if s["enabled"] else " [disabled]"
-        _out(
-            f"  {name + state:<20} {s['type']:<12} {s['records']:>8} {s['dead_letters']:>5}  "
-            f"{s['last_success'] or 'never':<25} {s['cursor']}{shared}"
+        rows.append(
+            (
+                name + ("" if s["enabled"] else " [disabled]"),
+                s["type"],
+                str(s["records"]),
+                str(s["dead_letters"]),
+                s["last_success"] or "never",
+                s["cursor"] + shared,
+            )
         )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(5)]
+        _out("  " + "  ".join(cells) + "  " + r[5])
     if info["dead_letter_path"]:
         _out(f"  dead letters: {info['dead_letters']} -> {info['dead_letter_path']}")
     return EXIT_OK
@@ -1014,6 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    logger = logging.getLogger("cfstream")
+    saved_level = logger.level
     try:
         code: int = args.func(args)
         return code
@@ -1026,6 +1042,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("cfstream: interrupted")
         return EXIT_STOPPED
+    finally:  # leave logging as we found it (main() may run inside another program or a test)
+        for h in list(logger.handlers):
+            if getattr(h, "_cfstream_cli", False):
+                logger.removeHandler(h)
+                h.close()
+        logger.setLevel(saved_level)
 
 
 if __name__ == "__main__":
