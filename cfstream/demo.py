@@ -293,9 +293,14 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
 
             api = await stack.enter_async_context(FakeAPI())
             for fake in fakes:
-                mounted = fake.mount(api)
                 options = dict(fake.demo_config(str(api.url)))
                 options.setdefault("type", fake.service)
+                try:
+                    load_source_class(str(options["type"]))
+                except ConfigError:  # the fake landed before its connector
+                    skipped.append(f"{fake.service} (no connector yet)")
+                    continue
+                mounted = fake.mount(api)
                 sources[fake.service] = options
                 if change and not first_run and fake.demo_change is not None:
                     edits = fake.demo_change(mounted)

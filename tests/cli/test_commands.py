@@ -9,14 +9,17 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lance
 import pytest
 from conftest import MEMOS, NOTES, cli_env, json_out, run_cli
 
 from cfstream.cli import main
+from cfstream.report import RunReport
 
 SECRET = "tok-ab12cd34ef56-secret"
 
@@ -215,18 +218,54 @@ def test_sources_lists_a_plugins_options_and_scopes(
 
 
 def test_ray_engine_without_ray_is_a_usage_error(
-    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytest.importorskip  # noqa: B018 - documents that nothing is skipped here
-    try:
-        import cfstream.distributed.ray  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("cfstream.distributed.ray is installed: the engine exists")
+    import cfstream.cli as cli
+
+    real_import = cli.importlib.import_module
+
+    def no_ray(name: str, package: str | None = None) -> Any:
+        if name == "cfstream.distributed.ray":
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
+        return real_import(name, package)
+
+    monkeypatch.setattr(cli.importlib, "import_module", no_ray)
     cfg = _two_sources(write_config)
     assert main(["sync", str(cfg), "--engine", "ray"]) == 2
-    assert "cfstream[ray]" in capsys.readouterr().err
+    assert "pip install 'cfstream[ray]'" in capsys.readouterr().err
+
+
+def test_ray_engine_calls_run_config(
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def run_config(config: Any, **kwargs: Any) -> RunReport:
+        calls.append({"sources": list(config.sources), **kwargs})
+        report = RunReport(dataset=config.dataset)
+        report.sink.inserted = 7
+        return report
+
+    fake = types.ModuleType("cfstream.distributed.ray")
+    fake.run_config = run_config  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cfstream.distributed.ray", fake)
+    cfg = _two_sources(write_config)
+    code = main(["sync", str(cfg), "--engine", "ray", "--address", "ray://head:10001", "--json"])
+    assert code == 0
+    assert calls == [
+        {
+            "sources": ["notes", "memos"],
+            "only": None,
+            "full_refresh": False,
+            "dry_run": False,
+            "address": "ray://head:10001",
+        }
+    ]
+    assert json_out(capsys.readouterr().out)["sink"]["inserted"] == 7
 
 
 def test_sync_in_a_subprocess_with_json_logs(

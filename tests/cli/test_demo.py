@@ -1,0 +1,138 @@
+"""``cfstream demo``: first sync, an incremental sync with nothing new, and ``--change``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import json_out, run_cli
+
+import cfstream.demo as demo
+from cfstream.cli import main
+from cfstream.sources.registry import load_source_class
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _have(type_name: str) -> bool:
+    try:
+        load_source_class(type_name)
+    except Exception:
+        return False
+    return True
+
+
+def _sample_data(root: Path) -> Path:
+    vault = root / "vault"
+    (vault / ".obsidian").mkdir(parents=True)
+    (vault / "Projects").mkdir()
+    (vault / "Index.md").write_text(
+        "---\ntags: [home]\n---\n# Index\nSee [[Alpha]] and [[Beta]].\n"
+    )
+    (vault / "Projects" / "Alpha.md").write_text("# Alpha\nLinks back to [[Index]]. #project\n")
+    (vault / "Projects" / "Beta.md").write_text("# Beta\nNothing here yet.\n")
+    docs = root / "docs"
+    (docs / "guide").mkdir(parents=True)
+    (docs / "README.md").write_text("# Docs\nStart with the guide.\n")
+    (docs / "guide" / "install.md").write_text("# Install\nRun make demo.\n")
+    (docs / "guide" / "usage.txt").write_text("Usage: cfstream sync CONFIG\n")
+    return root
+
+
+@pytest.mark.skipif(
+    not (_have("obsidian") and _have("files")), reason="needs the obsidian and files connectors"
+)
+def test_demo_first_run_then_nothing_new_then_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _sample_data(tmp_path / "examples")
+    monkeypatch.setattr(demo, "demo_data_dir", lambda: data)
+    # only the file sources: the HTTP fakes' own changes would change the counts below
+    monkeypatch.setattr(demo, "discover_fakes", lambda services=(): ([], list(demo.HTTP_SERVICES)))
+    dataset = tmp_path / "demo.lance"
+
+    assert main(["demo", "--dataset", str(dataset), "--json", "--quiet"]) == 0
+    first = json_out(capsys.readouterr().out)
+    assert first["first_run"] is True
+    assert {"vault", "docs"} <= set(first["sources"])
+    assert first["report"]["sink"]["inserted"] >= 6  # 6 files, plus folder headers
+    assert len(first["samples"]) == 3
+    assert {s["source_type"] for s in first["samples"]} >= {"obsidian", "files"}
+    # the repository's sample data was copied, never used in place
+    copy = dataset / "_cfstream" / "demo"
+    assert (copy / "vault" / "Index.md").exists() and (copy / "docs" / "README.md").exists()
+
+    assert main(["demo", "--dataset", str(dataset), "--json", "--quiet"]) == 0
+    second = json_out(capsys.readouterr().out)
+    assert second["first_run"] is False
+    assert second["report"]["sink"]["inserted"] == 0
+    assert second["report"]["sink"]["updated"] == 0
+    assert second["updated_records"] == []
+
+    assert main(["demo", "--dataset", str(dataset), "--change"]) == 0
+    out = capsys.readouterr().out
+    assert "incremental sync: 0 new, 4 updated records" in out
+    edited = [
+        "vault/Index.md",
+        "vault/Projects/Alpha.md",
+        "docs/README.md",
+        "docs/guide/install.md",
+    ]
+    assert f"# --change edited: {', '.join(edited)}" in out
+    assert "three records from the dataset:" in out
+    # the originals are untouched; the copies carry the edit
+    assert "Edited by" not in (data / "vault" / "Index.md").read_text()
+    assert "change #1" in (copy / "vault" / "Index.md").read_text()
+
+    assert main(["demo", "--dataset", str(dataset), "--json", "--quiet", "--change"]) == 0
+    again = json_out(capsys.readouterr().out)
+    assert again["report"]["sink"]["updated"] == 4
+    assert sorted(r["title"] for r in again["updated_records"]) == [
+        "Alpha",
+        "Docs",
+        "Index",
+        "Install",
+    ]
+
+
+def test_demo_without_sample_data_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo, "demo_data_dir", lambda: None)
+    monkeypatch.setattr(demo, "discover_fakes", lambda services=(): ([], list(demo.HTTP_SERVICES)))
+    assert main(["demo", "--dataset", str(tmp_path / "d.lance")]) == 1
+    assert "the demo found no sample data" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not (REPO / "examples" / "vault").is_dir(), reason="examples/vault is not in this checkout yet"
+)
+def test_the_real_demo_twice_in_a_subprocess(tmp_path: Path) -> None:
+    first = run_cli(
+        "demo", "--dataset", str(tmp_path / "demo.lance"), "--json", "--quiet", cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["report"]["sink"]["inserted"] > 0
+    second = run_cli(
+        "demo", "--dataset", str(tmp_path / "demo.lance"), "--json", "--quiet", cwd=tmp_path
+    )
+    assert second.returncode == 0, second.stderr
+    sink = json.loads(second.stdout)["report"]["sink"]
+    assert sink["inserted"] == 0 and sink["updated"] == 0
+    changed = run_cli(
+        "demo",
+        "--dataset",
+        str(tmp_path / "demo.lance"),
+        "--change",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert changed.returncode == 0, changed.stderr
+    result = json.loads(changed.stdout)
+    written = result["report"]["sink"]["inserted"] + result["report"]["sink"]["updated"]
+    assert result["changed"] and 0 < written <= len(result["changed"])
+    assert len(result["updated_records"]) == written
+    assert not list((REPO / "examples").rglob("*.md.orig"))
+    assert "Edited by" not in "".join(p.read_text() for p in (REPO / "examples").rglob("*.md"))
