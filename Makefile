@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (Python 3.11+)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,gdrive,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,gdrive,bench,ray]'
 	$(BIN)/python -m pip install -q --no-deps $(CONTEXTFRAME)
 	$(BIN)/python -m pip install -q $(CONTEXTFRAME_DEPS)
 	touch $(STAMP)

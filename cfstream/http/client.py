@@ -126,6 +126,9 @@ class HttpClient:
     :param clock: wall-clock seconds (``time.time``); inject a fake clock in tests.
     :param sleep: the async sleep used for retry and rate-limit waits (``anyio.sleep``).
     :param session: an existing aiohttp session to use (it is not closed by this client).
+    :param rate_share: the fraction of every service's ``rate`` this client may use (``1/k`` when
+        ``k`` workers share one credential, as the Ray engine does); never below one request
+        of burst.
     """
 
     def __init__(
@@ -144,7 +147,11 @@ class HttpClient:
         clock: Clock = time.time,
         sleep: Sleep = anyio.sleep,
         session: aiohttp.ClientSession | None = None,
+        rate_share: float = 1.0,
     ) -> None:
+        if not 0 < rate_share <= 1:
+            raise ValueError("rate_share must be in (0, 1]")
+        self.rate_share = rate_share
         self.timeout = aiohttp.ClientTimeout(
             total=timeout, connect=connect_timeout, sock_read=read_timeout
         )
@@ -240,6 +247,11 @@ class HttpClient:
         key = (name, auth.fingerprint())
         state = self._states.get(key)
         if state is None:
+            if rate is not None and self.rate_share < 1:
+                rate = RateLimit(
+                    per_second=rate.per_second * self.rate_share,
+                    burst=max(1, int(rate.burst * self.rate_share)),
+                )
             state = self._states[key] = _ServiceState(rate, concurrency)
         return Service(
             self,

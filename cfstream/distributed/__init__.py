@@ -1,0 +1,1 @@
+"""Running pipelines elsewhere than the local event loop (``cfstream.distributed.ray``)."""

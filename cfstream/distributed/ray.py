@@ -1,0 +1,452 @@
+"""Bulk imports past one machine: the same sources and transforms, run on Ray.
+
+How a run works (``run_ray(pipeline)`` or ``cfstream sync CONFIG --engine ray``):
+
+1. The driver opens the dataset (same checks as :class:`~cfstream.sinks.LanceSink`), lists every
+   source's partitions and loads their saved cursors.
+2. Each partition becomes a Ray task. The task runs the very same source and stages through the
+   local runner, into a :class:`FragmentSink` that never commits:
+
+   - into a **new** dataset, or in ``append`` mode, it writes Lance fragments in parallel
+     (``lance.fragment.write_fragments(..., return_transaction=True)``) and returns their metadata;
+   - into an **existing** dataset in ``upsert`` mode, it returns its deduplicated Arrow batches
+     (through Ray's object store); the driver merges them on ``uuid`` with the same condition as
+     the local sink. Partitions own disjoint sets of source ids, but their merges rewrite shared
+     fragments, so uncommitted ``merge_insert`` transactions from several workers conflict and
+     have to be redone anyway (measured on pylance 14); a single merging writer keeps exactly one
+     row per document without that retry dance, while fetching, transforming and Arrow encoding
+     stay parallel.
+
+3. The driver commits every fragment in **one** transaction (``LanceOperation.Overwrite`` for a
+   new dataset, ``Append`` otherwise), applies tombstones, and only then saves the partitions'
+   cursors: the same "state only after commit" rule as the local runner.
+
+A task that fails and is retried by Ray leaves only uncommitted fragment files behind; they are
+never part of a commit, so no row is duplicated (``cleanup_old_versions`` removes the files).
+
+Rate limits across the cluster: each task's HTTP client gets ``1/k`` of every service's budget,
+where ``k`` is the number of partitions of that source running at once (``max_concurrency``,
+capped by the partition count). A limiter actor would be exact but adds a round trip to every
+request; dividing the budget needs no coordination and never exceeds the configured rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import lance
+import pyarrow as pa
+from anyio.abc import ObjectReceiveStream
+
+from cfstream.context import RunContext, SourceContext
+from cfstream.deadletter import DeadLetterWriter
+from cfstream.errors import CfStreamError, PipelineError, SinkError
+from cfstream.pipeline import Pipeline
+from cfstream.records import Checkpoint, Document, Item, Tombstone, documents_to_table, record_uuid
+from cfstream.report import RunReport, SourceStats, StageStats
+from cfstream.runner import run_pipeline
+from cfstream.secrets import get_logger
+from cfstream.sinks.base import Sink
+from cfstream.sinks.lance import UPSERT_CONDITION, LanceSink
+from cfstream.sources.base import Source, SourceOutput
+from cfstream.state import StateStore, local_path
+
+__all__ = ("FragmentSink", "TaskResult", "WritePlan", "run_config", "run_ray")
+
+log = get_logger("cfstream.distributed.ray")
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """What a task needs to know to write (without committing)."""
+
+    uri: str
+    mode: str  # "create", "append" or "upsert"
+    schema: pa.Schema
+    batch_rows: int = 10_000
+    fill_zero_vectors: bool = False
+    storage_options: dict[str, str] | None = None
+
+
+@dataclass
+class TaskResult:
+    """What one partition task returns to the driver."""
+
+    source: str
+    partition: str
+    fragments: list[Any] = field(default_factory=list)
+    new_schema: Any = None
+    tables: list[pa.Table] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+    stats: SourceStats | None = None
+    stages: list[StageStats] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    attempt_marker: str = ""
+
+
+class FragmentSink(Sink):
+    """A sink that writes Lance fragments (or keeps Arrow batches) and never commits."""
+
+    name = "fragments"
+
+    def __init__(self, plan: WritePlan) -> None:
+        self.plan = plan
+        self.uri = None
+        self.result_fragments: list[Any] = []
+        self.new_schema: Any = None
+        self.tables: list[pa.Table] = []
+        self.deletes: list[str] = []
+        self.checkpoint: Checkpoint | None = None
+        self.rows = 0
+
+    def _write(self, docs: list[Document], uuids: list[str]) -> None:
+        table = documents_to_table(
+            docs, self.plan.schema, fill_zero_vectors=self.plan.fill_zero_vectors, uuids=uuids
+        )
+        self.rows += table.num_rows
+        if self.plan.mode == "upsert":
+            self.tables.append(table)
+            return
+        from lance.fragment import write_fragments
+
+        txn = write_fragments(
+            table,
+            self.plan.uri,
+            schema=self.plan.schema,
+            mode="overwrite" if self.plan.mode == "create" else "append",
+            return_transaction=True,
+            storage_options=self.plan.storage_options,
+        )
+        op = txn.operation
+        self.result_fragments.extend(op.fragments)
+        if getattr(op, "new_schema", None) is not None:
+            self.new_schema = op.new_schema
+
+    async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
+        """Batch documents by uuid (last wins) and write each full batch as fragments."""
+        docs: dict[str, Document] = {}
+        stats = ctx.report.sink
+        async for chunk in receive:
+            for it in chunk:
+                if type(it) is Document:
+                    stats.rows_in += 1
+                    docs[record_uuid(it.source_type or "", it.source_id)] = it  # type: ignore[arg-type]
+                elif type(it) is Tombstone:
+                    uid = it.uuid
+                    docs.pop(uid, None)
+                    self.deletes.append(uid)
+                elif type(it) is Checkpoint:
+                    self.checkpoint = it
+            if len(docs) >= self.plan.batch_rows:
+                await anyio.to_thread.run_sync(self._write, list(docs.values()), list(docs))
+                docs = {}
+        if docs:
+            await anyio.to_thread.run_sync(self._write, list(docs.values()), list(docs))
+
+
+class _OnePartition(Source):
+    """One partition of a source, read from a given cursor (what a Ray task runs)."""
+
+    def __init__(self, inner: Source, partition: str, cursor: Mapping[str, Any] | None) -> None:
+        self.source_type = inner.source_type  # type: ignore[misc]
+        super().__init__(name=inner.name)
+        self.inner = inner
+        self.partition = partition
+        self.cursor = cursor
+        self.uses_http = getattr(inner, "uses_http", False)  # type: ignore[misc]
+
+    async def partitions(self, ctx: SourceContext) -> Sequence[str]:
+        return [self.partition]
+
+    def read(
+        self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
+    ) -> AsyncIterator[SourceOutput]:
+        return self.inner.read(partition, self.cursor, ctx)
+
+
+def _run_partition(
+    source: Source,
+    stages: list[Any],
+    partition: str,
+    cursor: Mapping[str, Any] | None,
+    plan: WritePlan,
+    rate_share: float,
+) -> TaskResult:
+    """Body of a Ray task: run one partition through the stages into a FragmentSink."""
+    sink = FragmentSink(plan)
+    pipeline = Pipeline([_OnePartition(source, partition, cursor)], stages, sink)
+
+    async def main() -> RunReport:
+        http = None
+        if getattr(source, "uses_http", False):
+            from cfstream.http import HttpClient
+
+            http = HttpClient(rate_share=rate_share)
+            async with http:
+                return await run_pipeline(pipeline, http=http, state=None)
+        return await run_pipeline(pipeline, state=None)
+
+    report = anyio.run(main, backend="asyncio")
+    stats = report.sources.get(source.name)
+    if stats is not None and stats.error:
+        raise PipelineError(f"partition {partition!r} of {source.name!r} failed: {stats.error}")
+    return TaskResult(
+        source=source.name,
+        partition=partition,
+        fragments=sink.result_fragments,
+        new_schema=sink.new_schema,
+        tables=sink.tables,
+        deletes=sink.deletes,
+        checkpoint=sink.checkpoint,
+        stats=stats,
+        stages=report.stages,
+        dead_letters=[],
+        rows=sink.rows,
+    )
+
+
+def _list_partitions(pipeline: Pipeline, report: RunReport) -> dict[str, list[str]]:
+    async def main() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        ctx = RunContext(report=report, dead_letters=DeadLetterWriter(None), stop=anyio.Event())
+        http_needed = any(getattr(s, "uses_http", False) for s in pipeline.leaf_sources)
+        if http_needed:
+            from cfstream.http import HttpClient
+
+            async with HttpClient() as http:
+                ctx.http = http
+                for s in pipeline.leaf_sources:
+                    out[s.name] = list(await s.partitions(_sctx(s, ctx, report)))
+        else:
+            for s in pipeline.leaf_sources:
+                out[s.name] = list(await s.partitions(_sctx(s, ctx, report)))
+        return out
+
+    return anyio.run(main, backend="asyncio")
+
+
+def _sctx(s: Source, ctx: RunContext, report: RunReport) -> SourceContext:
+    stats = report.sources.setdefault(s.name, SourceStats(name=s.name, source_type=s.source_type))
+    return SourceContext(
+        name=s.name,
+        source_type=s.source_type,
+        run=ctx,
+        stats=stats,
+        logger=get_logger(f"cfstream.sources.{s.source_type}"),
+    )
+
+
+def run_ray(
+    pipeline: Pipeline,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    full_refresh: bool = False,
+    max_retries: int = 2,
+    state: StateStore | None = None,
+    ray_init: Mapping[str, Any] | None = None,
+) -> RunReport:
+    """Run ``pipeline`` (ending in a :class:`~cfstream.sinks.LanceSink`) with one Ray task per partition.
+
+    Args:
+        address: the Ray cluster (``"auto"`` for an existing one); None starts a local Ray.
+        num_cpus: CPUs of a local Ray.
+        full_refresh: ignore saved cursors.
+        max_retries: how often Ray retries a failed partition task.
+        state: the cursor store (default: the dataset's own).
+        ray_init: extra ``ray.init`` keyword arguments.
+    """
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise PipelineError(
+            "the Ray engine needs the ray extra: pip install 'cfstream[ray]'"
+        ) from exc
+    sink = pipeline.sink
+    if not isinstance(sink, LanceSink):
+        raise PipelineError("the Ray engine writes Lance datasets: end the pipeline with LanceSink")
+    t0 = time.perf_counter()
+    report = RunReport(dataset=sink.uri)
+    for st in pipeline.stages:
+        report.stages.append(StageStats(name=st.name))
+    version, rows = sink._open_sync()
+    exists = sink._exists
+    if state is None and local_path(sink.uri) is not None:
+        state = StateStore.for_dataset(sink.uri)
+    mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
+    plan = WritePlan(
+        uri=sink.uri,
+        mode=mode,
+        schema=sink.schema,
+        batch_rows=sink.batch_rows,
+        fill_zero_vectors=sink.contextframe_compat,
+        storage_options=sink.storage_options,
+    )
+    leaves = pipeline.leaf_sources
+    try:
+        if state is not None:
+            for s in leaves:
+                state.acquire_source(s.name)
+        partitions = _list_partitions(pipeline, report)
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {
+                "ignore_reinit_error": True,
+                "include_dashboard": False,
+                "log_to_driver": False,
+            }
+            if address:
+                kwargs["address"] = address
+            elif num_cpus:
+                kwargs["num_cpus"] = num_cpus
+            kwargs.update(ray_init or {})
+            ray.init(**kwargs)
+        task = ray.remote(_run_partition).options(max_retries=max_retries, retry_exceptions=True)
+        futures = []
+        for s in leaves:
+            cursors = {} if (full_refresh or state is None) else state.cursors(s.name)
+            parts = partitions[s.name]
+            running = max(1, min(len(parts), s.max_concurrency))
+            report.sources[s.name].partitions = len(parts)
+            for p in parts:
+                futures.append(
+                    task.remote(s, pipeline.stages, p, cursors.get(p), plan, 1.0 / running)
+                )
+        results: list[TaskResult] = []
+        errors: list[BaseException] = []
+        for f in futures:
+            try:
+                results.append(ray.get(f))
+            except Exception as exc:  # a partition failed after Ray's retries
+                cause = getattr(exc, "cause", None) or exc
+                errors.append(cause)
+        if errors and not results:
+            err = errors[0]
+            raise err if isinstance(err, CfStreamError) else PipelineError(str(err)) from err
+        _commit(sink, plan, version, results, report)
+        for r in results:
+            agg = report.sources[r.source]
+            if r.stats is not None:
+                agg.fetched += r.stats.fetched
+                agg.tombstones += r.stats.tombstones
+                agg.checkpoints += r.stats.checkpoints
+                agg.skipped_unchanged += r.stats.skipped_unchanged
+                agg.failed += r.stats.failed
+                report.dead_lettered += r.stats.failed
+            agg.partitions_done += 1
+            for mine, theirs in zip(report.stages, r.stages, strict=False):
+                mine.docs_in += theirs.docs_in
+                mine.docs_out += theirs.docs_out
+                mine.failed += theirs.failed
+                mine.dropped += theirs.dropped
+                report.dead_lettered += theirs.failed
+        for e in errors:
+            log.error("a partition failed after retries: %s", e)
+        if errors:
+            report.error = f"{len(errors)} partition task(s) failed: {errors[0]}"
+        if state is not None:
+            cps = [
+                Checkpoint(r.checkpoint.cursor, partition=r.partition, source=r.source)
+                for r in results
+                if r.checkpoint is not None
+            ]
+            report.sink.checkpoints_saved += state.save_checkpoints(cps)
+            if not errors:
+                for leaf in leaves:
+                    done = report.sources[leaf.name]
+                    state.mark_success(leaf.name, {"fetched": done.fetched, "engine": "ray"})
+    finally:
+        if state is not None:
+            state.release_all()
+        report.wall_seconds = time.perf_counter() - t0
+    return report
+
+
+def _commit(
+    sink: LanceSink,
+    plan: WritePlan,
+    read_version: int | None,
+    results: list[TaskResult],
+    report: RunReport,
+) -> None:
+    """Commit every task's output: one transaction for fragments, merges for upserts."""
+    stats = report.sink
+    fragments = [f for r in results for f in r.fragments]
+    try:
+        if plan.mode == "create" and fragments:
+            schema = next((r.new_schema for r in results if r.new_schema is not None), plan.schema)
+            lance.LanceDataset.commit(
+                plan.uri,
+                lance.LanceOperation.Overwrite(schema, fragments),
+                storage_options=plan.storage_options,
+            )
+            stats.inserted += sum(r.rows for r in results)
+            stats.commits += 1
+        elif plan.mode == "append" and fragments:
+            lance.LanceDataset.commit(
+                plan.uri,
+                lance.LanceOperation.Append(fragments),
+                read_version=read_version,
+                storage_options=plan.storage_options,
+            )
+            stats.appended += sum(r.rows for r in results)
+            stats.commits += 1
+        elif plan.mode == "upsert":
+            tables = [t for r in results for t in r.tables if t.num_rows]
+            # partitions own disjoint ids: concatenate into large batches, few commits
+            batch: list[pa.Table] = []
+            size = 0
+            for t in [*tables, None]:
+                if t is not None:
+                    batch.append(t)
+                    size += t.num_rows
+                if batch and (t is None or size >= 50_000):
+                    merged = pa.concat_tables(batch)
+                    ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
+                    res = (
+                        ds.merge_insert("uuid")
+                        .when_matched_update_all(condition=UPSERT_CONDITION)
+                        .when_not_matched_insert_all()
+                        .execute(merged)
+                    )
+                    ins = int(res.get("num_inserted_rows", 0))
+                    upd = int(res.get("num_updated_rows", 0))
+                    stats.inserted += ins
+                    stats.updated += upd
+                    stats.unchanged += merged.num_rows - ins - upd
+                    stats.commits += 1
+                    batch, size = [], 0
+        deletes = sorted({u for r in results for u in r.deletes})
+        if deletes and (plan.mode != "create" or fragments):
+            ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
+            quoted = ",".join(f"'{u}'" for u in deletes)
+            res = ds.delete(f"uuid IN ({quoted})")
+            stats.deleted += int(res.get("num_deleted_rows", 0)) if isinstance(res, dict) else 0
+            stats.commits += 1
+    except OSError as exc:
+        raise SinkError(f"committing the Ray import into {plan.uri} failed: {exc}") from exc
+    if local_path(plan.uri) is None or (local_path(plan.uri) / "_versions").exists():  # type: ignore[operator]
+        ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
+        stats.dataset_version = ds.version
+        stats.dataset_rows = ds.count_rows()
+
+
+def run_config(
+    config: Any,
+    *,
+    only: Sequence[str] | None = None,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    address: str | None = None,
+) -> RunReport:
+    """Run a loaded ``cfstream.config.Config`` on Ray (what ``cfstream sync --engine ray`` calls)."""
+    if dry_run:
+        raise PipelineError("--dry-run is not supported with --engine ray; run it locally")
+    from cfstream.config import build_pipeline
+
+    return run_ray(build_pipeline(config, only), address=address, full_refresh=full_refresh)

@@ -1,0 +1,150 @@
+"""The Ray engine: one commit for a new dataset, upserts on re-sync, retried tasks never duplicate.
+
+Uses a local Ray (num_cpus=2) and a fake API on 127.0.0.1 with 8 partitions of 2,500 documents.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import lance
+import pytest
+
+import cfstream as cf
+from cfstream import transforms as T
+from cfstream.context import SourceContext
+from cfstream.http import BodyCursorPaginator
+from cfstream.sinks import LanceSink
+from cfstream.sources.base import Source, SourceOutput
+from cfstream.testing import FakeAPI
+
+ray = pytest.importorskip("ray")
+from cfstream.distributed.ray import run_ray  # noqa: E402
+
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.timeout(300),
+    # Ray starts its worker processes with fork(); lance warns about that in the parent
+    pytest.mark.filterwarnings("ignore:lance is not fork-safe:UserWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+PARTS = 8
+PER_PART = 2_500
+
+
+class ChannelSource(Source):
+    """8 channels of a fake API, cursor-paged, with an optional one-time crash in one channel."""
+
+    source_type = "chan"
+    uses_http = True
+
+    def __init__(self, base_url: str, crash_marker: str | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.base_url = base_url
+        self.crash_marker = crash_marker
+
+    async def partitions(self, ctx: SourceContext) -> Sequence[str]:
+        return [f"c{i}" for i in range(PARTS)]
+
+    async def read(
+        self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
+    ) -> AsyncIterator[SourceOutput]:
+        svc = ctx.http.service("chan", base_url=self.base_url)
+        pages = 0
+        async for page in svc.paginate(
+            BodyCursorPaginator.notion(), f"/channels/{partition}/docs", params={"page_size": 100}
+        ):
+            yield [
+                cf.Document(
+                    source_id=item["id"],
+                    title=item["title"],
+                    text_content=item["body"],
+                    updated_at=item["updated"],
+                    collection=partition,
+                )
+                for item in page.data["results"]
+            ]
+            pages += 1
+            if self.crash_marker and partition == "c3" and pages == 12:
+                marker = anyio.Path(self.crash_marker)
+                if not await marker.exists():
+                    await marker.write_text("crashed once")
+                    raise RuntimeError("injected worker crash in c3")
+            yield cf.Checkpoint({"pages": pages})
+
+
+def serve(api: FakeAPI, version: dict[str, int]) -> None:
+    for i in range(PARTS):
+        items = [
+            {
+                "id": f"c{i}-{k:05d}",
+                "title": f"Message {k} in channel {i}",
+                "body": f"body {k} of channel {i} v{version.get(f'c{i}-{k:05d}', 0)} " * 10,
+                "updated": "2024-02-02T00:00:00Z",
+            }
+            for k in range(PER_PART)
+        ]
+        api.paginate_cursor(f"/channels/c{i}/docs", items, style="notion", page_size=100)
+
+
+def snapshot(path: Path) -> list[tuple[str, str]]:
+    t = lance.dataset(str(path)).to_table(columns=["uuid", "content_hash"])
+    rows = list(
+        zip(t.column("uuid").to_pylist(), t.column("content_hash").to_pylist(), strict=True)
+    )
+    assert len({u for u, _ in rows}) == len(rows), "duplicate uuids"
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+async def test_ray_import_equals_local_and_survives_a_crash(local_ray: Any, tmp_path: Path) -> None:
+    version: dict[str, int] = {}
+    async with FakeAPI() as api:
+        serve(api, version)
+        ray_ds = tmp_path / "ray.lance"
+        local_ds = tmp_path / "local.lance"
+        marker = tmp_path / "crashed"
+
+        def sink(p: Path) -> LanceSink:
+            return LanceSink(str(p), batch_rows=1_000)
+
+        report = await anyio.to_thread.run_sync(
+            lambda: run_ray(
+                ChannelSource(api.url, crash_marker=str(marker)) | T.validate() | sink(ray_ds)
+            )
+        )
+        assert marker.exists(), "the injected crash did not happen"
+        assert report.sink.inserted == PARTS * PER_PART
+        ds = lance.dataset(str(ray_ds))
+        assert ds.version == 1, "a new dataset is written in one commit"
+        await (ChannelSource(api.url) | T.validate() | sink(local_ds)).run()
+        assert snapshot(ray_ds) == snapshot(local_ds)
+        assert len(snapshot(ray_ds)) == PARTS * PER_PART
+
+        # change 2% of documents and re-sync both ways
+        for i in range(PARTS):
+            for k in range(0, PER_PART, 50):
+                version[f"c{i}-{k:05d}"] = 1
+        api.clear()
+        serve(api, version)
+        report2 = await anyio.to_thread.run_sync(
+            lambda: run_ray(ChannelSource(api.url) | T.validate() | sink(ray_ds), full_refresh=True)
+        )
+        assert report2.sink.updated == PARTS * (PER_PART // 50)
+        assert report2.sink.inserted == 0
+        await (ChannelSource(api.url) | T.validate() | sink(local_ds)).run(full_refresh=True)
+        assert snapshot(ray_ds) == snapshot(local_ds)
+        state = cf.StateStore.for_dataset(str(ray_ds))
+        assert state.cursors("chan")["c0"] == {"pages": PER_PART // 100}
