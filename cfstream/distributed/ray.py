@@ -136,7 +136,7 @@ class FragmentSink(Sink):
             for it in chunk:
                 if type(it) is Document:
                     stats.rows_in += 1
-                    docs[record_uuid(it.source_type or "", it.source_id)] = it  # type: ignore[arg-type]
+                    docs[record_uuid(it.source_type or "", it.source_id)] = it
                 elif type(it) is Tombstone:
                     uid = it.uuid
                     docs.pop(uid, None)
