@@ -210,6 +210,15 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _stamp(value: Any) -> str | None:
+    """``value`` as a normalised ``YYYY-MM-DDTHH:MM:SSZ`` string (comparable), None if invalid."""
+    try:
+        parsed = _ts(value)
+    except ValueError:
+        return None
+    return _iso(parsed) if parsed is not None else None
+
+
 def _login(user: Any) -> str | None:
     if isinstance(user, Mapping):
         login = user.get("login")
@@ -820,6 +829,8 @@ class GitHubSource(Source):
         if since:
             params["since"] = since
         processed: set[int] = set()
+        # what the last sync saw; the frontier below moves as pages arrive
+        base_since, base_at = since, frozenset(at_since)
 
         def snapshot() -> Checkpoint:
             return Checkpoint(
@@ -843,12 +854,12 @@ class GitHubSource(Source):
                         ctx.dead_letter("an issue list item is not a JSON object", item)
                         continue
                     number = item.get("number")
-                    updated = item.get("updated_at")
+                    updated = _stamp(item.get("updated_at"))
                     if (
                         isinstance(number, int)
-                        and isinstance(updated, str)
-                        and since
-                        and (updated < since or (updated == since and number in at_since))
+                        and updated
+                        and base_since
+                        and (updated < base_since or (updated == base_since and number in base_at))
                     ):
                         unchanged += 1
                         continue
@@ -900,8 +911,8 @@ class GitHubSource(Source):
                                 continue
                             out.append(cdoc)
                             new_ids.append(int(raw["id"]))
-                            stamp = str(raw["updated_at"])
-                            if comments_since is None or stamp > comments_since:
+                            stamp = _stamp(raw["updated_at"])
+                            if stamp and (comments_since is None or stamp > comments_since):
                                 comments_since = stamp
                         out.extend(
                             Tombstone(self._sid(repo, "comment", c), st)
@@ -954,13 +965,9 @@ class GitHubSource(Source):
                             f"cannot map comment: {type(exc).__name__}: {exc}", raw, source_id=None
                         )
                         continue
-                    updated = raw.get("updated_at")
-                    if isinstance(updated, str) and (
-                        comments_since is None or updated > comments_since
-                    ):
-                        next_since = updated
-                    else:
-                        next_since = comments_since
+                    updated = _stamp(raw.get("updated_at"))
+                    if updated and (comments_since is None or updated > comments_since):
+                        comments_since = updated
                     have = known.get(str(number))
                     if number in processed or have is None:
                         ctx.skipped(1)
@@ -968,7 +975,6 @@ class GitHubSource(Source):
                         out.append(cdoc)
                     else:  # a comment the issue pass has not seen: the issue will list it next time
                         ctx.skipped(1)
-                    comments_since = next_since
                 out.append(snapshot())
                 yield out
                 if ctx.stopping:
@@ -983,8 +989,8 @@ class GitHubSource(Source):
         for item in items:
             if not isinstance(item, Mapping):
                 continue
-            updated, number = item.get("updated_at"), item.get("number")
-            if not isinstance(updated, str) or not isinstance(number, int):
+            updated, number = _stamp(item.get("updated_at")), item.get("number")
+            if updated is None or not isinstance(number, int):
                 continue
             if best is None or updated > best:
                 best, numbers = updated, {number}

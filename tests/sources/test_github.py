@@ -1,0 +1,519 @@
+"""GitHubSource against FakeGitHub on 127.0.0.1, into real Lance datasets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import lance
+import pytest
+
+from cfstream.deadletter import read_dead_letters
+from cfstream.errors import AuthError, NotFoundError
+from cfstream.http import HttpClient, RetryPolicy
+from cfstream.records import record_uuid
+from cfstream.report import RunReport
+from cfstream.sinks import LanceSink
+from cfstream.sources.github import GitHubSource
+from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
+from cfstream.testing.fakes.github import DEMO_TOKEN, FakeGitHub, git_blob_sha
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+REPO = "acme/handbook"
+
+
+def uid(source_id: str) -> str:
+    return record_uuid("github", source_id)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    clock = FakeClock()
+    retry = RetryPolicy(max_tries=4, base=0.01, max_backoff=0.05, jitter=False)
+    async with HttpClient(timeout=10, retry=retry, clock=clock.time, sleep=clock.sleep) as client:
+        yield client
+
+
+def source(api: FakeAPI, **options: Any) -> GitHubSource:
+    opts: dict[str, Any] = {
+        "owner": "acme",
+        "repo": "handbook",
+        "token": DEMO_TOKEN,
+        "base_url": api.url,
+        "content": ["files", "issues", "pulls"],
+        "requests_per_second": None,
+        "per_page": 10,
+        "checkpoint_every": 5,
+    }
+    opts.update(options)
+    return GitHubSource(**opts)
+
+
+async def sync(src: GitHubSource, ds: Path, http: HttpClient, **kw: Any) -> RunReport:
+    return await (src | LanceSink(str(ds))).run(http=http, **kw)
+
+
+def table(ds: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = lance.dataset(str(ds)).to_table().to_pylist()
+    return rows
+
+
+def by_source_id(ds: Path) -> dict[str, dict[str, Any]]:
+    return {r["source_id"]: r for r in table(ds)}
+
+
+def hashes(ds: Path) -> list[tuple[str, str]]:
+    t = lance.dataset(str(ds)).to_table(columns=["uuid", "content_hash"])
+    return sorted(
+        zip(t.column("uuid").to_pylist(), t.column("content_hash").to_pylist(), strict=True)
+    )
+
+
+def meta(row: dict[str, Any]) -> dict[str, str]:
+    return {m["key"]: m["value"] for m in row["custom_metadata"]}
+
+
+def expected_ids(fake: FakeGitHub, *, png: bool = False) -> set[str]:
+    r = fake.repo()
+    ids = {REPO}
+    ids |= {f"{REPO}:file:{p}" for p in r.files if png or not p.endswith(".png")}
+    ids |= {f"{REPO}:issue:{n}" for n in r.issues}
+    ids |= {f"{REPO}:comment:{c}" for c in r.comments}
+    return ids
+
+
+async def test_full_sync_many_pages(api: FakeAPI, http: HttpClient, tmp_path: Path) -> None:
+    fake = FakeGitHub()
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    report = await sync(source(api), ds, http)
+    assert report.error is None
+    rows = by_source_id(ds)
+    assert set(rows) == expected_ids(fake)
+    stats = report.sources["github"]
+    assert stats.skipped >= 1  # assets/logo.png is binary
+    assert stats.checkpoints >= 5 + 4  # 5 file chunks, 4 issue pages
+
+    issue_pages = api.requests_for("GET", "*/issues")
+    assert len(issue_pages) == 4
+    assert issue_pages[0].path == f"/repos/{REPO}/issues"
+    assert all(r.path.startswith("/repositories/") for r in issue_pages[1:])
+    assert issue_pages[0].query["sort"] == "updated" and issue_pages[0].query["direction"] == "asc"
+    assert issue_pages[0].query["state"] == "all"
+    for r in api.requests:
+        assert r.headers["Authorization"] == f"Bearer {DEMO_TOKEN}"
+        assert r.headers["Accept"] == "application/vnd.github+json"
+        assert r.headers["X-GitHub-Api-Version"] == "2022-11-28"
+
+    f = rows[f"{REPO}:file:docs/testing.md"]
+    assert f["text_content"] == fake.repo().files["docs/testing.md"].decode()
+    assert f["title"] == "docs/testing.md"
+    assert f["source_url"] == "https://github.com/acme/handbook/blob/main/docs/testing.md"
+    m = meta(f)
+    assert m["github_path"] == "docs/testing.md"
+    assert m["github_sha"] == git_blob_sha(fake.repo().files["docs/testing.md"])
+    assert f["collection"] == REPO
+
+    pr = rows[f"{REPO}:issue:4"]
+    assert meta(pr)["github_kind"] == "pull_request"
+    assert meta(rows[f"{REPO}:issue:1"])["github_kind"] == "issue"
+    issue = fake.repo().issues[5]
+    row = rows[f"{REPO}:issue:5"]
+    assert row["title"] == issue["title"] and row["text_content"] == issue["body"]
+    assert row["author"] == issue["user"] and row["status"] == "closed"
+    assert row["tags"] == issue["labels"]
+    assert row["source_updated_at"].isoformat().startswith(issue["updated_at"][:19])
+
+
+async def test_relationships_and_collection_header(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=3, issues=6)
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    await sync(source(api), ds, http)
+    rows = by_source_id(ds)
+    header = rows[REPO]
+    assert header["record_type"] == "collection_header"
+    assert header["uuid"] == uid(REPO)
+    assert header["text_content"] == fake.repo().description
+    for sid, row in rows.items():
+        if sid == REPO:
+            continue
+        rels = {(r["type"], r["id"]) for r in row["relationships"]}
+        assert ("member_of", uid(REPO)) in rels, sid
+        assert row["collection_id"] == uid(REPO)
+    comments = list(fake.repo().comments.values())
+    assert comments
+    for c in comments:
+        row = rows[f"{REPO}:comment:{c['id']}"]
+        assert {"type": "parent", "id": uid(f"{REPO}:issue:{c['issue']}")}.items() <= {
+            k: v for r in row["relationships"] if r["type"] == "parent" for k, v in r.items()
+        }.items()
+        parent = rows[f"{REPO}:issue:{c['issue']}"]
+        children = {r["id"] for r in parent["relationships"] if r["type"] == "child"}
+        assert uid(f"{REPO}:comment:{c['id']}") in children
+
+
+async def test_incremental_fetches_only_changes_and_equals_full_sync(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub()
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    await sync(source(api), ds, http)
+
+    repo = fake.repo()
+    new_shas = {
+        fake.edit_file("docs/testing.md", "# Testing\n\nRewritten.\n"),
+        fake.edit_file("README.md", "# Handbook v2\n"),
+        fake.add_file("docs/new-page.md", "# New page\n"),
+    }
+    fake.delete_file("docs/security.md")
+    fake.edit_issue(7, title="Renamed issue", labels=["question"])
+    cid = fake.add_comment(9, "A new comment")
+    old_comment = next(c for c, v in repo.comments.items() if v["issue"] == 3)
+    fake.delete_comment(old_comment)
+    edited = next(c for c, v in repo.comments.items() if v["issue"] == 2)
+    fake.edit_comment(edited, "Edited text of a comment")
+
+    api.clear()
+    report = await sync(source(api), ds, http)
+    stats = report.sources["github"]
+    blobs = {r.path.rsplit("/", 1)[-1] for r in api.requests_for("GET", "*/git/blobs/*")}
+    assert blobs == new_shas
+    per_issue = {r.path for r in api.requests_for("GET", "*/issues/*/comments")}
+    # 9 got a comment, 3 lost one; 7 (edited) has none; 2's edited comment comes from the
+    # repo-wide ?since= pass
+    assert per_issue == {f"/repos/{REPO}/issues/{n}/comments" for n in (3, 9)}
+    assert len(api.requests_for("GET", "*/issues/comments")) == 1
+    assert stats.skipped_unchanged >= 20
+    assert stats.tombstones >= 2  # the deleted file and the deleted comment
+
+    rows = by_source_id(ds)
+    assert f"{REPO}:file:docs/security.md" not in rows
+    assert f"{REPO}:comment:{old_comment}" not in rows
+    assert rows[f"{REPO}:comment:{cid}"]["text_content"] == "A new comment"
+    assert rows[f"{REPO}:comment:{edited}"]["text_content"] == "Edited text of a comment"
+    assert rows[f"{REPO}:issue:7"]["title"] == "Renamed issue"
+    assert set(rows) == expected_ids(fake)
+
+    fresh = tmp_path / "fresh.lance"
+    await sync(source(api, name="fresh"), fresh, http)
+    assert hashes(ds) == hashes(fresh)
+
+    api.clear()
+    again = await sync(source(api), ds, http)
+    assert again.sink.inserted == again.sink.updated == again.sink.deleted == 0
+    assert not api.requests_for("GET", "*/git/blobs/*")
+    assert not api.requests_for("GET", "*/issues/*/comments")
+
+
+async def test_filters_state_labels_and_file_globs(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub()
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    src = source(
+        api,
+        content=["files", "issues"],
+        state="open",
+        labels=["bug"],
+        path="docs",
+        include=["**/*.md"],
+        exclude=["docs/teams/**"],
+    )
+    await sync(src, ds, http)
+    repo = fake.repo()
+
+    def wanted() -> set[str]:
+        return {
+            f"{REPO}:issue:{n}"
+            for n, i in repo.issues.items()
+            if i["state"] == "open" and "bug" in i["labels"] and not i["pull_request"]
+        }
+
+    rows = by_source_id(ds)
+    issues = {s for s in rows if ":issue:" in s}
+    assert issues == wanted() and issues
+    files = {s.split(":file:")[1] for s in rows if ":file:" in s}
+    assert files == {p for p in repo.files if p.startswith("docs/") and "/teams/" not in p}
+
+    # an issue that stops matching (closed) disappears on the incremental sync
+    gone = min(int(s.rsplit(":", 1)[1]) for s in issues)
+    fake.edit_issue(gone, state="closed")
+    await sync(src, ds, http)
+    rows = by_source_id(ds)
+    assert {s for s in rows if ":issue:" in s} == wanted()
+    fresh = tmp_path / "fresh.lance"
+    await sync(
+        source(
+            api,
+            name="fresh",
+            content=["files", "issues"],
+            state="open",
+            labels=["bug"],
+            path="docs",
+            include=["**/*.md"],
+            exclude=["docs/teams/**"],
+        ),
+        fresh,
+        http,
+    )
+    assert hashes(ds) == hashes(fresh)
+
+
+async def test_rate_limit_and_server_error_mid_sync(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub()
+    fake.mount(api)
+    clean = tmp_path / "clean.lance"
+    await sync(source(api, name="clean"), clean, http)
+
+    repo_id = fake.repo().id
+    # GitHub's signals: a secondary limit (429 + retry-after), a primary limit (403, remaining 0)
+    api.faults.script(
+        "GET",
+        f"/repositories/{repo_id}/issues",
+        [
+            Fault.rate_limit(
+                20,
+                body={"message": "You have exceeded a secondary rate limit."},
+                headers={"x-ratelimit-remaining": "4000"},
+            ),
+        ],
+    )
+    reset = int(http.clock()) + 30
+    api.faults.script(
+        "GET",
+        "/repos/{o}/{r}/git/blobs/{sha}",
+        [
+            500,
+            Fault.rate_limit(
+                None,
+                status=403,
+                body={"message": "API rate limit exceeded for user."},
+                headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+            ),
+        ],
+    )
+    api.faults.script("GET", "/repos/{o}/{r}/issues/{n}/comments", [502])
+    ds = tmp_path / "kb.lance"
+    report = await sync(source(api), ds, http)
+    assert report.error is None and report.dead_lettered == 0
+    assert api.faults.pending() == 0
+    retries = http.metrics.retries
+    assert retries.get("rate_limited", 0) >= 2
+    assert retries.get("http_500") == 1 and retries.get("http_502") == 1
+    assert hashes(ds) == hashes(clean)
+
+
+async def test_malformed_items_go_to_dead_letters(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=5, issues=12)
+    fake.malform_issue(5, title=None)
+    fake.malform_issue(6, updated_at="not a date")
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    report = await sync(source(api), ds, http)
+    assert report.error is None
+    letters = read_dead_letters(ds / "_cfstream" / "dead-letters.jsonl")
+    bad = {d["source_id"] for d in letters}
+    assert bad == {f"{REPO}:issue:5", f"{REPO}:issue:6"}
+    assert any("title" in d["error"] for d in letters)
+    assert report.dead_lettered == 2
+    rows = by_source_id(ds)
+    assert f"{REPO}:issue:5" not in rows and f"{REPO}:issue:4" in rows
+    assert set(rows) == expected_ids(fake) - bad
+    assert DEMO_TOKEN not in (ds / "_cfstream" / "dead-letters.jsonl").read_text()
+
+
+async def test_bad_token_fails_with_a_clear_auth_error(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=2, issues=2)
+    fake.mount(api)
+    wrong = "ghp_WRONGtoken1234567890abcdef"
+    with pytest.raises(AuthError) as info:
+        await sync(source(api, token=wrong), tmp_path / "kb.lance", http)
+    message = str(info.value)
+    assert "401" in message and "token" in message and "repo" in message
+    assert wrong not in message and "Bad credentials" in message
+    assert not (tmp_path / "kb.lance" / "data").exists()
+
+
+async def test_unauthenticated_public_repo_and_private_repo(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=3, issues=4)
+    fake.add_repo("acme", "secret", files=1, issues=1, private=True)
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    report = await sync(source(api, token=None), ds, http)
+    assert report.error is None
+    assert all("Authorization" not in r.headers for r in api.requests)
+    assert set(by_source_id(ds)) == expected_ids(fake)
+    with pytest.raises(NotFoundError):
+        await sync(source(api, token=None, repo="secret", name="s"), tmp_path / "s.lance", http)
+
+
+async def test_truncated_tree_is_walked_folder_by_folder(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=12, issues=0, truncate_tree_over=5)
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    await sync(source(api, content=["files"]), ds, http)
+    files = {s.split(":file:")[1] for s in by_source_id(ds) if ":file:" in s}
+    assert files == {p for p in fake.repo().files if not p.endswith(".png")}
+    assert len(api.requests_for("GET", "*/git/trees/*")) > 1
+
+
+async def test_done_when_250_issues_then_5_changed_2_deleted_10_updated(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    """Issue 4's GitHub acceptance check."""
+    fake = FakeGitHub(files=40, issues=250)
+    fake.mount(api)
+    repo = fake.repo()
+    ds = tmp_path / "kb.lance"
+    opts: dict[str, Any] = {"per_page": 100, "checkpoint_every": 12}
+    first = await sync(source(api, **opts), ds, http)
+    assert first.error is None
+    assert len(api.requests_for("GET", "*/issues")) == 3  # 250 issues: 3 Link pages
+    assert len(api.requests_for("GET", "*/git/blobs/*")) == 41  # 40 text files + the png
+    assert first.sources["github"].checkpoints >= 3 + 4
+    prs = [n for n, i in repo.issues.items() if i["pull_request"]]
+    assert prs and len(prs) < 250
+
+    texts = sorted(p for p in repo.files if p.endswith((".md", ".py")))
+    changed = {fake.edit_file(p, f"# changed {p}\n") for p in texts[:5]}
+    for p in texts[5:7]:
+        fake.delete_file(p)
+    updated = sorted(repo.issues)[100:110]
+    for n in updated:
+        fake.edit_issue(n, body=f"updated body of #{n}")
+
+    api.clear()
+    second = await sync(source(api, **opts), ds, http)
+    assert second.error is None
+    blobs = {r.path.rsplit("/", 1)[-1] for r in api.requests_for("GET", "*/git/blobs/*")}
+    assert blobs == changed
+    listed = api.requests_for("GET", "*/issues")
+    assert len(listed) == 1 and listed[0].query["since"]
+    per_issue = {int(r.path.split("/")[-2]) for r in api.requests_for("GET", "*/issues/*/comments")}
+    assert per_issue <= set(updated)
+    assert per_issue == {n for n in updated if repo.issues[n]["comments"]}
+    assert second.sources["github"].tombstones == 2
+    assert second.sink.deleted == 2
+
+    fresh = tmp_path / "fresh.lance"
+    await sync(source(api, name="fresh", **opts), fresh, http)
+    assert hashes(ds) == hashes(fresh)
+    assert len(hashes(ds)) == len(expected_ids(fake))
+
+
+async def test_real_github_payloads_replay(api: FakeAPI, http: HttpClient, tmp_path: Path) -> None:
+    """The recorded api.github.com payloads in ../shared/fixtures go through the connector."""
+    gh = FIXTURES / "github"
+    if not gh.is_dir():
+        pytest.skip("../shared/fixtures/github is not present")
+    rec = gh / "recorded"
+
+    def load(name: str) -> Any:
+        return json.loads((rec / name).read_text())
+
+    def link(name: str, **swap: str) -> dict[str, str]:
+        value = load(name)["headers"]["Link"].replace("https://api.github.com", api.url)
+        for old, new in swap.items():
+            value = value.replace(old, new)
+        return {"Link": value}
+
+    owner, name = "octokit-fixture-org", "tmp-scenario-paginate-issues-20220719043836917-izyoe"
+    p1, p2, p5 = (load(f"issues-list.{x}.json") for x in ("page-1", "page-2", "page-5-last"))
+    api.route("GET", f"/repos/{owner}/{name}", {"full_name": f"{owner}/{name}"})
+    api.route(
+        "GET",
+        f"/repos/{owner}/{name}/issues",
+        Reply(p1, headers=link("issues-list.page-1.headers.json")),
+    )
+
+    def later(request: Any) -> Reply:
+        if request.query.get("page") == "2":  # pages 3 and 4 were not recorded: skip to 5
+            return Reply(
+                p2, headers=link("issues-list.page-2.headers.json", **{"page=3": "page=5"})
+            )
+        return Reply(p5, headers=link("issues-list.page-5-last.headers.json"))
+
+    api.route("GET", "/repositories/515435940/issues", later)
+    ds = tmp_path / "kb.lance"
+    src = source(api, owner=owner, repo=name, content=["issues"], comments=False)
+    report = await sync(src, ds, http)
+    assert report.error is None
+    rows = by_source_id(ds)
+    numbers = sorted(i["number"] for i in p1 + p2 + p5)
+    assert sorted(int(s.rsplit(":", 1)[1]) for s in rows if ":issue:" in s) == numbers
+    first = rows[f"{owner}/{name}:issue:{p1[0]['number']}"]
+    assert first["title"] == p1[0]["title"] and first["author"] == p1[0]["user"]["login"]
+
+    # PRs told apart by the pull_request key; comments point at their issue
+    src = GitHubSource(owner="sferik", repo="rails_admin", content=["issues", "pulls"])
+    from cfstream.sources.github import _Repo
+
+    mixed = load("issues-list.mixed-prs.json")
+    kinds = {i["number"]: meta_of(src.map_issue(_Repo("sferik", "rails_admin"), i)) for i in mixed}
+    assert {n for n, k in kinds.items() if k == "pull_request"} == {2741, 2737}
+    octo = _Repo("octokit", "octokit.rb")
+    for c in load("issues-comments.repo-wide.json"):
+        number, doc = src.map_comment(octo, c)
+        assert c["issue_url"].endswith(f"/issues/{number}")
+        assert doc.relationships and doc.relationships[0].type == "parent"
+        assert doc.relationships[0].id == uid(f"octokit/octokit.rb:issue:{number}")
+
+    # the recursive tree and a base64 blob (newline every 60 characters)
+    tree = load("git-tree.recursive.json")
+    blob = load("contents-file.base64.json")
+    api.route(
+        "GET",
+        "/repos/sferik/rails_admin",
+        {
+            "full_name": "sferik/rails_admin",
+            "default_branch": "master",
+            "html_url": "https://github.com/sferik/rails_admin",
+        },
+    )
+    api.route("GET", "/repos/sferik/rails_admin/git/trees/master", tree)
+    api.route(
+        "GET",
+        "/repos/sferik/rails_admin/git/blobs/{sha}",
+        lambda r: {"sha": r.match_info["sha"], "content": blob["content"], "encoding": "base64"},
+    )
+    ds2 = tmp_path / "files.lance"
+    files_src = source(
+        api,
+        owner="sferik",
+        repo="rails_admin",
+        content=["files"],
+        include=["app/**/*.rb"],
+        name="f",
+    )
+    await sync(files_src, ds2, http)
+    got = {s.split(":file:")[1]: r for s, r in by_source_id(ds2).items() if ":file:" in s}
+    lib = {e["path"] for e in tree["tree"] if e["type"] == "blob" and e["path"].endswith(".rb")}
+    assert set(got) == lib and lib
+    assert all(r["text_content"].startswith("require 'netrc'") for r in got.values())
+
+
+def meta_of(doc: Any) -> str:
+    return str(doc.custom_metadata["github_kind"])
