@@ -81,6 +81,16 @@ _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _VAR_BODY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_BOOL_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 _SECRET_NAMES = re.compile(r"(?i)(token|secret|password|passwd|api_?key|credential|private)")
 
 
@@ -581,6 +591,8 @@ def _parse_source(name: str, raw: Mapping[str, Any], where: _Where) -> SourceSpe
     if not (isinstance(cls, type) and issubclass(cls, Source)):
         raise where.error([*path, "type"], f"{type_name!r} is {cls!r}, not a cfstream Source class")
     enabled = raw.get("enabled", True)
+    if isinstance(enabled, str) and enabled.strip().lower() in _BOOL_WORDS:  # from ${VAR}
+        enabled = _BOOL_WORDS[enabled.strip().lower()]
     if not isinstance(enabled, bool):
         raise where.error([*path, "enabled"], f"expected true or false, got {enabled!r}")
     schedule_raw = raw.get("schedule")
