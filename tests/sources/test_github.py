@@ -11,13 +11,14 @@ import lance
 import pytest
 
 from cfstream.deadletter import read_dead_letters
-from cfstream.errors import AuthError, NotFoundError
+from cfstream.errors import AuthError, ConfigError, NotFoundError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
 from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources.github import GitHubSource
 from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
+from cfstream.testing.fakes import github as fakes_github
 from cfstream.testing.fakes.github import DEMO_TOKEN, FakeGitHub, git_blob_sha
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
@@ -517,3 +518,34 @@ async def test_real_github_payloads_replay(api: FakeAPI, http: HttpClient, tmp_p
 
 def meta_of(doc: Any) -> str:
     return str(doc.custom_metadata["github_kind"])
+
+
+def test_config_errors_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="repo"):
+        GitHubSource(owner="acme")
+    with pytest.raises(ConfigError, match="colour"):
+        GitHubSource.from_config({"repo": "acme/x", "colour": "red"})
+    with pytest.raises(ConfigError, match="content"):
+        GitHubSource(repo="acme/x", content=["wiki"])  # type: ignore[list-item]
+    src = GitHubSource.from_config(
+        {"owner": "acme", "repos": ["a", "other/b"], "token": "ghp_x1234567890"}, name="gh"
+    )
+    assert [r.full for r in src.repos] == ["acme/a", "other/b"]
+    assert "ghp_x1234567890" not in repr(src.config)
+
+
+async def test_demo_hooks_sync_then_change(api: FakeAPI, http: HttpClient, tmp_path: Path) -> None:
+    fake = fakes_github.mount(api)
+    options = fakes_github.demo_config(api.url)
+    options.pop("type")
+    options["requests_per_second"] = None
+    ds = tmp_path / "demo.lance"
+    first = await sync(GitHubSource.from_config(options), ds, http)
+    assert first.error is None and first.sink.inserted > 50
+    second = await sync(GitHubSource.from_config(options), ds, http)
+    assert second.sink.inserted == second.sink.updated == 0
+    changed = fakes_github.demo_change(fake)
+    assert len(changed) >= 5
+    third = await sync(GitHubSource.from_config(options), ds, http)
+    assert third.sink.inserted >= 2 and third.sink.deleted == 1
+    assert third.sink.upserted <= 12
