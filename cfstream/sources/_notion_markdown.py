@@ -225,7 +225,7 @@ def _render_block(block: Mapping[str, Any], number: int) -> str:
 
 def render_blocks(blocks: Iterable[Mapping[str, Any]]) -> str:
     """Blocks (and their attached children) as Markdown: blocks separated by blank lines,
-    consecutive list items by single newlines, numbered lists counted from 1."""
+    consecutive items of one list kind by single newlines, numbered lists counted from 1."""
     parts: list[str] = []
     prev_list: str | None = None
     number = 0
@@ -236,7 +236,7 @@ def render_blocks(blocks: Iterable[Mapping[str, Any]]) -> str:
         if not out:
             prev_list = None
             continue
-        if parts and kind in _LIST_TYPES and prev_list in _LIST_TYPES:
+        if parts and kind in _LIST_TYPES and prev_list == kind:
             parts[-1] += "\n" + out
         else:
             parts.append(out)

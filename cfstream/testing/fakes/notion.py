@@ -774,8 +774,9 @@ class FakeNotion:
 
     def mount(self, api: FakeAPI) -> None:
         """Register the Notion routes on ``api``."""
-        api.route("GET", "/v1/users/me", self._guard(self._users_me))
+        # later routes win in FakeAPI: the literal /me after the {id} template
         api.route("GET", "/v1/users/{id}", self._guard(self._user))
+        api.route("GET", "/v1/users/me", self._guard(self._users_me))
         api.route("GET", "/v1/pages/{id}", self._guard(self._get_page))
         api.route("GET", "/v1/databases/{id}", self._guard(self._get_database))
         api.route("POST", "/v1/databases/{id}/query", self._guard(self._query))
