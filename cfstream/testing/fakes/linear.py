@@ -540,6 +540,11 @@ class FakeLinear:
         """IDs of the teams, in creation order."""
         return [t["id"] for t in self.data.teams]
 
+    def identifier(self, issue_id: str) -> str:
+        """The human identifier of an issue (``ENG-12``)."""
+        row = self.data.issues[issue_id]
+        return f"{self.team(row['team_id'])['key']}-{int(row['number'])}"
+
     def team(self, key_or_id: str) -> dict[str, Any]:
         """A team by key (``ENG``) or ID."""
         for t in self.data.teams:
@@ -1038,13 +1043,13 @@ def demo_change(fake: FakeLinear) -> list[str]:
     changed: list[str] = []
     first, second, third = issues[0]["id"], issues[1]["id"], issues[2]["id"]
     new = fake.add_issue(fake.data.teams[0]["key"], title="Investigate slow dashboard load")
-    changed.append(f"added issue {fake._issue_node(new)['identifier']}")  # type: ignore[index]
+    changed.append(f"added issue {fake.identifier(new)}")
     fake.edit("issue", first, title=str(issues[0]["title"]) + " (updated)")
-    changed.append(f"renamed issue {fake._issue_node(first)['identifier']}")  # type: ignore[index]
+    changed.append(f"renamed issue {fake.identifier(first)}")
     fake.set_state(second, "Done")
-    changed.append(f"closed issue {fake._issue_node(second)['identifier']}")  # type: ignore[index]
+    changed.append(f"closed issue {fake.identifier(second)}")
     fake.add_comment(second, "Verified on production, closing.")
     changed.append("added a comment")
     fake.delete("issue", third)
-    changed.append(f"deleted issue {fake._issue_node(third)['identifier']}")  # type: ignore[index]
+    changed.append(f"deleted issue {fake.identifier(third)}")
     return changed
