@@ -238,6 +238,29 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
+class _Frontier:
+    """The newest ``updated_at`` seen and the ids that carry it; ``base`` is where a sync began."""
+
+    def __init__(self, since: str | None, at: set[int]) -> None:
+        self.base, self.base_at = since, frozenset(at)
+        self.since, self.at = since, set(at)
+
+    def bump(self, stamp: str | None, key: int) -> None:
+        """Take ``stamp`` of item ``key`` into account."""
+        if stamp is None:
+            return
+        if self.since is None or stamp > self.since:
+            self.since, self.at = stamp, {key}
+        elif stamp == self.since:
+            self.at.add(key)
+
+    def seen_before(self, stamp: str | None, key: int) -> bool:
+        """True when the last sync already had this version of item ``key``."""
+        if stamp is None or self.base is None:
+            return False
+        return stamp < self.base or (stamp == self.base and key in self.base_at)
+
+
 class GitHubSource(Source):
     """Files, issues, pull requests and comments of GitHub repositories.
 
@@ -814,7 +837,10 @@ class GitHubSource(Source):
         known: dict[str, list[int]] = {
             str(k): list(v) for k, v in (cur.get("comments") or {}).items()
         }
-        comments_since: str | None = cur.get("comments_since") or (since if incremental else None)
+        comments = _Frontier(
+            cur.get("comments_since") or (since if incremental else None),
+            set(cur.get("comments_at") or []),
+        )
         filtered = cfg.state != "all" or bool(cfg.labels)
         st = self.source_type
 
@@ -838,7 +864,8 @@ class GitHubSource(Source):
                     "since": since,
                     "at_since": sorted(at_since),
                     "comments": dict(known),
-                    "comments_since": comments_since,
+                    "comments_since": comments.since,
+                    "comments_at": sorted(comments.at),
                 }
             )
 
@@ -911,9 +938,7 @@ class GitHubSource(Source):
                                 continue
                             out.append(cdoc)
                             new_ids.append(int(raw["id"]))
-                            stamp = _stamp(raw["updated_at"])
-                            if stamp and (comments_since is None or stamp > comments_since):
-                                comments_since = stamp
+                            comments.bump(_stamp(raw["updated_at"]), int(raw["id"]))
                         out.extend(
                             Tombstone(self._sid(repo, "comment", c), st)
                             for c in ids
@@ -939,14 +964,14 @@ class GitHubSource(Source):
                 if ctx.stopping:
                     return
 
-        if not (cfg.comments and incremental and comments_since and known):
+        if not (cfg.comments and incremental and comments.base and known):
             return
         # comments edited since the last sync on issues whose own updated_at did not move
         pages = svc.paginate(
             LinkHeaderPaginator(),
             f"{repo.api}/issues/comments",
             params={
-                "since": comments_since,
+                "since": comments.base,
                 "sort": "updated",
                 "direction": "asc",
                 "per_page": cfg.per_page,
@@ -965,13 +990,15 @@ class GitHubSource(Source):
                             f"cannot map comment: {type(exc).__name__}: {exc}", raw, source_id=None
                         )
                         continue
+                    cid = int(raw["id"])
                     updated = _stamp(raw.get("updated_at"))
-                    if updated and (comments_since is None or updated > comments_since):
-                        comments_since = updated
+                    comments.bump(updated, cid)
                     have = known.get(str(number))
-                    if number in processed or have is None:
+                    if comments.seen_before(updated, cid):
+                        ctx.skipped_unchanged(1)
+                    elif number in processed or have is None:
                         ctx.skipped(1)
-                    elif int(raw["id"]) in have:
+                    elif cid in have:
                         out.append(cdoc)
                     else:  # a comment the issue pass has not seen: the issue will list it next time
                         ctx.skipped(1)

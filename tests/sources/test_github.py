@@ -179,12 +179,12 @@ async def test_incremental_fetches_only_changes_and_equals_full_sync(
         fake.add_file("docs/new-page.md", "# New page\n"),
     }
     fake.delete_file("docs/security.md")
+    edited = next(c for c, v in repo.comments.items() if v["issue"] == 2)
+    fake.edit_comment(edited, "Edited text of a comment")  # before the newer changes below
     fake.edit_issue(7, title="Renamed issue", labels=["question"])
     cid = fake.add_comment(9, "A new comment")
     old_comment = next(c for c, v in repo.comments.items() if v["issue"] == 3)
     fake.delete_comment(old_comment)
-    edited = next(c for c, v in repo.comments.items() if v["issue"] == 2)
-    fake.edit_comment(edited, "Edited text of a comment")
 
     api.clear()
     report = await sync(source(api), ds, http)

@@ -852,23 +852,21 @@ class FakeGitHub:
         """Edit some sample data: 2 files changed, 1 added, 1 deleted, 2 issues edited, 1 comment."""
         r = self.repo()
         changed: list[str] = []
-        for path in sorted(r.files)[:2]:
-            if path.endswith(".png"):
-                continue
+        for path in sorted(p for p in r.files if p.endswith(".md"))[:2]:
             self.edit_file(path, r.files[path].decode() + "\nEdited by `cfstream demo --change`.\n")
-            changed.append(f"github file {path} edited")
+            changed.append(f"file {path} edited")
         self.add_file("docs/changelog.md", "# Changelog\n\n- Added by `cfstream demo --change`.\n")
-        changed.append("github file docs/changelog.md added")
+        changed.append("file docs/changelog.md added")
         gone = sorted(p for p in r.files if p.startswith("src/"))[:1]
         for path in gone:
             self.delete_file(path)
-            changed.append(f"github file {path} deleted")
+            changed.append(f"file {path} deleted")
         for number in sorted(r.issues)[:2]:
             self.edit_issue(number, body=f"{r.issues[number]['body']}\n\nUpdate: still happening.")
-            changed.append(f"github issue #{number} edited")
+            changed.append(f"issue #{number} edited")
         number = sorted(r.issues)[2]
         self.add_comment(number, "Looking into this now.", author="monalisa")
-        changed.append(f"github comment on #{number} added")
+        changed.append(f"comment on #{number} added")
         return changed
 
 
