@@ -408,13 +408,17 @@ async def test_resume_after_a_failed_run_equals_fresh_sync(
     api: FakeAPI, fake: FakeLinear, http: HttpClient, tmp_path: Path
 ) -> None:
     path = tmp_path / "kb.lance"
-    api.faults.script("POST", "/graphql", ["ok"] * 6 + [500] * 4)  # retries run out mid-sync
+    api.faults.script("POST", "/graphql", ["ok"] * 3 + [500] * 4)  # retries run out mid-pass
     with pytest.raises(Exception, match="500"):
         await sync(source(api, fake, max_concurrency=1), path, http)
+    state = (path / "_cfstream" / "state.json").read_text()
+    assert '"page"' in state and '"after"' in state  # a pass was cut in the middle
     api.faults.clear()
     fake.served.clear()
     report = await sync(source(api, fake), path, http)
     assert report.ok, report.error
+    # the interrupted pass went on from its saved endCursor: committed pages were not refetched
+    assert len(set(served(fake, "CfstreamIssues"))) < len(fake.data.issues)
     fresh = tmp_path / "fresh.lance"
     await sync(source(api, fake), fresh, http)
     assert snapshot(path) == snapshot(fresh)
