@@ -1035,7 +1035,7 @@ def demo_change(fake: FakeNotion) -> list[str]:
     fake.edit_page(first_task, f"Progress note of {stamp}.")
     new = fake.add_row(fake.tasks_id, f"Follow-up {stamp}")
     return [
-        f"notion: edited page {fake.directory_page_id} (Team directory)",
-        f"notion: edited task {first_task}",
-        f"notion: added task {new}",
+        f"edited page {fake.directory_page_id} (Team directory)",
+        f"edited task {first_task}",
+        f"added task {new}",
     ]
