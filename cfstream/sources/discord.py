@@ -524,6 +524,11 @@ class DiscordSource(Source):
         else:
             ctx.skipped_unchanged()
 
+        if kind == "channel" and info.get("type") in _FORUM_TYPES:
+            # a forum or media channel has no messages of its own: its posts are threads
+            out.append(Checkpoint(state.to_cursor()))
+            yield out
+            return
         if state.current is None:
             if state.last is not None:
                 floor = snowflake_at(
