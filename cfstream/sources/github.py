@@ -441,6 +441,21 @@ class GitHubSource(Source):
             )
         return r.data
 
+    def _header(
+        self,
+        repo: _Repo,
+        info: Mapping[str, Any],
+        cursor: Mapping[str, Any] | None,
+        ctx: SourceContext,
+    ) -> tuple[Document | None, str]:
+        """The header record (None when the cursor says it is unchanged) and its hash."""
+        doc = self.map_repository(repo, info)
+        digest = doc.compute_hash()
+        if cursor and cursor.get("header") == digest:
+            ctx.skipped_unchanged(1)
+            return None, digest
+        return doc, digest
+
     def _header_partition(self) -> str:
         return "files" if "files" in self.config.content else (self._issue_kind or "")
 
@@ -506,8 +521,11 @@ class GitHubSource(Source):
     ) -> AsyncGenerator[SourceOutput, None]:
         cfg = self.config
         info = await self._repo_info(svc, repo)
+        header: str | None = None
         if self._header_partition() == "files":
-            yield [self.map_repository(repo, info)]
+            hdoc, header = self._header(repo, info, cursor, ctx)
+            if hdoc is not None:
+                yield [hdoc]
         ref = cfg.ref or str(info.get("default_branch") or "main")
         web = str(info.get("html_url") or f"https://github.com/{repo.full}")
         filter_key = self._filter_key(ref)
@@ -519,6 +537,8 @@ class GitHubSource(Source):
         if trusted and root and cursor.get("tree") == root:
             ctx.skipped_unchanged(len(old_files))
             ctx.skipped(len(old_binary))
+            if header is not None and cursor.get("header") != header:
+                yield Checkpoint({**cursor, "header": header})
             return
 
         wanted: dict[str, Mapping[str, Any]] = {}
@@ -549,6 +569,7 @@ class GitHubSource(Source):
             return Checkpoint(
                 {
                     "ref": ref,
+                    "header": header,
                     "filter": filter_key,
                     "tree": root if done else None,
                     "files": dict(files),
@@ -828,8 +849,12 @@ class GitHubSource(Source):
         ctx: SourceContext,
     ) -> AsyncGenerator[SourceOutput, None]:
         cfg = self.config
+        header: str | None = None
         if self._header_partition() != "files":
-            yield [self.map_repository(repo, await self._repo_info(svc, repo))]
+            info = await self._repo_info(svc, repo)
+            hdoc, header = self._header(repo, info, cursor, ctx)
+            if hdoc is not None:
+                yield [hdoc]
         incremental = bool(cursor and cursor.get("since"))
         cur = cursor or {}
         since: str | None = cur.get("since") or (_iso(cfg.since) if cfg.since else None)
@@ -863,6 +888,7 @@ class GitHubSource(Source):
                 {
                     "since": since,
                     "at_since": sorted(at_since),
+                    "header": header,
                     "comments": dict(known),
                     "comments_since": comments.since,
                     "comments_at": sorted(comments.at),

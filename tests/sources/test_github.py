@@ -214,6 +214,7 @@ async def test_incremental_fetches_only_changes_and_equals_full_sync(
     api.clear()
     again = await sync(source(api), ds, http)
     assert again.sink.inserted == again.sink.updated == again.sink.deleted == 0
+    assert again.sources["github"].fetched == 0  # not even the repository header
     assert not api.requests_for("GET", "*/git/blobs/*")
     assert not api.requests_for("GET", "*/issues/*/comments")
 
