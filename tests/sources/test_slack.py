@@ -385,3 +385,26 @@ async def test_replays_the_real_slack_payloads(api: FakeAPI, tmp_path: Path) -> 
     api.route("GET", "/api/auth.test", _fixture("error.invalid_auth.json"))
     with pytest.raises(AuthError, match="invalid_auth"):
         await sync(source, tmp_path / "other.lance")
+
+
+async def test_a_failed_sync_resumes_mid_pass_and_matches_a_full_sync(
+    api: FakeAPI, fake: FakeSlack, tmp_path: Path
+) -> None:
+    path = tmp_path / "kb.lance"
+    history = "/slack/api/conversations.history"
+    api.faults.script(
+        "GET", history, [None, None, Fault.error(400, {"ok": False, "error": "boom"})]
+    )
+    with pytest.raises(Exception, match="boom"):
+        await sync(make_source(fake, api, channels=["general"]), path)
+    done_before = {r["source_id"] for r in rows(path).values()}
+    assert 1 < len(done_before) < len(expected_ids(fake, ["C01GENERAL"]))
+
+    api.clear()
+    report = await sync(make_source(fake, api, channels=["general"]), path)
+    assert report.ok
+    resumed = api.requests_for("GET", history)
+    assert resumed and all("latest" in r.query for r in resumed), "resume below the last page done"
+    full = tmp_path / "full.lance"
+    await sync(make_source(fake, api, channels=["general"]), full)
+    assert hashes(path) == hashes(full)
