@@ -30,9 +30,9 @@ import anyio
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from cfstream.errors import AuthError, HTTPError, RateLimitError, TransientError
-from cfstream.http import Auth, HttpClient, NoAuth, Service
-from cfstream.secrets import Secret, redact, register_secret
+from cfstream.errors import AuthError, ClientError, HTTPError, RateLimitError, TransientError
+from cfstream.http import Auth, HttpClient, NoAuth, Problem, RawResponse, ResponsePolicy, Service
+from cfstream.secrets import Secret, redact_url, register_secret
 
 __all__ = (
     "DRIVE_READONLY_SCOPE",
@@ -239,8 +239,9 @@ class GoogleTokenAuth(Auth):
         except (RateLimitError, TransientError):
             raise
         except HTTPError as exc:
+            # (no "token <word>" phrasing: the redactor takes it for a credential)
             raise AuthError(
-                f"the OAuth token exchange failed ({_oauth_reason(exc)}); {self.what_to_check}",
+                f"getting an access token failed ({exc.message}); {self.what_to_check}",
                 service="google_drive",
                 status=exc.status,
                 url=exc.url,
@@ -253,7 +254,7 @@ class GoogleTokenAuth(Auth):
                 "the token endpoint answered without an access_token; check token_url",
                 service="google_drive",
                 status=resp.status,
-                url=redact(self.token_url),
+                url=redact_url(self.token_url),
                 method="POST",
             )
         register_secret(token)
@@ -266,7 +267,11 @@ class GoogleTokenAuth(Auth):
 
     def _token_service(self, http: HttpClient) -> Service:
         return http.service(
-            "google_oauth", base_url=self.token_url, auth=NoAuth(), policy="generic", concurrency=2
+            "google_oauth",
+            base_url=self.token_url,
+            auth=NoAuth(),
+            policy=_TokenEndpointPolicy(),
+            concurrency=2,
         )
 
     async def _signed_jwt(self, c: ServiceAccountCredentials) -> str:
@@ -286,13 +291,21 @@ class GoogleTokenAuth(Auth):
         return await anyio.to_thread.run_sync(_sign, info, claims)
 
 
-def _oauth_reason(exc: HTTPError) -> str:
-    """The token endpoint's reason, e.g. ``400 invalid_grant``, without echoing any secret."""
-    text = str(exc)
-    for code in ("invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"):
-        if code in text:
-            return f"{exc.status} {code}"
-    return f"HTTP {exc.status}" if exc.status is not None else type(exc).__name__
+class _TokenEndpointPolicy(ResponsePolicy):
+    """RFC 6749 token errors (``{"error": "invalid_grant", "error_description": ...}``)."""
+
+    name = "google_oauth"
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """400/401 with an OAuth error code: a ClientError naming the code and its description."""
+        if raw.status not in (400, 401) or not isinstance(data, Mapping):
+            return None
+        code = data.get("error")
+        if not isinstance(code, str):
+            return None
+        desc = data.get("error_description")
+        text = f"{code}: {desc}" if isinstance(desc, str) and desc else code
+        return Problem(ClientError, text, f"http_{raw.status}")
 
 
 def _load_key(c: ServiceAccountCredentials) -> dict[str, Any]:
