@@ -58,6 +58,8 @@ class SinkStats:
     commit_seconds: float = 0.0
     dataset_version: int | None = None
     dataset_rows: int | None = None
+    #: documents that reached the sink, per source name
+    rows_by_source: dict[str, int] = field(default_factory=dict)
 
     @property
     def upserted(self) -> int:

@@ -328,6 +328,8 @@ async def run_pipeline(
             )
     except BaseException as exc:
         report.error = redact(str(_first_real_error(exc)))
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.report = report  # type: ignore[attr-defined]  # the details survive a failed run
         raise
     finally:
         report.wall_seconds = time.perf_counter() - t0
@@ -399,7 +401,7 @@ async def _execute(
                     )
                     outer.start_soon(_watch_stop, control, grace_period)
                     if progress is not None:
-                        outer.start_soon(_progress_loop, progress, report, progress_interval)
+                        outer.start_soon(_progress_loop, progress, ctx, progress_interval)
             outer.cancel_scope.cancel()
     except BaseException as exc:
         err = _first_real_error(exc)
@@ -432,12 +434,14 @@ async def _watch_stop(control: RunControl, grace_period: float) -> None:
     control.hard_stop()
 
 
-async def _progress_loop(
-    fn: Callable[[RunReport], None], report: RunReport, interval: float
-) -> None:
+async def _progress_loop(fn: Callable[[RunReport], None], ctx: RunContext, interval: float) -> None:
     while True:
         await anyio.sleep(interval)
-        fn(report)
+        metrics = getattr(ctx.http, "metrics", None)
+        if metrics is not None:
+            with contextlib.suppress(Exception):
+                ctx.report.http = metrics.to_dict()
+        fn(ctx.report)
 
 
 def run(pipeline: Pipeline, **options: Any) -> RunReport:

@@ -280,6 +280,7 @@ class LanceSink(Sink):
         ctx: RunContext,
     ) -> None:
         stats = ctx.report.sink
+        by_source = stats.rows_by_source
         batch = self._pending = _Batch()
         index: dict[str, int] = {}
         nbytes = 0
@@ -306,6 +307,9 @@ class LanceSink(Sink):
                     if t is Document:
                         doc: Document = it  # type: ignore[assignment]
                         stats.rows_in += 1
+                        by_source[doc.source_name or ""] = (
+                            by_source.get(doc.source_name or "", 0) + 1
+                        )
                         uid = record_uuid(doc.source_type or "", doc.source_id)
                         pos = index.get(uid)
                         if pos is None:
