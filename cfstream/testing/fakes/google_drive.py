@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -581,8 +582,10 @@ class FakeGoogleDrive:
 
     def demo_change(self) -> list[str]:
         """A small batch of realistic changes (for ``cfstream demo --change``): what was done."""
-        # real time, so that a later --change run is a change again for a fresh fake
+        # real time (for the clock and the change numbers), so that the next --change run, with a
+        # fresh fake, is again newer than the token the previous run saved
         self._clock = max(self._clock, datetime.now(UTC))
+        self._next_change = max(self._next_change, int(time.time() * 1000))
         design = self.find("Design Docs")
         stamp = self._clock.strftime("%Y-%m-%d %H:%M:%S")
         added = self.add_file(
@@ -899,8 +902,8 @@ class FakeGoogleDrive:
         payload: dict[str, Any] = {"kind": "drive#changeList", "changes": out}
         if next_token is not None:
             payload["nextPageToken"] = next_token
-        else:
-            payload["newStartPageToken"] = self.start_page_token
+        else:  # never behind the token asked for
+            payload["newStartPageToken"] = str(max(start, int(self.start_page_token)))
         return Reply(_apply_fields(payload, query.get("fields"), _DEFAULT_CHANGES))
 
 
