@@ -110,7 +110,12 @@ async def _run_stage(
     except CfStreamError:
         raise
     except Exception as exc:
-        raise PipelineError(f"{type(exc).__name__}: {exc}", stage=stage_name) from exc
+        err = _first_real_error(exc)  # a stage's own task group wraps its errors in a group
+        if isinstance(err, CfStreamError):
+            raise err from None
+        if not isinstance(err, Exception):
+            raise
+        raise PipelineError(f"{type(err).__name__}: {err}", stage=stage_name) from err
 
 
 class _SourceReader:

@@ -310,3 +310,34 @@ def test_contextframe_reads_compat_dataset(tmp_path: Path) -> None:
     )
     assert record.text_content == "ContextFrame can read this."
     assert record.metadata["custom_metadata"]["docs_path"] == "README.md"
+
+
+def test_disk_full_stops_with_clear_error_and_state_stays_at_last_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from cfstream.errors import CommitError
+
+    ds = tmp_path / "kb.lance"
+    real = LanceSink._commit_once
+    calls = [0]
+
+    def flaky(self: LanceSink, batch: Any) -> dict[str, int]:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, batch)
+
+    monkeypatch.setattr(LanceSink, "_commit_once", flaky)
+    with pytest.raises(CommitError, match="disk .* is full"):
+        cf.run(
+            make_source(corpus(500), page=25) | LanceSink(str(ds), batch_rows=100, max_latency=60)
+        )
+    saved = StateStore.for_dataset(str(ds)).cursor("notes")
+    committed = rows(ds)
+    assert saved is not None
+    assert len(committed) == 200  # two good commits
+    assert saved["offset"] <= 200
+    committed_ids = {s for s, _ in committed.values()}
+    assert set(sorted(corpus(500))[: saved["offset"]]) <= committed_ids
