@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -369,10 +369,3 @@ def _sign(info: Mapping[str, Any], claims: Mapping[str, Any]) -> str:
             service="google_drive",
         ) from None
     return token.decode() if isinstance(token, bytes) else str(token)
-
-
-def scopes_of(credentials: object) -> Sequence[str]:
-    """The scopes a credential asks for (the read-only Drive scope unless configured)."""
-    if isinstance(credentials, ServiceAccountCredentials):
-        return credentials.scopes
-    return (DRIVE_READONLY_SCOPE,)

@@ -187,7 +187,14 @@ class _DrivePolicy(GooglePolicy):
     """Google's policy, plus: a refused export or download is a per-file problem, not an auth one."""
 
     _PER_FILE = frozenset(
-        {"exportSizeLimitExceeded", "fileNotDownloadable", "fileNotExportable", "cannotExportFile"}
+        {
+            "exportSizeLimitExceeded",
+            "fileNotDownloadable",
+            "fileNotExportable",
+            "cannotExportFile",
+            "cannotDownloadAbusiveFile",
+            "downloadQuotaExceeded",
+        }
     )
 
     def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:

@@ -62,7 +62,7 @@ def source(fake: FakeGoogleDrive, api: FakeAPI, **options: Any) -> GoogleDriveSo
     config = fake.demo_config(api.url)
     config.update(options)
     config.setdefault("page_size", 4)
-    config.setdefault("requests_per_second", 1000.0)  # the default 10/s budget is tested elsewhere
+    config.setdefault("requests_per_second", 1000.0)  # see test_request_budget_is_kept
     return GoogleDriveSource(**config)
 
 
@@ -558,6 +558,14 @@ async def test_two_folders_are_two_partitions_with_their_own_cursors(
     state = json.loads((ds / "_cfstream" / "state.json").read_text())
     text = json.dumps(state)
     assert f"folder:{design}" in text and f"folder:{runbooks}" in text
+
+
+async def test_request_budget_is_kept(api: FakeAPI, http: HttpClient, tmp_path: Path) -> None:
+    fake = FakeGoogleDrive(extra_docs=60)
+    fake.mount(api)
+    report = await sync(source(fake, api, requests_per_second=40.0), tmp_path / "kb.lance", http)
+    assert report.failed_sources == [] and api.meter.count > 100
+    api.meter.assert_rate_at_most(40 + 40 + 1, per=1.0)  # burst + 1 s of refill (+ the token call)
 
 
 def test_config_validation_and_registry() -> None:
