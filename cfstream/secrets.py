@@ -33,7 +33,10 @@ _pattern: re.Pattern[str] | None = None
 _SENSITIVE_PARAMS = re.compile(
     r"(?i)([?&](?:access_token|token|key|api_key|apikey|client_secret|refresh_token|code|signature|sig)=)[^&#\s]*"
 )
-_AUTH_HEADERLIKE = re.compile(r"(?i)\b(bearer|bot|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+# a credential after an auth scheme word; it must hold a digit, so prose ("token exchange") stays
+_AUTH_HEADERLIKE = re.compile(
+    r"(?i)\b(bearer|bot|token|basic)\s+(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}"
+)
 
 
 def register_secret(value: str) -> None:

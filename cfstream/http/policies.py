@@ -620,6 +620,16 @@ class NotionPolicy(ResponsePolicy):
 
 
 _GOOGLE_RATE = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+#: 403 reasons about one file, not the credential: retrying or re-authenticating will not help
+_GOOGLE_PER_FILE = frozenset(
+    {
+        "exportSizeLimitExceeded",
+        "fileNotDownloadable",
+        "fileNotExportable",
+        "cannotDownloadAbusiveFile",
+        "downloadQuotaExceeded",
+    }
+)
 
 
 class GooglePolicy(ResponsePolicy):
@@ -648,6 +658,13 @@ class GooglePolicy(ResponsePolicy):
             why = ", ".join(sorted(r for r in reasons if isinstance(r, str))) or "429"
             return self.rate_limited(
                 raw, now, _join(why, self.error_message(data)), scope="request"
+            )
+        per_file = sorted(r for r in reasons & _GOOGLE_PER_FILE if isinstance(r, str))
+        if per_file:
+            return Problem(
+                ClientError,
+                _join(", ".join(per_file), self.error_message(data), "this file cannot be read"),
+                f"google_{per_file[0]}",
             )
         return None
 

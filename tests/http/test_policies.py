@@ -343,3 +343,35 @@ async def test_server_error_html_page_is_transient(api: FakeAPI, http: HttpClien
     api.faults.script("GET", "/x", ["html"] * 4)
     with pytest.raises(TransientError, match="HTML error page"):
         await http.service("svc", base_url=api.url).get("/x")
+
+
+def test_google_per_file_403_is_a_client_error_not_an_auth_error() -> None:
+    import orjson
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from cfstream.errors import AuthError, ClientError
+    from cfstream.http import GooglePolicy, RawResponse
+
+    def judge(reason: str) -> type:
+        body = orjson.dumps(
+            {
+                "error": {
+                    "errors": [{"domain": "global", "reason": reason, "message": "no"}],
+                    "code": 403,
+                }
+            }
+        )
+        raw = RawResponse(
+            "GET",
+            "https://www.googleapis.com/drive/v3/files/x/export",
+            403,
+            CIMultiDictProxy(CIMultiDict()),
+            body,
+        )
+        verdict = GooglePolicy().judge(raw, service="google_drive", now=0)
+        assert verdict.problem is not None
+        return verdict.problem.kind
+
+    assert judge("exportSizeLimitExceeded") is ClientError
+    assert judge("fileNotDownloadable") is ClientError
+    assert judge("insufficientFilePermissions") is AuthError
