@@ -232,8 +232,19 @@ def _read_records(
         "record_type",
     ]
     rows = ds.to_table(columns=cols).to_pylist()
+
+    def links(r: dict[str, Any]) -> int:
+        return sum(1 for rel in r["relationships"] or [] if rel.get("type") == "reference")
+
+    # the vault note with the most wikilinks first: it shows resolved link relationships
     rows.sort(
-        key=lambda r: (r["source_type"] or "", r["record_type"] != "document", r["title"] or "")
+        key=lambda r: (
+            r["source_type"] != "obsidian",
+            -links(r),
+            r["source_type"] or "",
+            r["record_type"] != "document",
+            r["title"] or "",
+        )
     )
     samples: list[dict[str, Any]] = []
     seen_types: set[str] = set()
