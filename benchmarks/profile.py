@@ -30,13 +30,15 @@ __all__ = ("CATEGORIES", "profile_import", "summarize_raw")
 
 #: (label, substring of the frame's file path), most specific first; the deepest match wins
 CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("cfstream records -> Arrow (records.py)", "cfstream/records.py"),
-    ("cfstream sink (sinks/lance.py)", "cfstream/sinks/"),
-    ("cfstream transforms", "cfstream/transforms/"),
-    ("cfstream http (client, paginate)", "cfstream/http/"),
-    ("cfstream runner", "cfstream/runner.py"),
-    ("cfstream state", "cfstream/state.py"),
-    ("benchmark source (API item -> Document)", "benchmarks/source.py"),
+    ("idle wait (threading, queue)", "/threading.py"),
+    ("idle wait (epoll)", "/selectors.py"),
+    ("cfstream records -> Arrow (records.py)", "/cfstream/records.py"),
+    ("cfstream sink (sinks/lance.py)", "/cfstream/sinks/"),
+    ("cfstream transforms", "/cfstream/transforms/"),
+    ("cfstream http (client, paginate)", "/cfstream/http/"),
+    ("cfstream runner", "/cfstream/runner.py"),
+    ("cfstream state", "/cfstream/state.py"),
+    ("benchmark source (API item -> Document)", "/benchmarks/source.py"),
     ("lance (Rust: write, merge_insert, index)", "/lance/"),
     ("pyarrow", "/pyarrow/"),
     ("aiohttp", "/aiohttp/"),
@@ -75,18 +77,22 @@ def summarize_raw(raw: str, top: int = 15) -> dict[str, Any]:
             continue
         count = int(count_s)
         frames = stack.split(";")
+        thread = ""
         if frames and frames[0].startswith("thread ("):
+            thread = frames[0].partition(": ")[2]
             frames = frames[1:]
         if any("_find_and_load" in f for f in frames):
             skipped_imports += count
             continue
         total += count
         parsed = [_parse(f) for f in frames]
-        is_main = any(f == "<module>" or f == "_run_module_as_main" for f, _ in parsed[:3])
+        is_main = thread == "MainThread" or (
+            not thread and any(f in ("<module>", "_run_module_as_main") for f, _ in parsed[:3])
+        )
         threads["main thread (event loop)" if is_main else "worker threads"] += count
-        label = "other"
+        label = "other" if parsed else "no Python frame (native code, start-up, shutdown)"
         for _func, path in reversed(parsed):
-            hit = next((lab for lab, key in CATEGORIES if key in path), None)
+            hit = next((lab for lab, key in CATEGORIES if key in "/" + path), None)
             if hit:
                 label = hit
                 break
@@ -109,6 +115,7 @@ def summarize_raw(raw: str, top: int = 15) -> dict[str, Any]:
             k: v
             for k, v in inclusive.items()
             if ("cfstream/" in k or "benchmarks/" in k or "lance/" in k or "pyarrow/" in k)
+            and "benchmarks/worker.py" not in k
             and not k.startswith(("run (", "main (", "_run (", "run_pipeline (", "_execute ("))
         }
     )
