@@ -194,6 +194,10 @@ class HttpClient:
                 raise_for_status=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # APIs need no cookies; keep requests independent
             )
+            # aiohttp silently resends an idempotent request once when a reused connection was
+            # dropped; that resend bypasses the rate limiter. Our own retry loop handles drops.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
             self._owns_session = True
 
     async def aclose(self) -> None:
