@@ -936,4 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, not this __main__ copy: a --setup module imports Reply and
+    # Fault from cfstream.testing, and they must be the classes the server checks against.
+    from cfstream.testing import server as _server
+
+    sys.exit(_server.main())
