@@ -59,6 +59,8 @@ UPSERT_CONDITION = (
     "OR source.source_updated_at > target.source_updated_at"
 )
 _REQUIRED = ("uuid", "title", "source_id", "content_hash")
+#: what a dataset folder may hold before its first commit lands (ours and Lance's own folders)
+_UNCOMMITTED_OK = frozenset({"_cfstream", "data", "_transactions", "_deletions", "_indices"})
 
 
 @dataclass(slots=True)
@@ -166,7 +168,9 @@ class LanceSink(Sink):
                     f"{self.uri} is a file, not a Lance dataset; choose another path"
                 )
             if path.is_dir() and not (path / "_versions").exists():
-                others = [p.name for p in path.iterdir() if p.name != "_cfstream"]
+                # Lance's own folders without a manifest: a first commit that never finished
+                # (the process was killed); nothing was committed, so create the dataset anew
+                others = [p.name for p in path.iterdir() if p.name not in _UNCOMMITTED_OK]
                 if others:
                     raise DatasetError(
                         f"{self.uri} exists but is not a Lance dataset (it holds {sorted(others)[:5]}); "
