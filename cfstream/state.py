@@ -90,6 +90,17 @@ class StateStore:
                 "'sources'). Nothing was changed. Delete it to sync from scratch."
             )
         data.setdefault("sources", {})
+        for name, src in data["sources"].items():
+            parts = src.get("partitions", {}) if isinstance(src, dict) else None
+            if not isinstance(parts, dict) or not all(
+                c is None or isinstance(c, dict) for c in parts.values()
+            ):
+                raise StateError(
+                    f"the sync state {self.path} is corrupt (source {name!r}: expected an object "
+                    "of partition cursors). Nothing was changed. Delete the file to sync "
+                    "everything again from scratch (re-imports are upserts, so no record is "
+                    "duplicated), or restore it from a backup."
+                )
         return data
 
     def cursor(self, source: str, partition: str = "") -> Mapping[str, Any] | None:
