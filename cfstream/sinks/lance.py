@@ -461,13 +461,23 @@ class LanceSink(Sink):
         if table is not None and table.num_rows:
             n = table.num_rows
             if not self._exists:
-                ds = lance.write_dataset(
-                    table,
-                    self.uri,
-                    schema=self.schema,
-                    mode="create",
-                    storage_options=self.storage_options,
-                )
+                try:
+                    ds = lance.write_dataset(
+                        table,
+                        self.uri,
+                        schema=self.schema,
+                        mode="create",
+                        storage_options=self.storage_options,
+                    )
+                except OSError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+                    # another process created it since we opened it: write into theirs
+                    self._check_schema(
+                        lance.dataset(self.uri, storage_options=self.storage_options)
+                    )
+                    self._exists = True
+                    return self._commit_once(batch)
                 self._exists = True
                 out["inserted" if self.mode == "upsert" else "appended"] = n
                 self._rows += n
