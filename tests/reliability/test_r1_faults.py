@@ -76,7 +76,7 @@ async def test_faults_do_not_change_the_dataset(tmp_path: Path) -> None:
 
     record("r1_docs", DOCS)
     record("r1_requests", stats["requests"])
-    record("r1_faults_injected", sum(faults.values()))
+    record("faults_injected", sum(faults.values()))
     record("r1_faults_by_kind", faults)
     record("r1_max_requests_in_1s", stats["max_rate_1s"])
     record("r1_rate_limit_allowed_in_1s", int(BURST + RATE))

@@ -180,7 +180,7 @@ def _run(tmp_path: Path, server: FakeServer, s: Settings, rng: random.Random) ->
     assert len(server.admin("served", since=served_from)["pages"]) == 0
 
     record("r2_docs", len(expected))
-    record("r2_kills_survived", sum(kills.values()))
+    record("kills_survived", sum(kills.values()))
     record("r2_kills_by_moment", kills)
     record("r2_worst_refetch_pages", worst_refetch)
     record("r2_checkpoint_interval_pages", INTERVAL_PAGES)
