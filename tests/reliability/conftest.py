@@ -76,7 +76,7 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     sel.register(proc.stdout, selectors.EVENT_READ)
     try:
         if not sel.select(timeout):
-            raise TimeoutError(f"no output from {proc.args} within {timeout} s")
+            raise TimeoutError(f"no output from {proc.args!r} within {timeout} s")
         return proc.stdout.readline()
     finally:
         sel.close()

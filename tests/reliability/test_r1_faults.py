@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import lance
-from conftest import record, size
+import pytest
+from conftest import SOAK, record, size
 from fakeapi import Settings, configure_with, expected_good
 from relsource import ItemsSource
 
@@ -41,6 +42,7 @@ def _fingerprint(dataset: Path) -> dict[str, str]:
     return dict(zip(uuids, table.column("content_hash").to_pylist(), strict=True))
 
 
+@pytest.mark.timeout(1200 if SOAK else 120)
 async def test_faults_do_not_change_the_dataset(tmp_path: Path) -> None:
     per = DOCS // 4
     clean = Settings(docs_per=per, latency=0.005, seed=11)
