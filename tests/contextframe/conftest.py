@@ -34,9 +34,7 @@ class Services:
 
 
 @pytest.fixture
-async def services(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
+async def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Services]:
     """GitHub, Linear, Notion and Slack fakes; env vars point the recipes at them; cwd is tmp."""
     monkeypatch.chdir(tmp_path)
     async with FakeAPI() as api:

@@ -157,9 +157,7 @@ async def test_update_record_keeps_the_row_when_the_write_fails(
     # ContextFrame's own update_record (delete, then add) loses the row in the same situation
     contextframe = pytest.importorskip("contextframe")
     frame = contextframe.FrameDataset.open(ds.uri)
-    monkeypatch.setattr(
-        contextframe.FrameDataset, "add", lambda self, record: broken_merge(self)
-    )
+    monkeypatch.setattr(contextframe.FrameDataset, "add", lambda self, record: broken_merge(self))
     theirs = contextframe.FrameRecord.create(
         title="Page 1", content="never written", uuid=edited.uuid
     )
@@ -177,7 +175,11 @@ async def test_delete_scanner_and_to_batches(tmp_path: Path) -> None:
     assert translate_filter("custom_metadata.k = 'it''s'") == (
         "array_has(custom_metadata, named_struct('key', 'k', 'value', 'it''s'))"
     )
-    metas = [row["custom_metadata"] for b in ds.to_batches(columns=["custom_metadata"]) for row in b.to_pylist()]
+    metas = [
+        row["custom_metadata"]
+        for b in ds.to_batches(columns=["custom_metadata"])
+        for row in b.to_pylist()
+    ]
     assert sorted(m["source_id"] for m in metas) == ["p0", "p1", "p2"]
     assert all(m["wiki_space"] == "eng" for m in metas)
     assert await ds.delete_record(_record(1).uuid) == 1

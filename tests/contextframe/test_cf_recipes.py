@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +25,9 @@ def _meta(row: dict[str, Any]) -> dict[str, str]:
     return {kv["key"]: kv["value"] for kv in row["custom_metadata"] or []}
 
 
-async def test_basic_import_imports_the_markdown_under_docs(services: Services, recipe: Any) -> None:
+async def test_basic_import_imports_the_markdown_under_docs(
+    services: Services, recipe: Any
+) -> None:
     count = await recipe("basic_import").main(["--dataset", services.dataset])
     repo = services.github.repo()
     expected = sorted(p for p in repo.files if p.startswith("docs/") and p.endswith(".md"))
@@ -73,7 +74,11 @@ async def test_incremental_sync_updates_changed_and_adds_new(
     assert len(rows) == before + new == assert_no_duplicates(services.dataset)
     changelog = rows["acme/handbook:file:docs/changelog.md"]
     assert "Added by `cfstream demo --change`" in changelog["text_content"]
-    edited = [r for r in rows.values() if "Edited by `cfstream demo --change`" in (r["text_content"] or "")]
+    edited = [
+        r
+        for r in rows.values()
+        if "Edited by `cfstream demo --change`" in (r["text_content"] or "")
+    ]
     assert len(edited) == 2
     # nothing changed since: a second incremental sync finds nothing new
     assert await module.incremental_sync(connector, dataset, None) == (0, 0)
@@ -122,7 +127,9 @@ async def test_multi_source_tags_each_source_and_survives_a_failing_one(
     assert by_tag["source:github docs"] == {"github"}
     assert by_tag["source:linear issues"] == {"linear"}
     assert by_tag["source:notion kb"] == {"notion"}
-    linear_states = {_meta(r).get("linear_state") for r in rows if _meta(r).get("linear_type") == "issue"}
+    linear_states = {
+        _meta(r).get("linear_state") for r in rows if _meta(r).get("linear_type") == "issue"
+    }
     assert linear_states and linear_states <= {"In Progress", "Done"}
 
     # a bad Notion key: Notion reports an error, the other two still import (as upserts)
@@ -199,7 +206,7 @@ async def test_partial_success_logs_failures_and_imports_the_rest(
     succeeded, failed = await module.sync_with_partial_success(connector, dataset)
     assert [f["document_id"] for f in failed] == ["acme/handbook:issue:2"]
     assert len(succeeded) == dataset.count_rows() == assert_no_duplicates(services.dataset)
-    logged = json.loads(Path("sync_failures.json").read_text())
+    logged = json.loads(await anyio.Path("sync_failures.json").read_text())
     assert logged[0]["error"] == "cannot map this one"
     assert logged[0]["document"]["id"] == "acme/handbook:issue:2"
     # run it again: same rows, no duplicates
