@@ -232,7 +232,8 @@ class Runner:
         """End-to-end: cfstream vs the reference loop vs dlt."""
         cfg, n = self.cfg, self.cfg.p1_docs
         self.server.reset(docs=n, partitions=cfg.p1_partitions, latency_ms=0)
-        dlt_python, dlt_skip = (None, "disabled (--no-dlt)")
+        dlt_python: Path | None = None
+        dlt_skip: str | None = "disabled (--no-dlt)"
         if cfg.dlt:
             dlt_python, dlt_skip = ensure_dlt_env(self.log)
         times: dict[str, list[float]] = {"cfstream": [], "reference": [], "dlt": []}

@@ -101,7 +101,4 @@ def build_pipeline(
     """``BenchDocsSource -> map -> validate -> tag -> dedupe -> LanceSink(upsert)``."""
     src: Source = BenchDocsSource(url, concurrency=concurrency)
     sink = LanceSink(uri, mode=mode, batch_rows=batch_rows)  # type: ignore[arg-type]
-    pipeline: Pipeline = (
-        src | T.map(touch) | T.validate() | T.tag("bench") | T.dedupe() | sink  # type: ignore[operator]
-    )
-    return pipeline
+    return src | T.map(touch) | T.validate() | T.tag("bench") | T.dedupe() | sink
