@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import lance
 import pytest
+from cf_support import Services
 
 from cfstream.testing import FakeAPI
 from cfstream.testing.fakes.github import FakeGitHub
@@ -19,18 +18,6 @@ from cfstream.testing.fakes.notion import FakeNotion
 from cfstream.testing.fakes.slack import FakeSlack
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-
-
-@dataclass
-class Services:
-    """The fakes, served on one FakeAPI whose roots are in the environment."""
-
-    api: FakeAPI
-    github: FakeGitHub
-    linear: FakeLinear
-    notion: FakeNotion
-    slack: FakeSlack
-    dataset: str
 
 
 @pytest.fixture
@@ -81,11 +68,3 @@ def recipe(monkeypatch: pytest.MonkeyPatch) -> object:
         return module
 
     return load
-
-
-def assert_no_duplicates(dataset: str) -> int:
-    """Every row has its own uuid; returns the row count."""
-    table = lance.dataset(dataset).to_table(columns=["uuid"])
-    uuids = table.column("uuid").to_pylist()
-    assert len(uuids) == len(set(uuids)), "a record was duplicated"
-    return len(uuids)

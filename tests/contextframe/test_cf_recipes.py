@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import lance
 import pytest
-from conftest import Services, assert_no_duplicates
+from cf_support import Services, assert_no_duplicates
 
 from cfstream.connectors import GitHubConnector
 from cfstream.errors import AuthError
