@@ -55,7 +55,12 @@ from cfstream.sources.base import FunctionSource, SourceOutput
 from cfstream.state import local_path
 from cfstream.transforms.validate import check_document
 
-__all__ = ("MANUAL_SOURCE_TYPE", "FrameDataset", "FrameRecord", "translate_filter")
+__all__ = (
+    "FrameDataset",
+    "FrameRecord",
+    "MANUAL_SOURCE_TYPE",
+    "translate_filter",
+)
 
 #: the ``source_type`` of records created without one
 MANUAL_SOURCE_TYPE = "manual"

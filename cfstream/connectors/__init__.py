@@ -46,8 +46,8 @@ from cfstream.connectors.services import (
 from cfstream.frame import FrameDataset, FrameRecord
 
 __all__ = (
-    "CONNECTORS",
     "BaseConnector",
+    "CONNECTORS",
     "DiscordConnector",
     "DocumentFilter",
     "DocumentStream",

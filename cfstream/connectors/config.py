@@ -42,7 +42,11 @@ from cfstream.errors import ConfigError
 from cfstream.records import Document
 from cfstream.secrets import Secret, redact
 
-__all__ = ("SecretManager", "load_connector_config", "load_connectors_config")
+__all__ = (
+    "SecretManager",
+    "load_connector_config",
+    "load_connectors_config",
+)
 
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True}
 _BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})

@@ -110,8 +110,9 @@ class GitHubConnector(SourceConnector):
 
     ``sync_documents`` options: ``path`` (a folder), ``file_pattern``/``file_patterns`` (globs over
     repository paths, e.g. ``**/*.md``), ``exclude_paths``, ``filter_type`` (``files``,
-    ``issues``, ``pulls`` or ``all``; default files and issues), ``labels`` (issues carrying all of
-    them), ``state`` (``open``, ``closed``, ``all``), ``ref``.
+    ``issues``, ``pulls`` or ``all``; default: files when a file option is given, issues when
+    ``labels`` or ``state`` is, else files and issues), ``labels`` (issues carrying all of them),
+    ``state`` (``open``, ``closed``, ``all``), ``ref``.
     """
 
     source_type: ClassVar[str] = "github"
@@ -189,6 +190,10 @@ class GitHubConnector(SourceConnector):
             if "issues" in kinds and "pulls" in kinds:
                 kinds.remove("pulls")  # GitHub's issues listing holds pull requests too
             out["content"] = kinds
+        elif options.get("path") or include or exclude:
+            out["content"] = ["files"]  # a file selection: files only
+        elif options.get("labels") or options.get("state"):
+            out["content"] = ["issues"]  # an issue selection: issues only
         if options.get("labels") is not None:
             out["labels"] = _strings(options["labels"], "labels")
         if options.get("state") is not None:

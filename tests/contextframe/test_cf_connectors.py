@@ -245,3 +245,25 @@ def test_load_connectors_config_errors_and_filters(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="colour"):
         load_connectors_config(cfg, dataset="kb.lance", env={})
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "cfstream.connectors",
+        "cfstream.connectors.base",
+        "cfstream.connectors.config",
+        "cfstream.connectors.services",
+        "cfstream.frame",
+    ],
+)
+def test_public_names_are_sorted_and_exist(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert isinstance(mod.__all__, tuple)
+    assert list(mod.__all__) == sorted(mod.__all__)
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if callable(obj):
+            assert obj.__doc__, f"{module}.{name} has no docstring"
