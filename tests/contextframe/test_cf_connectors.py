@@ -259,11 +259,12 @@ def test_load_connectors_config_errors_and_filters(tmp_path: Path) -> None:
 )
 def test_public_names_are_sorted_and_exist(module: str) -> None:
     import importlib
+    import inspect
 
     mod = importlib.import_module(module)
     assert isinstance(mod.__all__, tuple)
     assert list(mod.__all__) == sorted(mod.__all__)
     for name in mod.__all__:
         obj = getattr(mod, name)
-        if callable(obj):
+        if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__doc__, f"{module}.{name} has no docstring"
