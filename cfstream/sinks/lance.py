@@ -12,6 +12,10 @@ How it works:
    (``mode="upsert"``; a matched row is rewritten only when its ``content_hash`` changed or its
    ``source_updated_at`` is newer) or an append (``mode="append"``), then deletes tombstoned uuids.
    Commit conflicts with another writer are retried with a fresh dataset handle.
+   A first load into a dataset this sink created appends instead of merging while no uuid
+   repeats within the run (it keeps 8 bytes per written uuid to know) and no other writer
+   commits: nothing can match, and an append costs a fraction of a merge in time and, unlike a
+   merge against a growing index, in memory. The first repeat switches the run to merging.
 4. Only after a batch's commit are the checkpoints that arrived before it saved to the sync state.
 5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once it passes
    ``index_threshold`` rows, ``optimize_indices`` every ``optimize_every`` commits, and every
@@ -31,6 +35,7 @@ from typing import Any, Literal
 import anyio
 import lance
 import pyarrow as pa
+import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext
@@ -128,6 +133,7 @@ class LanceSink(Sink):
         cleanup_older_than: timedelta = timedelta(hours=1),
         conflict_retries: int = 8,
         storage_options: dict[str, str] | None = None,
+        cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if mode not in ("upsert", "append"):
             raise ValueError(f"mode must be 'upsert' or 'append', not {mode!r}")
@@ -150,8 +156,14 @@ class LanceSink(Sink):
         self.cleanup_older_than = cleanup_older_than
         self.conflict_retries = conflict_retries
         self.storage_options = storage_options
+        self.cache_bytes = cache_bytes
         self.schema: pa.Schema = frame_schema(embed_dim, compress_text=compress_text)
         self._exists = False
+        # a first load into a dataset this sink created appends instead of merging (see
+        # _commit_once); it remembers 8 bytes per written uuid to stay exactly-once
+        self._fresh = False
+        self._written: list[pa.Array] = []
+        self._version: int | None = None
         self._rows = 0
         self._indexed = False
         self._commits = 0
@@ -180,11 +192,27 @@ class LanceSink(Sink):
             if not path.exists():
                 return None
         try:
-            return lance.dataset(self.uri, storage_options=self.storage_options)
+            return self._dataset()
         except (OSError, ValueError) as exc:
             if path is None and "not found" in str(exc).lower():
                 return None
             raise DatasetError(f"cannot open {self.uri} as a Lance dataset: {exc}") from exc
+
+    def _session(self) -> lance.Session:
+        """One Lance session per sink, with bounded caches: memory stays flat however many
+        commits and fragments a long import makes (the default caches grow with the dataset)."""
+        session = getattr(self, "_lance_session", None)
+        if session is None:
+            session = self._lance_session = lance.Session(
+                index_cache_size_bytes=self.cache_bytes,
+                metadata_cache_size_bytes=self.cache_bytes,
+            )
+        return session
+
+    def _dataset(self) -> lance.LanceDataset:
+        return lance.dataset(
+            self.uri, storage_options=self.storage_options, session=self._session()
+        )
 
     def _check_schema(self, ds: lance.LanceDataset) -> None:
         have = ds.schema
@@ -219,12 +247,16 @@ class LanceSink(Sink):
             self.embed_dim = self.schema.field("vector").type.list_size
 
     def _open_sync(self) -> tuple[int | None, int]:
+        self._fresh = self.mode == "upsert"
+        self._written = []
+        self._version = None
         ds = self._open_dataset()
         if ds is None:
             self._exists = False
             return None, 0
         self._check_schema(ds)
         self._exists = True
+        self._fresh = False
         self._rows = ds.count_rows()
         self._indexed = any("uuid" in (i.field_names or []) for i in ds.describe_indices())
         return ds.version, self._rows
@@ -273,6 +305,10 @@ class LanceSink(Sink):
                             leftovers.append(pending)
                         for batch in leftovers:
                             await self._process(batch, ctx)
+                        if not ctx.dry_run:
+                            version = await anyio.to_thread.run_sync(self._finish)
+                            if version is not None:
+                                ctx.report.sink.dataset_version = version
                 receive_job.close()
 
     _pending: _Batch | None = None
@@ -468,27 +504,34 @@ class LanceSink(Sink):
                         schema=self.schema,
                         mode="create",
                         storage_options=self.storage_options,
+                        session=self._session(),
                     )
                 except OSError as exc:
                     if "already exists" not in str(exc):
                         raise
                     # another process created it since we opened it: write into theirs
-                    self._check_schema(
-                        lance.dataset(self.uri, storage_options=self.storage_options)
-                    )
+                    self._check_schema(self._dataset())
                     self._exists = True
+                    self._fresh = False
                     return self._commit_once(batch)
                 self._exists = True
                 out["inserted" if self.mode == "upsert" else "appended"] = n
                 self._rows += n
-            elif self.mode == "append":
+                self._remember(batch.uuids)
+            elif self.mode == "append" or (self._fresh and self._is_new(batch.uuids)):
                 ds = lance.write_dataset(
-                    table, self.uri, mode="append", storage_options=self.storage_options
+                    table,
+                    self.uri,
+                    mode="append",
+                    storage_options=self.storage_options,
+                    session=self._session(),
                 )
-                out["appended"] = n
+                if self._fresh and ds.version != (self._version or 0) + 1:
+                    self._fresh = False  # another writer committed meanwhile: merge from now on
+                out["appended" if self.mode == "append" else "inserted"] = n
                 self._rows += n
             else:
-                ds = lance.dataset(self.uri, storage_options=self.storage_options)
+                ds = self._dataset()
                 stats = (
                     ds.merge_insert("uuid")
                     .when_matched_update_all(condition=UPSERT_CONDITION)
@@ -504,7 +547,7 @@ class LanceSink(Sink):
                 ds = None
             out["commits"] += 1
         if batch.deletes and self._exists:
-            ds = lance.dataset(self.uri, storage_options=self.storage_options)
+            ds = self._dataset()
             quoted = ",".join(f"'{u}'" for u in batch.deletes)
             res = ds.delete(f"uuid IN ({quoted})")
             deleted = int(res.get("num_deleted_rows", 0)) if isinstance(res, dict) else 0
@@ -512,17 +555,55 @@ class LanceSink(Sink):
             self._rows -= deleted
             out["commits"] += 1
         self._commits += out["commits"]
-        ds = lance.dataset(self.uri, storage_options=self.storage_options) if self._exists else None
+        ds = self._dataset() if self._exists else None
         if ds is not None:
             out["maintenance"] = self._maintain(ds)
-            out["version"] = ds.version
+            if out["maintenance"]:
+                ds = self._dataset()
+            out["version"] = self._version = ds.version
         return out
+
+    def _finish(self) -> int | None:
+        """End of a run: leave fresh-load mode.
+
+        The uuid index is not built here: building it costs a burst of memory proportional to
+        the dataset, which would make a bulk import's peak grow with its size. The next run
+        builds it at its first commit (see ``_maintain``), when merges start to need it.
+        """
+        self._fresh = False
+        self._written = []
+        return None
+
+    @staticmethod
+    def _keys(uuids: Sequence[str]) -> pa.Array:
+        # the first 64 bits of the uuid; a false "seen" only sends a batch down the merge path
+        return pa.array([int(u[:8] + u[9:13] + u[14:18], 16) for u in uuids], pa.uint64())
+
+    def _remember(self, uuids: Sequence[str]) -> None:
+        if self._fresh:
+            self._written.append(self._keys(uuids))
+
+    def _is_new(self, uuids: Sequence[str]) -> bool:
+        """In a fresh load: True when no uuid of the batch was written earlier in this run.
+
+        Then the batch can be appended: nothing in the dataset can match it (this sink created
+        the dataset and no other writer has committed since). Otherwise it is merged.
+        """
+        keys = self._keys(uuids)
+        seen = pa.concat_arrays(self._written) if self._written else None
+        if seen is not None and pc.any(pc.is_in(keys, value_set=seen)).as_py():
+            self._fresh = False
+            return False
+        self._written.append(keys)
+        return True
 
     def _maintain(self, ds: lance.LanceDataset) -> int:
         """Index, optimize, compact and clean up from the writer itself (compaction does not retry)."""
         ran = 0
         try:
-            if not self._indexed and self._rows >= self.index_threshold:
+            if self._fresh:
+                pass  # a fresh load appends: the index is built once at the end (_finish)
+            elif not self._indexed and self._rows >= self.index_threshold:
                 ds.create_scalar_index("uuid", index_type="BTREE")
                 self._indexed = True
                 ran += 1

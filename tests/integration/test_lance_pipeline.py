@@ -341,3 +341,28 @@ def test_disk_full_stops_with_clear_error_and_state_stays_at_last_commit(
     assert saved["offset"] <= 200
     committed_ids = {s for s, _ in committed.values()}
     assert set(sorted(corpus(500))[: saved["offset"]]) <= committed_ids
+
+
+def test_fresh_load_appends_but_never_duplicates_a_repeated_document(tmp_path: Path) -> None:
+    ds = tmp_path / "kb.lance"
+
+    @cf.source(source_type="rep")
+    async def repeats():
+        for page in range(6):
+            batch = [
+                Document(source_id=f"p{page}-{i}", title="t", text_content="v1") for i in range(50)
+            ]
+            if page == 4:  # a document of page 0 again, changed, two batches later
+                batch.append(Document(source_id="p0-7", title="t", text_content="v2"))
+            yield batch
+
+    report = cf.run(repeats() | LanceSink(str(ds), batch_rows=50, index_threshold=200))
+    cf.run(repeats() | LanceSink(str(ds), batch_rows=50, index_threshold=200), full_refresh=True)
+    table = lance.dataset(str(ds)).to_table(columns=["source_id", "text_content"])
+    ids = table.column("source_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 300
+    assert dict(zip(ids, table.column("text_content").to_pylist(), strict=True))["p0-7"] == "v2"
+    assert report.sink.inserted == 300 and report.sink.updated == 1
+    # the repeat ended append mode; merges build the uuid index once past index_threshold
+    indices = lance.dataset(str(ds)).describe_indices()
+    assert any("uuid" in (i.field_names or []) for i in indices)
