@@ -27,6 +27,7 @@ from cfstream.errors import (
     SourceError,
     StateError,
 )
+from cfstream.frame import FrameDataset, FrameRecord
 from cfstream.pipeline import Pipeline
 from cfstream.records import (
     Checkpoint,
@@ -52,6 +53,8 @@ __all__ = (
     "ConfigError",
     "DatasetError",
     "Document",
+    "FrameDataset",
+    "FrameRecord",
     "HTTPError",
     "LanceSink",
     "MemorySink",

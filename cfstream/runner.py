@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -254,7 +254,7 @@ async def run_pipeline(
     dry_run: bool = False,
     http: Any = None,
     state: StateStore | None = None,
-    dead_letter_path: str | Path | None = None,
+    dead_letter_path: str | Path | Literal[False] | None = None,
     chunk_size: int = 500,
     chunk_latency: float = 0.25,
     buffer_chunks: int = 4,
@@ -272,7 +272,8 @@ async def run_pipeline(
         dry_run: fetch and transform, write nothing and save no cursor.
         http: an existing ``cfstream.http.HttpClient``; by default one is opened for the run.
         state: where cursors live; default ``<dataset>/_cfstream/state.json`` for a local dataset.
-        dead_letter_path: the dead-letter JSONL; default ``<dataset>/_cfstream/dead-letters.jsonl``.
+        dead_letter_path: the dead-letter JSONL; default ``<dataset>/_cfstream/dead-letters.jsonl``;
+            ``False`` keeps dead letters in memory only (``report.dead_lettered`` still counts).
         chunk_size: items per chunk when a source yields one item at a time.
         buffer_chunks: chunks each channel holds (the backpressure bound).
         max_partitions: cap on partitions read at once across all sources.
@@ -290,6 +291,8 @@ async def run_pipeline(
         state = StateStore.for_dataset(uri)
     if dead_letter_path is None and uri and local_path(uri) is not None and not dry_run:
         dead_letter_path = state_dir_for(uri) / "dead-letters.jsonl"
+    if dead_letter_path is False:
+        dead_letter_path = None
     dead_letters = DeadLetterWriter(dead_letter_path)
     report.dead_letter_path = str(dead_letter_path) if dead_letter_path else None
     ctx = RunContext(
