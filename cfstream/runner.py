@@ -319,7 +319,12 @@ async def run_pipeline(
             if http is None and any(getattr(s, "uses_http", False) for s in leaves):
                 from cfstream.http import HttpClient
 
-                http = await stack.enter_async_context(HttpClient())
+                # the services' own in-flight caps bound requests; the per-host connection pool
+                # must not be tighter, or 16 partitions of one service would queue behind 10
+                per_host = max(16, 2 * sum(s.max_concurrency for s in leaves))
+                http = await stack.enter_async_context(
+                    HttpClient(limit=max(100, per_host), limit_per_host=per_host)
+                )
             ctx.http = http
             await _execute(
                 pipeline,
