@@ -38,7 +38,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from cfstream.testing import FakeAPI, Fault, Reply
+from cfstream.testing import FakeAPI, Reply
 from cfstream.testing.server import RateMeter
 
 BAD_KINDS = (
@@ -230,6 +230,9 @@ class Fake:
     v1_count: int = 0
     rng: random.Random = field(default_factory=random.Random)
     faults_on: bool = False
+    burst_left: int = 0
+    burst_wait: float = 0.1
+    rate_limited: int = 0  # 429s answered in bursts
 
     def start_faults(self) -> None:
         """From now on: 5% HTTP 500, 2% dropped connections, 1% truncated bodies, 429 bursts."""
@@ -252,9 +255,19 @@ class Fake:
         self.v1_count += 1
         if self.s.latency:
             await asyncio.sleep(self.rng.uniform(0, self.s.latency))
-        if self.faults_on and self.v1_count % 53 == 0:
-            burst = [Fault.rate_limit(self.rng.choice((0.05, 0.1, 0.2)))] * self.rng.randint(2, 6)
-            self.api.faults.script("GET", "/v1/*", burst)
+        if self.faults_on:
+            # a burst of 2-6 answers 429 with Retry-After 0.05-0.2 s after every 53rd request
+            if self.burst_left == 0 and self.v1_count % 53 == 0:
+                self.burst_left = self.rng.randint(2, 6)
+                self.burst_wait = self.rng.choice((0.05, 0.1, 0.2))
+            if self.burst_left > 0:
+                self.burst_left -= 1
+                self.rate_limited += 1
+                return Reply(
+                    {"message": "You are being rate limited."},
+                    status=429,
+                    headers={"Retry-After": str(self.burst_wait)},
+                ).to_response()
         denied = self.check_auth(request)
         if denied is not None:
             return denied
@@ -369,7 +382,10 @@ class Fake:
             meter.record(r.time)
         return {
             "requests": meter.count,
-            "faults": dict(Counter(kind for _m, _p, kind in self.api.faults.injected)),
+            "faults": dict(
+                Counter(kind for _m, _p, kind in self.api.faults.injected),
+                rate_limit=self.rate_limited,
+            ),
             "max_rate_1s": meter.max_rate(1.0),
             "span": meter.span(),
         }

@@ -14,6 +14,7 @@ from relsource import ItemsSource
 
 from cfstream import LanceSink, run_pipeline
 from cfstream import transforms as T
+from cfstream.deadletter import read_dead_letters
 from cfstream.testing import FakeAPI
 
 DOCS = size(20_000, 200_000)
@@ -57,6 +58,8 @@ async def test_faults_do_not_change_the_dataset(tmp_path: Path) -> None:
 
     assert ref_report.error is None and report.error is None
     assert not report.failed_sources, report.failed_sources
+    letters = read_dead_letters(tmp_path / "faulty.lance" / "_cfstream" / "dead-letters.jsonl")
+    assert report.dead_lettered == 0, [(d["source_id"], d["error"]) for d in letters][:5]
     expected = expected_good(clean)
     assert len(expected) == DOCS
     ref = _fingerprint(tmp_path / "ref.lance")
