@@ -25,9 +25,11 @@ How it works:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -497,19 +499,26 @@ class LanceSink(Sink):
         if table is not None and table.num_rows:
             n = table.num_rows
             if not self._exists:
-                try:
-                    ds = lance.write_dataset(
-                        table,
-                        self.uri,
-                        schema=self.schema,
-                        mode="create",
-                        storage_options=self.storage_options,
-                        session=self._session(),
-                    )
-                except OSError as exc:
-                    if "already exists" not in str(exc):
-                        raise
-                    # another process created it since we opened it: write into theirs
+                # Two processes creating one local dataset at once could both "succeed", the
+                # second manifest replacing the first (a batch lost): create under a file lock,
+                # and write into the dataset when another process created it meanwhile.
+                with _create_lock(self.uri):
+                    theirs = self._open_dataset() is not None
+                    if not theirs:
+                        try:
+                            ds = lance.write_dataset(
+                                table,
+                                self.uri,
+                                schema=self.schema,
+                                mode="create",
+                                storage_options=self.storage_options,
+                                session=self._session(),
+                            )
+                        except OSError as exc:
+                            if "already exists" not in str(exc):
+                                raise
+                            theirs = True
+                if theirs:
                     self._check_schema(self._dataset())
                     self._exists = True
                     self._fresh = False
@@ -623,6 +632,23 @@ class LanceSink(Sink):
         except OSError as exc:  # maintenance losing to a concurrent writer is not fatal
             log.warning("dataset maintenance on %s skipped: %s", self.uri, exc)
         return ran
+
+
+@contextlib.contextmanager
+def _create_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on creating a local dataset (nothing to lock for object stores)."""
+    path = local_path(uri)
+    if path is None:
+        yield
+        return
+    lock = path / "_cfstream" / "create.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "ab") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _newer_or_equal(new: Document, old: Document) -> bool:
