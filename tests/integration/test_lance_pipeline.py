@@ -366,3 +366,28 @@ def test_fresh_load_appends_but_never_duplicates_a_repeated_document(tmp_path: P
     # the repeat ended append mode; merges build the uuid index once past index_threshold
     indices = lance.dataset(str(ds)).describe_indices()
     assert any("uuid" in (i.field_names or []) for i in indices)
+
+
+def test_maintenance_compacts_small_fragments_only(tmp_path: Path) -> None:
+    ds = tmp_path / "kb.lance"
+
+    @cf.source(source_type="s")
+    async def pages(version: int):
+        for p in range(30):
+            yield [
+                Document(source_id=f"{p}-{i}", title="t", text_content=f"v{version}")
+                for i in range(20)
+            ]
+
+    for version in range(3):
+        # max_latency=0: every page is its own small commit (30 fragments of 20 rows a run)
+        cf.run(
+            pages(version)
+            | LanceSink(str(ds), batch_rows=100, max_latency=0.0, maintenance_every=5),
+            state=None,
+        )
+        dataset = lance.dataset(str(ds))
+        assert dataset.count_rows() == 600
+        assert len(dataset.get_fragments()) <= 12, len(dataset.get_fragments())
+    texts = set(lance.dataset(str(ds)).to_table(columns=["text_content"]).column(0).to_pylist())
+    assert texts == {"v2"}
