@@ -62,19 +62,18 @@ RECORD_TYPES: Final = frozenset({"document", "collection_header", "dataset_heade
 CFSTREAM_COLUMNS: Final = ("source_id", "content_hash", "source_updated_at", "ingested_at")
 
 
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def record_uuid(source_type: str, source_id: str) -> str:
     """Return the deterministic, lowercase uuid5 of ``"{source_type}:{source_id}"``.
 
     Same result as ``str(uuid.uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}"))``, computed
-    without building a UUID object (it runs once per record).
+    without building a UUID object (it runs once per record): the SHA-1 digest with the version
+    nibble set to 5 and the variant bits to ``10``.
     """
-    digest = bytearray(
-        hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(slots=True)
@@ -187,14 +186,16 @@ class Tombstone:
 Item: TypeAlias = Document | Checkpoint | Tombstone
 
 
-def _hashable_value(v: Any) -> Any:
-    if isinstance(v, datetime | date):
-        return v.isoformat()
-    return v
+_HASH_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def _content_hash(d: Document) -> str:
-    meta = d.custom_metadata
+    """SHA-1 (first 128 bits, hex) of every stored field but ``ingested_at``.
+
+    orjson serialises datetimes, dates, the Relationship dataclasses and metadata values natively;
+    anything else falls back to ``str``. ``raw_data`` is hashed as bytes.
+    """
+    vec = d.vector
     payload = (
         d.source_type,
         d.source_id,
@@ -204,17 +205,15 @@ def _content_hash(d: Document) -> str:
         d.author,
         d.contributors,
         d.tags,
-        _hashable_value(d.created_at),
-        _hashable_value(d.updated_at),
-        _hashable_value(d.source_updated_at),
+        d.created_at,
+        d.updated_at,
+        d.source_updated_at,
         d.collection,
         d.collection_id,
         d.collection_id_type,
         d.position,
-        {k: str(v) for k, v in meta.items()} if meta else None,
-        [(r.type, r.id, r.uri, r.path, r.cid, r.title, r.description) for r in d.relationships]
-        if d.relationships
-        else None,
+        d.custom_metadata or None,
+        d.relationships or None,
         d.record_type,
         d.uri,
         d.local_path,
@@ -224,13 +223,13 @@ def _content_hash(d: Document) -> str:
         d.status,
         d.source_file,
         d.raw_data_type,
-        None if d.vector is None else list(d.vector),
+        None if vec is None else list(vec),
     )
-    hasher = hashlib.sha1(
-        orjson.dumps(
-            payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
-        )
-    )
+    try:
+        encoded = orjson.dumps(payload, option=_HASH_OPTIONS, default=str)
+    except TypeError:  # e.g. an integer past 64 bits in custom_metadata: hash its text instead
+        encoded = repr(payload).encode("utf-8", "surrogatepass")
+    hasher = hashlib.sha1(encoded)
     if d.raw_data is not None:
         hasher.update(d.raw_data)
     return hasher.hexdigest()[:32]
