@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -71,6 +72,37 @@ class RunControl:
         self.stop.set()
         if self._scope is not None:
             self._scope.cancel()
+
+
+_GC_LOCK = threading.Lock()
+_GC_RUNS = 0
+_GC_SAVED: tuple[int, ...] = ()
+#: generation-0 threshold while a run is going (CPython's default is 700)
+RUN_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _run_gc() -> Iterator[None]:
+    """Collect cycles less often while runs are going; restore the thresholds after the last one.
+
+    A run allocates millions of short-lived, acyclic objects (documents, chunks, Arrow wrappers);
+    with CPython's default threshold the cyclic collector ran every 700 allocations and cost ~20%
+    of the engine benchmark's throughput. Nothing cfstream keeps relies on cycle collection.
+    """
+    global _GC_RUNS, _GC_SAVED
+    with _GC_LOCK:
+        if _GC_RUNS == 0:
+            _GC_SAVED = gc.get_threshold()
+            if _GC_SAVED and 0 < _GC_SAVED[0] < RUN_GC_THRESHOLD:
+                gc.set_threshold(RUN_GC_THRESHOLD, *_GC_SAVED[1:])
+        _GC_RUNS += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_RUNS -= 1
+            if _GC_RUNS == 0 and _GC_SAVED:
+                gc.set_threshold(*_GC_SAVED)
 
 
 def _leaf_errors(exc: BaseException) -> list[BaseException]:
@@ -307,6 +339,8 @@ async def run_pipeline(
     names = [s.name for s in leaves]
     if len(set(names)) != len(names):
         raise PipelineError(f"sources need distinct names (cursors are kept by name): {names}")
+    gc_tuning = contextlib.ExitStack()
+    gc_tuning.enter_context(_run_gc())
     try:
         if state is not None:
             for s in leaves:
@@ -352,6 +386,7 @@ async def run_pipeline(
         dead_letters.close()
         if state is not None:
             state.release_all()
+        gc_tuning.close()
     report.stopped_early = control.stop.is_set()
     return report
 

@@ -156,3 +156,21 @@ def test_tag_rejects_bad_input() -> None:
         T.tag("")
     with pytest.raises(TypeError):
         numbers() | object()  # type: ignore[operator]
+
+
+async def test_run_raises_gc_threshold_and_restores_it() -> None:
+    import gc
+
+    from cfstream.runner import RUN_GC_THRESHOLD
+
+    before = gc.get_threshold()
+    seen: list[int] = []
+
+    @cf.source(source_type="gc")
+    async def probe():
+        seen.append(gc.get_threshold()[0])
+        yield Document(source_id="a", title="A")
+
+    await run(probe() | MemorySink())
+    assert seen == [max(before[0], RUN_GC_THRESHOLD)]
+    assert gc.get_threshold() == before
