@@ -48,7 +48,7 @@ from cfstream.deadletter import read_dead_letters
 from cfstream.errors import CfStreamError, ConfigError
 from cfstream.pipeline import Pipeline
 from cfstream.report import RunReport
-from cfstream.runner import RunControl, run_pipeline
+from cfstream.runner import RunControl, http_client_for, run_pipeline
 from cfstream.secrets import SecretRedactingFilter, get_logger, redact
 from cfstream.sources.registry import available_sources, load_source_class
 from cfstream.state import StateStore, local_path, state_dir_for
@@ -335,14 +335,13 @@ async def _run_one(
     *,
     full_refresh: bool,
     dry_run: bool,
+    grace_period: float = 30.0,
 ) -> RunReport:
     """Run ``pipeline``; hand it our own HTTP client so the progress display sees its metrics."""
     async with contextlib.AsyncExitStack() as stack:
         http = None
         if any(getattr(s, "uses_http", False) for s in pipeline.leaf_sources):
-            from cfstream.http import HttpClient
-
-            http = await stack.enter_async_context(HttpClient())
+            http = await stack.enter_async_context(http_client_for(pipeline))
             if progress is not None:
                 progress.metrics = http.metrics
         return await run_pipeline(
@@ -350,6 +349,7 @@ async def _run_one(
             control=control,
             full_refresh=full_refresh,
             dry_run=dry_run,
+            grace_period=grace_period,
             http=http,
             progress=progress,
             progress_interval=0.25 if progress is not None and progress.mode == "rich" else 1.0,
@@ -438,7 +438,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     async def go() -> RunReport:
         with _signals(_stopper(lambda: [control])):
             return await _run_one(
-                pipeline, control, progress, full_refresh=args.full, dry_run=args.dry_run
+                pipeline,
+                control,
+                progress,
+                full_refresh=args.full,
+                dry_run=args.dry_run,
+                grace_period=args.grace_period,
             )
 
     try:
@@ -988,6 +993,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--full", action="store_true", help="ignore saved cursors: a full re-sync")
     p.add_argument("--dry-run", action="store_true", help="fetch and transform; write nothing")
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after Ctrl-C, how long in-flight work may take before the run is cancelled (30)",
+    )
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where to run")
     p.add_argument("--address", help="the Ray cluster address (with --engine ray)")
     p.set_defaults(func=cmd_sync)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from cfstream.pipeline import Pipeline
     from cfstream.sources.base import Source
 
-__all__ = ("RunControl", "run", "run_pipeline")
+__all__ = ("RunControl", "http_client_for", "run", "run_pipeline")
 
 log = get_logger("cfstream.runner")
 
@@ -351,14 +351,7 @@ async def run_pipeline(
             cursors[s.name] = {} if (full_refresh or state is None) else state.cursors(s.name)
         async with contextlib.AsyncExitStack() as stack:
             if http is None and any(getattr(s, "uses_http", False) for s in leaves):
-                from cfstream.http import HttpClient
-
-                # the services' own in-flight caps bound requests; the per-host connection pool
-                # must not be tighter, or 16 partitions of one service would queue behind 10
-                per_host = max(16, 2 * sum(s.max_concurrency for s in leaves))
-                http = await stack.enter_async_context(
-                    HttpClient(limit=max(100, per_host), limit_per_host=per_host)
-                )
+                http = await stack.enter_async_context(http_client_for(pipeline))
             ctx.http = http
             await _execute(
                 pipeline,
@@ -389,6 +382,18 @@ async def run_pipeline(
         gc_tuning.close()
     report.stopped_early = control.stop.is_set()
     return report
+
+
+def http_client_for(pipeline: Pipeline) -> Any:
+    """The HTTP client a run of ``pipeline`` opens by default (``cfstream.http.HttpClient``).
+
+    The services' own in-flight caps bound the requests; the per-host connection pool must not be
+    tighter, or 16 partitions of one service would queue behind 10 connections.
+    """
+    from cfstream.http import HttpClient
+
+    per_host = max(16, 2 * sum(s.max_concurrency for s in pipeline.leaf_sources))
+    return HttpClient(limit=max(100, per_host), limit_per_host=per_host)
 
 
 async def _execute(

@@ -66,3 +66,9 @@ class MemosSource(NotesSource):
     """The same, stored with another source_type."""
 
     source_type: ClassVar[str] = "memos"
+
+
+async def hang(doc: Document) -> Document:
+    """A map function that never finishes: for the grace-period test."""
+    await anyio.sleep(3600)
+    return doc

@@ -365,3 +365,38 @@ def test_watch_needs_a_schedule(
     cfg = _config(write_config, f"  notes: {{type: {NOTES}}}\n")
     assert main(["watch", str(cfg)]) == 2
     assert "no `schedule:`" in capsys.readouterr().err
+
+
+def test_sync_grace_period_bounds_a_stuck_stop(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(
+        f"""
+        dataset: ./kb.lance
+        pipeline:
+          - map: cli_sources:hang
+        sources:
+          notes: {{type: {NOTES}, count: 5}}
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfstream.cli", "sync", str(cfg), "--grace-period", "1", "--quiet"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # the map stage is stuck on the first document by now
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        code = proc.wait(timeout=20)
+        waited = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 130
+    assert waited < 10, waited  # cancelled after the 1 s grace period, not the default 30 s
