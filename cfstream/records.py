@@ -337,17 +337,6 @@ def _day(value: datetime | date | str | None) -> str | None:
     return value.isoformat()
 
 
-def _string_lists(rows: Iterable[list[str] | None]) -> pa.Array:
-    offsets = [0]
-    values: list[str] = []
-    append = offsets.append
-    for r in rows:
-        if r:
-            values.extend(r)
-        append(len(values))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.string()))
-
-
 def _metadata_lists(rows: Iterable[dict[str, Any] | None]) -> pa.Array:
     offsets = [0]
     keys: list[str] = []

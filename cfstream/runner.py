@@ -384,16 +384,17 @@ async def run_pipeline(
     return report
 
 
-def http_client_for(pipeline: Pipeline) -> Any:
+def http_client_for(pipeline: Pipeline, *, rate_share: float = 1.0) -> Any:
     """The HTTP client a run of ``pipeline`` opens by default (``cfstream.http.HttpClient``).
 
     The services' own in-flight caps bound the requests; the per-host connection pool must not be
-    tighter, or 16 partitions of one service would queue behind 10 connections.
+    tighter, or 16 partitions of one service would queue behind 10 connections. ``rate_share``
+    is the fraction of every rate budget this client may use (Ray workers share one credential).
     """
     from cfstream.http import HttpClient
 
     per_host = max(16, 2 * sum(s.max_concurrency for s in pipeline.leaf_sources))
-    return HttpClient(limit=max(100, per_host), limit_per_host=per_host)
+    return HttpClient(limit=max(100, per_host), limit_per_host=per_host, rate_share=rate_share)
 
 
 async def _execute(

@@ -48,10 +48,10 @@ from cfstream.errors import CfStreamError, PipelineError, SinkError
 from cfstream.pipeline import Pipeline
 from cfstream.records import Checkpoint, Document, Item, Tombstone, documents_to_table, record_uuid
 from cfstream.report import RunReport, SourceStats, StageStats
-from cfstream.runner import run_pipeline
+from cfstream.runner import http_client_for, run_pipeline
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.sinks.lance import UPSERT_CONDITION, LanceSink
+from cfstream.sinks.lance import LanceSink, delete_uuids, upsert_table
 from cfstream.sources.base import Source, SourceOutput
 from cfstream.state import StateStore, local_path
 
@@ -185,9 +185,7 @@ def _run_partition(
     async def main() -> RunReport:
         http = None
         if getattr(source, "uses_http", False):
-            from cfstream.http import HttpClient
-
-            http = HttpClient(rate_share=rate_share)
+            http = http_client_for(pipeline, rate_share=rate_share)
             async with http:
                 return await run_pipeline(pipeline, http=http, state=None)
         return await run_pipeline(pipeline, state=None)
@@ -408,14 +406,7 @@ def _commit(
                 if batch and (t is None or size >= 50_000):
                     merged = pa.concat_tables(batch)
                     ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
-                    res = (
-                        ds.merge_insert("uuid")
-                        .when_matched_update_all(condition=UPSERT_CONDITION)
-                        .when_not_matched_insert_all()
-                        .execute(merged)
-                    )
-                    ins = int(res.get("num_inserted_rows", 0))
-                    upd = int(res.get("num_updated_rows", 0))
+                    ins, upd = upsert_table(ds, merged)
                     stats.inserted += ins
                     stats.updated += upd
                     stats.unchanged += merged.num_rows - ins - upd
@@ -424,9 +415,7 @@ def _commit(
         deletes = sorted({u for r in results for u in r.deletes})
         if deletes and (plan.mode != "create" or fragments):
             ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
-            quoted = ",".join(f"'{u}'" for u in deletes)
-            res = ds.delete(f"uuid IN ({quoted})")
-            stats.deleted += int(res.get("num_deleted_rows", 0)) if isinstance(res, dict) else 0
+            stats.deleted += delete_uuids(ds, deletes)
             stats.commits += 1
     except OSError as exc:
         raise SinkError(f"committing the Ray import into {plan.uri} failed: {exc}") from exc

@@ -70,6 +70,24 @@ _REQUIRED = ("uuid", "title", "source_id", "content_hash")
 _UNCOMMITTED_OK = frozenset({"_cfstream", "data", "_transactions", "_deletions", "_indices"})
 
 
+def upsert_table(ds: lance.LanceDataset, table: pa.Table) -> tuple[int, int]:
+    """Merge ``table`` into ``ds`` on ``uuid`` (:data:`UPSERT_CONDITION`); (inserted, updated)."""
+    stats = (
+        ds.merge_insert("uuid")
+        .when_matched_update_all(condition=UPSERT_CONDITION)
+        .when_not_matched_insert_all()
+        .execute(table)
+    )
+    return int(stats.get("num_inserted_rows", 0)), int(stats.get("num_updated_rows", 0))
+
+
+def delete_uuids(ds: lance.LanceDataset, uuids: Sequence[str]) -> int:
+    """Delete the rows with these uuids (hex and dashes only, so quoting is safe); rows deleted."""
+    quoted = ",".join(f"'{u}'" for u in uuids)
+    res = ds.delete(f"uuid IN ({quoted})")
+    return int(res.get("num_deleted_rows", 0)) if isinstance(res, dict) else 0
+
+
 @dataclass(slots=True)
 class _Batch:
     docs: list[Document] = field(default_factory=list)
@@ -540,15 +558,7 @@ class LanceSink(Sink):
                 out["appended" if self.mode == "append" else "inserted"] = n
                 self._rows += n
             else:
-                ds = self._dataset()
-                stats = (
-                    ds.merge_insert("uuid")
-                    .when_matched_update_all(condition=UPSERT_CONDITION)
-                    .when_not_matched_insert_all()
-                    .execute(table)
-                )
-                ins = int(stats.get("num_inserted_rows", 0))
-                upd = int(stats.get("num_updated_rows", 0))
+                ins, upd = upsert_table(self._dataset(), table)
                 out["inserted"] = ins
                 out["updated"] = upd
                 out["unchanged"] = n - ins - upd
@@ -556,10 +566,7 @@ class LanceSink(Sink):
                 ds = None
             out["commits"] += 1
         if batch.deletes and self._exists:
-            ds = self._dataset()
-            quoted = ",".join(f"'{u}'" for u in batch.deletes)
-            res = ds.delete(f"uuid IN ({quoted})")
-            deleted = int(res.get("num_deleted_rows", 0)) if isinstance(res, dict) else 0
+            deleted = delete_uuids(self._dataset(), batch.deletes)
             out["deleted"] = deleted
             self._rows -= deleted
             out["commits"] += 1
