@@ -600,10 +600,11 @@ class FrameDataset:
                 "to insert it"
             )
         if batch.docs:
+            uuids = list(batch.uuids or ())
             try:
-                batch.table = sink._build_table(batch.docs, batch.uuids)
+                batch.table = sink._build_table(batch.docs, uuids)
             except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-                raise RecordError(f"record {batch.uuids[0]} cannot be stored: {exc}") from exc
+                raise RecordError(f"record {uuids[0]} cannot be stored: {exc}") from exc
         return sink._commit(batch)
 
     def _exists(self, uuid: str) -> bool:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal
 
 import anyio
@@ -52,6 +53,9 @@ from cfstream.records import (
     frame_schema,
     parse_timestamp,
     record_uuid,
+    uuid_array,
+    uuid_digest,
+    uuid_keys,
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
@@ -91,10 +95,65 @@ def delete_uuids(ds: lance.LanceDataset, uuids: Sequence[str]) -> int:
 @dataclass(slots=True)
 class _Batch:
     docs: list[Document] = field(default_factory=list)
-    uuids: list[str] = field(default_factory=list)
+    #: the documents' uuids, in order (set by ``LanceSink._resolve`` unless given)
+    uuids: Sequence[str] | pa.Array | None = None
     deletes: list[str] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: (documents buffered before it, uuid digest) of each tombstone, in arrival order
+    tombstones: list[tuple[int, bytes]] = field(default_factory=list)
+    #: first 64 bits of each uuid (``uuid_keys``), for the fresh-load check
+    keys: pa.Array | None = None
     table: pa.Table | None = None
+    #: documents without a usable uuid (to dead-letter)
+    rejected: list[tuple[Document, Exception]] = field(default_factory=list)
+
+    def key_array(self) -> pa.Array:
+        """The batch's uuid keys (computed from ``uuids`` when not set)."""
+        if self.keys is None:
+            uuids = self.uuids.to_pylist() if isinstance(self.uuids, pa.Array) else self.uuids
+            self.keys = pa.array(
+                [int(u[:8] + u[9:13] + u[14:18], 16) for u in uuids or ()], pa.uint64()
+            )
+        return self.keys
+
+
+_ONLY_DOCUMENTS = {Document}
+_SOURCE_NAME = attrgetter("source_name")
+_TEXT = attrgetter("text_content")
+_RAW = attrgetter("raw_data")
+
+
+def _dedupe_batch(
+    docs: list[Document], digests: list[bytes], tombstones: list[tuple[int, bytes]]
+) -> tuple[list[Document], list[bytes]]:
+    """One document per uuid digest (see ``LanceSink._resolve``), in first-arrival order."""
+    index: dict[bytes, int] = {}
+    out: list[Document | None] = []
+    out_digests: list[bytes] = []
+    ti = 0
+
+    def apply_tombstones(upto: int) -> None:
+        nonlocal ti
+        while ti < len(tombstones) and tombstones[ti][0] <= upto:
+            pos = index.pop(tombstones[ti][1], None)
+            if pos is not None:
+                out[pos] = None
+            ti += 1
+
+    for i, (doc, dg) in enumerate(zip(docs, digests, strict=True)):
+        apply_tombstones(i)
+        pos = index.get(dg)
+        if pos is None:
+            index[dg] = len(out)
+            out.append(doc)
+            out_digests.append(dg)
+        else:
+            old = out[pos]
+            if old is None or _newer_or_equal(doc, old):
+                out[pos] = doc
+    apply_tombstones(len(docs))
+    kept = [(d, g) for d, g in zip(out, out_digests, strict=True) if d is not None]
+    return [d for d, _ in kept], [g for _, g in kept]
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -339,10 +398,12 @@ class LanceSink(Sink):
         send_job: Any,
         ctx: RunContext,
     ) -> None:
+        """Collect chunks into batches. Per-document work is kept to C-level passes over each
+        chunk; uuids, in-batch duplicates and tombstone ordering are resolved per batch, in the
+        builder thread (:meth:`_resolve`)."""
         stats = ctx.report.sink
         by_source = stats.rows_by_source
         batch = self._pending = _Batch()
-        index: dict[str, int] = {}
         nbytes = 0
         started: float | None = None
         while True:
@@ -361,39 +422,38 @@ class LanceSink(Sink):
                         chunk = await receive.receive()
                     except anyio.EndOfStream:
                         break
-            if chunk is not None:
-                for it in chunk:
-                    t = type(it)
-                    if t is Document:
-                        doc: Document = it  # type: ignore[assignment]
-                        stats.rows_in += 1
-                        by_source[doc.source_name or ""] = (
-                            by_source.get(doc.source_name or "", 0) + 1
-                        )
-                        uid = record_uuid(doc.source_type or "", doc.source_id)
-                        pos = index.get(uid)
-                        if pos is None:
-                            index[uid] = len(batch.docs)
-                            batch.docs.append(doc)
-                            batch.uuids.append(uid)
-                        elif _newer_or_equal(doc, batch.docs[pos]):
-                            batch.docs[pos] = doc
-                        text = doc.text_content
-                        nbytes += len(text) if text else 0
-                        if doc.raw_data:
-                            nbytes += len(doc.raw_data)
-                    elif t is Checkpoint:
-                        batch.checkpoints.append(it)  # type: ignore[arg-type]
-                    elif t is Tombstone:
-                        ts: Tombstone = it  # type: ignore[assignment]
-                        uid = record_uuid(ts.source_type or "", ts.source_id)
-                        pos = index.pop(uid, None)
-                        if pos is not None:  # deleted after being buffered: drop the upsert
-                            batch.docs[pos] = None  # type: ignore[call-overload]
-                        batch.deletes.append(uid)
+            if chunk:
+                docs = batch.docs
+                first = len(docs)
+                if set(map(type, chunk)) == _ONLY_DOCUMENTS:
+                    docs.extend(chunk)  # type: ignore[arg-type]
+                else:
+                    for it in chunk:
+                        t = type(it)
+                        if t is Document:
+                            docs.append(it)  # type: ignore[arg-type]
+                        elif t is Checkpoint:
+                            batch.checkpoints.append(it)  # type: ignore[arg-type]
+                        elif t is Tombstone:
+                            ts: Tombstone = it  # type: ignore[assignment]
+                            st = ts.source_type or ""
+                            batch.tombstones.append((len(docs), uuid_digest(st, ts.source_id)))
+                            batch.deletes.append(record_uuid(st, ts.source_id))
+                if len(docs) > first:
+                    new = docs[first:]
+                    stats.rows_in += len(new)
+                    names = list(map(_SOURCE_NAME, new))
+                    if names.count(names[0]) == len(names):
+                        key = names[0] or ""
+                        by_source[key] = by_source.get(key, 0) + len(names)
+                    else:
+                        for name in names:
+                            by_source[name or ""] = by_source.get(name or "", 0) + 1
+                    nbytes += sum(map(len, filter(None, map(_TEXT, new))))
+                    nbytes += sum(map(len, filter(None, map(_RAW, new))))
                 if started is None and (batch.docs or batch.deletes or batch.checkpoints):
                     started = time.monotonic()
-            full = len(index) >= self.batch_rows or nbytes >= self.batch_bytes
+            full = len(batch.docs) >= self.batch_rows or nbytes >= self.batch_bytes
             timed_out = started is not None and time.monotonic() - started >= self.max_latency
             if (
                 full
@@ -402,7 +462,6 @@ class LanceSink(Sink):
             ):
                 await self._submit(batch, send_job, ctx)
                 batch = self._pending = _Batch()
-                index = {}
                 nbytes = 0
                 started = None
         if batch.docs or batch.deletes or batch.checkpoints:
@@ -414,43 +473,91 @@ class LanceSink(Sink):
         await send_job.send(batch)
         self._pending = None
 
-    async def _prepare(self, batch: _Batch, ctx: RunContext) -> None:
-        if any(d is None for d in batch.docs):
-            keep = [(d, u) for d, u in zip(batch.docs, batch.uuids, strict=True) if d is not None]
-            batch.docs = [d for d, _ in keep]
-            batch.uuids = [u for _, u in keep]
-        deletes = set(batch.deletes) - set(batch.uuids)
-        batch.deletes = sorted(deletes)
-        if batch.docs and not ctx.dry_run:
-            try:
-                batch.table = await anyio.to_thread.run_sync(
-                    self._build_table, batch.docs, batch.uuids
-                )
-            except (ValueError, TypeError, OverflowError, pa.ArrowException):
-                # one bad document (no validate stage before the sink): find it, dead-letter it
-                good_docs, good_uuids = [], []
-                for doc, uid in zip(batch.docs, batch.uuids, strict=True):
-                    try:
-                        self._build_table([doc], [uid])
-                    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-                        ctx.dead_letter(
-                            source=doc.source_name,
-                            source_id=str(doc.source_id),
-                            stage=self.name,
-                            error=exc,
-                            payload=doc,
-                        )
-                        continue
-                    good_docs.append(doc)
-                    good_uuids.append(uid)
-                batch.docs, batch.uuids = good_docs, good_uuids
-                batch.table = (
-                    await anyio.to_thread.run_sync(self._build_table, batch.docs, batch.uuids)
-                    if batch.docs
-                    else None
-                )
+    @staticmethod
+    def _resolve(batch: _Batch) -> None:
+        """Give the batch its uuids and keys; keep one document per uuid, drop tombstoned ones.
 
-    def _build_table(self, docs: Sequence[Document], uuids: Sequence[str]) -> pa.Table:
+        Within a batch the newest ``source_updated_at`` wins (ties: the last arrival; Lance
+        rejects or duplicates repeated keys inside one ``merge_insert``); a document buffered
+        before a tombstone of its uuid is dropped, one after it is kept (and the delete with it).
+        """
+        docs = batch.docs
+        try:
+            digests = [uuid_digest(d.source_type or "", d.source_id) for d in docs]
+        except (ValueError, TypeError):  # e.g. a source_id with lone surrogates
+            keep: list[Document] = []
+            digests = []
+            for d in docs:
+                try:
+                    digests.append(uuid_digest(d.source_type or "", d.source_id))
+                except (ValueError, TypeError) as exc:
+                    batch.rejected.append((d, exc))
+                    continue
+                keep.append(d)
+            docs = batch.docs = keep
+        if batch.tombstones or len(set(digests)) != len(digests):
+            docs, digests = _dedupe_batch(docs, digests, batch.tombstones)
+            batch.docs = docs
+        batch.tombstones = []
+        uuids = uuid_array(digests)
+        batch.uuids = uuids
+        batch.keys = uuid_keys(digests)
+        if batch.deletes:
+            live = set(uuids.to_pylist()) if len(uuids) else set()
+            batch.deletes = sorted(set(batch.deletes) - live)
+
+    def _resolve_and_build(self, batch: _Batch, build: bool) -> None:
+        self._resolve(batch)
+        if build and batch.docs:
+            assert batch.uuids is not None
+            batch.table = self._build_table(batch.docs, batch.uuids)
+
+    async def _prepare(self, batch: _Batch, ctx: RunContext) -> None:
+        build = bool(batch.docs) and not ctx.dry_run
+        try:
+            await anyio.to_thread.run_sync(self._resolve_and_build, batch, build)
+        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+            self._build_one_by_one(batch, ctx)
+            batch.table = (
+                await anyio.to_thread.run_sync(self._build_table, batch.docs, batch.uuids)
+                if batch.docs
+                else None
+            )
+        finally:
+            for doc, exc in batch.rejected:
+                ctx.dead_letter(
+                    source=doc.source_name,
+                    source_id=repr(doc.source_id),
+                    stage=self.name,
+                    error=exc,
+                    payload=doc,
+                )
+            batch.rejected = []
+
+    def _build_one_by_one(self, batch: _Batch, ctx: RunContext) -> None:
+        """A batch failed to build (no validate stage before the sink): dead-letter the
+        documents that fail on their own, keep the others."""
+        assert batch.uuids is not None and batch.keys is not None
+        uuids = batch.uuids.to_pylist() if isinstance(batch.uuids, pa.Array) else list(batch.uuids)
+        good: list[int] = []
+        for i, (doc, uid) in enumerate(zip(batch.docs, uuids, strict=True)):
+            try:
+                self._build_table([doc], [uid])
+            except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+                ctx.dead_letter(
+                    source=doc.source_name,
+                    source_id=str(doc.source_id),
+                    stage=self.name,
+                    error=exc,
+                    payload=doc,
+                )
+                continue
+            good.append(i)
+        batch.docs = [batch.docs[i] for i in good]
+        batch.uuids = [uuids[i] for i in good]
+        batch.keys = batch.keys.take(pa.array(good, pa.int64()))
+
+    def _build_table(self, docs: Sequence[Document], uuids: Sequence[str] | pa.Array) -> pa.Table:
         return documents_to_table(
             docs,
             self.schema,
@@ -544,8 +651,8 @@ class LanceSink(Sink):
                 self._exists = True
                 out["inserted" if self.mode == "upsert" else "appended"] = n
                 self._rows += n
-                self._remember(batch.uuids)
-            elif self.mode == "append" or (self._fresh and self._is_new(batch.uuids)):
+                self._remember(batch.key_array())
+            elif self.mode == "append" or (self._fresh and self._is_new(batch.key_array())):
                 ds = lance.write_dataset(
                     table,
                     self.uri,
@@ -590,22 +697,18 @@ class LanceSink(Sink):
         self._written = []
         return None
 
-    @staticmethod
-    def _keys(uuids: Sequence[str]) -> pa.Array:
-        # the first 64 bits of the uuid; a false "seen" only sends a batch down the merge path
-        return pa.array([int(u[:8] + u[9:13] + u[14:18], 16) for u in uuids], pa.uint64())
-
-    def _remember(self, uuids: Sequence[str]) -> None:
+    def _remember(self, keys: pa.Array) -> None:
         if self._fresh:
-            self._written.append(self._keys(uuids))
+            self._written.append(keys)
 
-    def _is_new(self, uuids: Sequence[str]) -> bool:
+    def _is_new(self, keys: pa.Array) -> bool:
         """In a fresh load: True when no uuid of the batch was written earlier in this run.
 
         Then the batch can be appended: nothing in the dataset can match it (this sink created
         the dataset and no other writer has committed since). Otherwise it is merged.
         """
-        keys = self._keys(uuids)
+        # keys: the first 64 bits of each uuid; a false "seen" only sends a batch down the
+        # merge path
         seen = pa.concat_arrays(self._written) if self._written else None
         if seen is not None and pc.any(pc.is_in(keys, value_set=seen)).as_py():
             self._fresh = False
