@@ -326,6 +326,7 @@ class LanceSink(Sink):
             self.embed_dim = self.schema.field("vector").type.list_size
 
     def _open_sync(self) -> tuple[int | None, int]:
+        self._ds = None
         self._fresh = self.mode == "upsert"
         self._written = []
         self._version = None
@@ -610,6 +611,7 @@ class LanceSink(Sink):
             try:
                 return self._commit_once(batch)
             except OSError as exc:
+                self._ds = None  # reopen: another writer may have moved the dataset on
                 if _is_conflict(exc) and attempt < self.conflict_retries:
                     attempt += 1
                     log.info("commit conflict on %s, retrying (%d)", self.uri, attempt)
@@ -665,26 +667,40 @@ class LanceSink(Sink):
                 out["appended" if self.mode == "append" else "inserted"] = n
                 self._rows += n
             else:
-                ins, upd = upsert_table(self._dataset(), table)
+                ds = self._handle()
+                ins, upd = upsert_table(ds, table)  # moves ds to the new version
                 out["inserted"] = ins
                 out["updated"] = upd
                 out["unchanged"] = n - ins - upd
                 self._rows += ins
-                ds = None
             out["commits"] += 1
         if batch.deletes and self._exists:
-            deleted = delete_uuids(self._dataset(), batch.deletes)
+            ds = ds or self._handle()
+            deleted = delete_uuids(ds, batch.deletes)  # moves ds to the new version
             out["deleted"] = deleted
             self._rows -= deleted
             out["commits"] += 1
         self._commits += out["commits"]
-        ds = self._dataset() if self._exists else None
+        if ds is None and self._exists:
+            ds = self._handle()
+        self._ds = ds
         if ds is not None:
             out["maintenance"] = self._maintain(ds)
             if out["maintenance"]:
-                ds = self._dataset()
+                ds = self._ds = self._dataset()
             out["version"] = self._version = ds.version
         return out
+
+    _ds: lance.LanceDataset | None = None
+
+    def _handle(self) -> lance.LanceDataset:
+        """The dataset as this writer last left it (opened on first use and after a failure).
+
+        Each commit moves the handle to the version it created; a commit against a handle that
+        another writer has overtaken conflicts and is retried with a fresh one (``_commit``)."""
+        if self._ds is None:
+            self._ds = self._dataset()
+        return self._ds
 
     def _finish(self) -> int | None:
         """End of a run: leave fresh-load mode.
@@ -740,12 +756,14 @@ class LanceSink(Sink):
         """Index, optimize, compact and clean up from the writer itself (compaction does not retry)."""
         ran = 0
         try:
-            if self._fresh:
-                pass  # a fresh load appends: the index is built once at the end (_finish)
-            elif not self._indexed and self._rows >= self.index_threshold:
-                ds.create_scalar_index("uuid", index_type="BTREE")
-                self._indexed = True
-                ran += 1
+            merging = self.mode == "upsert" and not self._fresh
+            if not self._indexed:
+                # only merges need the index: appends (and a fresh load) leave it to the first
+                # merging run past the threshold
+                if merging and self._rows >= self.index_threshold:
+                    ds.create_scalar_index("uuid", index_type="BTREE")
+                    self._indexed = True
+                    ran += 1
             elif self._indexed and self.optimize_every and self._commits % self.optimize_every == 0:
                 ds.optimize.optimize_indices()
                 ran += 1

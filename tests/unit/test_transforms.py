@@ -158,19 +158,24 @@ def test_tag_rejects_bad_input() -> None:
         numbers() | object()  # type: ignore[operator]
 
 
-async def test_run_raises_gc_threshold_and_restores_it() -> None:
+async def test_run_tunes_gc_and_switch_interval_and_restores_them() -> None:
     import gc
+    import sys
 
-    from cfstream.runner import RUN_GC_THRESHOLD
+    from cfstream.runner import RUN_GC_THRESHOLD, RUN_SWITCH_INTERVAL
 
     before = gc.get_threshold()
-    seen: list[int] = []
+    before_switch = sys.getswitchinterval()
+    seen: list[tuple[int, float]] = []
 
     @cf.source(source_type="gc")
     async def probe():
-        seen.append(gc.get_threshold()[0])
+        seen.append((gc.get_threshold()[0], sys.getswitchinterval()))
         yield Document(source_id="a", title="A")
 
     await run(probe() | MemorySink())
-    assert seen == [max(before[0], RUN_GC_THRESHOLD)]
+    assert seen == [
+        (max(before[0], RUN_GC_THRESHOLD), pytest.approx(min(before_switch, RUN_SWITCH_INTERVAL)))
+    ]
     assert gc.get_threshold() == before
+    assert sys.getswitchinterval() == before_switch
