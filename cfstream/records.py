@@ -474,8 +474,12 @@ def _vectors(docs: Sequence[Document], dim: int, fill_zeros: bool) -> pa.Array:
 _DAY_ARROW = pa.date32()
 
 
-def _all_of(values: list[Any], kind: type | tuple[type, ...]) -> bool:
-    return all(v is None or isinstance(v, kind) for v in values)
+_NONE_TYPE = type(None)
+
+
+def _all_of(values: list[Any], kind: type) -> bool:
+    """True when every value is None or exactly of type ``kind`` (one C-level pass)."""
+    return set(map(type, values)) <= {kind, _NONE_TYPE}
 
 
 def _timestamp_column(values: list[Any]) -> pa.Array:
@@ -519,8 +523,43 @@ _STRING_COLUMNS = (
     "raw_data_type",
     "source_id",
 )
-_GETTERS = {name: attrgetter(name) for name in (*_STRING_COLUMNS, "position", "raw_data")}
+_GETTERS = {
+    name: attrgetter(name)
+    for name in (
+        *_STRING_COLUMNS,
+        "position",
+        "raw_data",
+        "contributors",
+        "tags",
+        "created_at",
+        "updated_at",
+        "source_updated_at",
+        "relationships",
+        "custom_metadata",
+        "content_hash",
+    )
+}
 _EMPTY: list[str] = []
+_STRING_LIST = pa.list_(pa.string())
+
+
+def _empty_lists(n: int, value_type: pa.DataType) -> pa.Array:
+    """``n`` empty lists (not nulls: ContextFrame stores empty lists)."""
+    return pa.ListArray.from_arrays(
+        pa.array(np.zeros(n + 1, dtype=np.int32)),
+        pa.array([], value_type),
+        type=pa.list_(value_type),
+    )
+
+
+def _string_lists(values: list[list[str] | None]) -> pa.Array:
+    """A ``list<string>`` column; ``None`` becomes an empty list."""
+    nones = values.count(None)
+    if nones == len(values):
+        return _empty_lists(len(values), pa.string())
+    if nones:
+        values = [v or _EMPTY for v in values]
+    return pa.array(values, _STRING_LIST)
 
 
 def documents_to_table(
@@ -540,29 +579,42 @@ def documents_to_table(
     now = ingested_at or datetime.now(UTC)
     n = len(docs)
     s = pa.string()
-    arrays: dict[str, pa.Array] = {
-        name: pa.array(list(map(_GETTERS[name], docs)), s) for name in _STRING_COLUMNS
-    }
+    g = _GETTERS
+    arrays: dict[str, pa.Array] = {}
+    for name in _STRING_COLUMNS:
+        values = list(map(g[name], docs))
+        arrays[name] = pa.nulls(n, s) if values.count(None) == n else pa.array(values, s)
     if uuids is None:
         arrays["uuid"] = uuid_array([uuid_digest(d.source_type or "", d.source_id) for d in docs])
     elif isinstance(uuids, pa.Array):
         arrays["uuid"] = uuids
     else:
         arrays["uuid"] = pa.array(uuids, s)
-    arrays["position"] = pa.array(list(map(_GETTERS["position"], docs)), pa.int32())
-    arrays["contributors"] = pa.array(
-        [d.contributors or _EMPTY for d in docs], pa.list_(pa.string())
+    arrays["position"] = pa.array(list(map(g["position"], docs)), pa.int32())
+    arrays["contributors"] = _string_lists(list(map(g["contributors"], docs)))
+    arrays["tags"] = _string_lists(list(map(g["tags"], docs)))
+    arrays["created_at"] = _day_column(list(map(g["created_at"], docs)))
+    updated = list(map(g["updated_at"], docs))
+    arrays["updated_at"] = _day_column(updated)
+    rels = list(map(g["relationships"], docs))
+    arrays["relationships"] = (
+        _relationship_lists(rels) if any(rels) else _empty_lists(n, _RELATIONSHIP_STRUCT)
     )
-    arrays["tags"] = pa.array([d.tags or _EMPTY for d in docs], pa.list_(pa.string()))
-    arrays["created_at"] = _day_column([d.created_at for d in docs])
-    arrays["updated_at"] = _day_column([d.updated_at for d in docs])
-    arrays["relationships"] = _relationship_lists(d.relationships for d in docs)
-    arrays["custom_metadata"] = _metadata_lists(d.custom_metadata for d in docs)
-    arrays["raw_data"] = pa.array(list(map(_GETTERS["raw_data"], docs)), pa.large_binary())
-    arrays["content_hash"] = pa.array([d.content_hash or d.compute_hash() for d in docs], s)
-    arrays["source_updated_at"] = _timestamp_column(
-        [d.source_updated_at or d.updated_at for d in docs]
+    metas = list(map(g["custom_metadata"], docs))
+    arrays["custom_metadata"] = (
+        _metadata_lists(metas) if any(metas) else _empty_lists(n, _METADATA_STRUCT)
     )
+    arrays["raw_data"] = pa.array(list(map(g["raw_data"], docs)), pa.large_binary())
+    hashes = list(map(g["content_hash"], docs))
+    if None in hashes:
+        hashes = [d.compute_hash() for d in docs]
+    arrays["content_hash"] = pa.array(hashes, s)
+    stamps = list(map(g["source_updated_at"], docs))
+    if stamps.count(None) == n:
+        stamps = updated
+    elif not all(stamps):
+        stamps = [a or b for a, b in zip(stamps, updated, strict=True)]
+    arrays["source_updated_at"] = _timestamp_column(stamps)
     arrays["ingested_at"] = pa.repeat(pa.scalar(now, _TS), n)
     if "vector" in schema.names:
         dim = schema.field("vector").type.list_size
