@@ -112,13 +112,14 @@ class FunctionSource(Source):
     ) -> None:
         self.source_type = source_type  # type: ignore[misc]
         super().__init__(name=name)
-        self.uses_http = True  # type: ignore[misc]  # a function source may call ctx.http
         self._fn = fn
         self._args = args
         self._kwargs = kwargs
         params = inspect.signature(fn).parameters
         self._wants_cursor = "cursor" in params
         self._wants_ctx = "ctx" in params
+        # only a function that takes ``ctx`` can call ctx.http: the others need no HTTP client
+        self.uses_http = self._wants_ctx  # type: ignore[misc]
 
     def read(
         self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
