@@ -47,6 +47,8 @@ __all__ = ("RunControl", "http_client_for", "run", "run_pipeline")
 
 log = get_logger("cfstream.runner")
 
+_ONLY_DOCUMENTS = {Document}
+
 
 class RunControl:
     """Stops a running pipeline: the first :meth:`request_stop` is graceful, the second is not.
@@ -245,6 +247,17 @@ class _SourceReader:
         try:
             async for out in gen:
                 items = out if isinstance(out, list | tuple) else (out,)
+                if items is out and set(map(type, items)) == _ONLY_DOCUMENTS:
+                    # a page of documents (the common case): fewer checks per document
+                    for it in items:
+                        if it.source_type is None:
+                            it.source_type = st
+                        it.source_name = name
+                    stats.fetched += len(items)
+                    if not chunk:
+                        chunk_started = time.monotonic()
+                    chunk.extend(items)
+                    items = ()
                 for it in items:
                     t = type(it)
                     if t is Document:
@@ -273,7 +286,9 @@ class _SourceReader:
                         chunk_started = time.monotonic()
                     chunk.append(it)
                 if (
-                    items is out  # the source yielded a page: it travels as one chunk
+                    isinstance(
+                        out, list | tuple
+                    )  # the source yielded a page: it travels as one chunk
                     or len(chunk) >= self.chunk_size
                     or time.monotonic() - chunk_started >= self.chunk_latency
                 ):

@@ -29,7 +29,7 @@ import contextlib
 import errno
 import fcntl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -407,12 +407,21 @@ class LanceSink(Sink):
         batch = self._pending = _Batch()
         nbytes = 0
         started: float | None = None
+        nowait: Callable[[], list[Item]] = getattr(receive, "receive_nowait", _would_block)
         while True:
             timeout = (
                 None if started is None else max(0.0, started + self.max_latency - time.monotonic())
             )
             chunk: list[Item] | None = None
-            if timeout is None:
+            try:
+                chunk = nowait()  # no trip through the event loop when queued
+            except anyio.WouldBlock:
+                pass
+            except anyio.EndOfStream:
+                break
+            if chunk is not None:
+                pass
+            elif timeout is None:
                 try:
                     chunk = await receive.receive()
                 except anyio.EndOfStream:
@@ -797,6 +806,10 @@ def _create_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _would_block() -> list[Item]:
+    raise anyio.WouldBlock
 
 
 def _newer_or_equal(new: Document, old: Document) -> bool:

@@ -11,24 +11,53 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 
+import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from cfstream.context import StageContext
 from cfstream.records import Document, Item
 
-__all__ = ("Chunk", "ChunkStage", "GeneratorStage", "Stage", "count_docs")
+__all__ = (
+    "MAX_COALESCED",
+    "Chunk",
+    "ChunkStage",
+    "GeneratorStage",
+    "Stage",
+    "chunks",
+    "count_docs",
+)
 
 #: a list of items travelling between two stages
 Chunk = list[Item]
 
+#: the most items :func:`chunks` joins into one chunk
+MAX_COALESCED = 1000
+
 
 def count_docs(chunk: Chunk) -> int:
     """How many Documents a chunk holds."""
-    n = 0
-    for it in chunk:
-        if type(it) is Document:
-            n += 1
-    return n
+    return list(map(type, chunk)).count(Document)
+
+
+async def chunks(
+    receive: ObjectReceiveStream[Chunk], max_items: int = MAX_COALESCED
+) -> AsyncIterator[Chunk]:
+    """The chunks of ``receive``, joining those already waiting in the channel (in order).
+
+    Every ``receive()`` and ``send()`` of a channel yields to the event loop once; when a stage
+    falls behind, the chunks queued before it are taken together (up to ``max_items`` items),
+    so the hop costs of a busy pipeline shrink with its backlog while an idle one keeps its
+    latency. Order, and with it every checkpoint's place, is unchanged.
+    """
+    nowait: Callable[[], Chunk] | None = getattr(receive, "receive_nowait", None)
+    async for chunk in receive:
+        while nowait is not None and len(chunk) < max_items:
+            try:
+                more = nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            chunk.extend(more)
+        yield chunk
 
 
 class Stage(ABC):
@@ -64,7 +93,7 @@ class ChunkStage(Stage):
     ) -> None:
         """Apply :meth:`apply` to every chunk, counting documents in and out."""
         stats = ctx.stats
-        async for chunk in receive:
+        async for chunk in chunks(receive):
             stats.docs_in += count_docs(chunk)
             out = self.apply(chunk, ctx)
             if out:

@@ -78,6 +78,9 @@ class Tag(ChunkStage):
                 current = it.tags
                 if not current:
                     it.tags = list(add)
+                elif len(add) == 1:
+                    if add[0] not in current:
+                        it.tags = current + add
                 else:
                     missing = [t for t in add if t not in current]
                     if missing:

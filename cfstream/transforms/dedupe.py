@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from operator import attrgetter
 
 from cfstream.context import StageContext
 from cfstream.records import Document
-from cfstream.transforms.base import Chunk, ChunkStage
+from cfstream.transforms.base import Chunk, ChunkStage, count_docs
 
 __all__ = ("Dedupe", "dedupe")
 
 
 def _default_key(doc: Document) -> Hashable:
     return (doc.source_type, doc.source_id)
+
+
+_DEFAULT_KEY = attrgetter("source_type", "source_id")  # the same key, from C
+_COMPUTE_HASH = Document.compute_hash
 
 
 class Dedupe(ChunkStage):
@@ -35,6 +40,27 @@ class Dedupe(ChunkStage):
 
     def apply(self, chunk: Chunk, ctx: StageContext) -> Chunk:
         """Drop documents whose key was seen recently with the same content."""
+        if count_docs(chunk) == len(chunk) and self._apply_new(chunk):  # type: ignore[arg-type]
+            return chunk
+        return self._apply_each(chunk, ctx)
+
+    def _apply_new(self, docs: list[Document]) -> bool:
+        """The common case in whole-chunk passes: no key of ``docs`` repeats or was seen.
+
+        Returns False (having changed nothing) when some key repeats; then every document is
+        looked at on its own.
+        """
+        key = _DEFAULT_KEY if self.key is _default_key else self.key
+        keys = list(map(hash, map(key, docs)))
+        seen = self._seen
+        if len(set(keys)) != len(keys) or not seen.keys().isdisjoint(keys):
+            return False
+        seen.update(zip(keys, map(_COMPUTE_HASH, docs), strict=True))
+        for _ in range(len(seen) - self.max_keys):
+            seen.popitem(last=False)
+        return True
+
+    def _apply_each(self, chunk: Chunk, ctx: StageContext) -> Chunk:
         seen = self._seen
         key = self.key
         out: Chunk = []

@@ -11,7 +11,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from cfstream.context import StageContext
 from cfstream.records import Document, Item
-from cfstream.transforms.base import Chunk, Stage, count_docs
+from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 
 __all__ = ("Map", "map")
 
@@ -80,9 +80,15 @@ class Map(Stage):
     async def _segment(self, docs: list[Document], out: list[Item], ctx: StageContext) -> None:
         """Map a run of documents (no checkpoint inside) with up to ``concurrency`` calls."""
         if not self.is_async and not self.threads:
+            fn = self.fn
             for d in docs:
                 try:
-                    self._emit(d, self.fn(d), out, ctx)
+                    r = fn(d)
+                    if r is d:  # changed in place: the common case
+                        d.content_hash = None
+                        out.append(d)
+                    else:
+                        self._emit(d, r, out, ctx)
                 except Exception as exc:
                     self._fail(d, exc, ctx)
             return
@@ -124,7 +130,7 @@ class Map(Stage):
     ) -> None:
         """Map every chunk; checkpoints and tombstones are barriers that keep their place."""
         stats = ctx.stats
-        async for chunk in receive:
+        async for chunk in chunks(receive):
             out: Chunk = []
             segment: list[Document] = []
             for it in chunk:
