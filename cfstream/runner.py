@@ -38,6 +38,7 @@ from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
 from cfstream.state import StateStore, local_path, state_dir_for
+from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 
 if TYPE_CHECKING:
     from cfstream.pipeline import Pipeline
@@ -447,12 +448,16 @@ async def _execute(
     readers = [_SourceReader(s, cursors[s.name], ctx, chunk_size, chunk_latency) for s in leaves]
     cap = max_partitions or pipeline.partition_concurrency
     global_limiter = anyio.CapacityLimiter(cap) if cap else None
-    streams = [
-        anyio.create_memory_object_stream[list[Item]](buffer_chunks)
-        for _ in range(len(pipeline.stages) + 1)
-    ]
     for st in pipeline.stages:
         report.stages.append(StageStats(name=st.name))
+    contexts = [
+        StageContext(name=st.name, run=ctx, stats=report.stages[i])
+        for i, st in enumerate(pipeline.stages)
+    ]
+    groups = _fuse(pipeline.stages, contexts)
+    streams = [
+        anyio.create_memory_object_stream[list[Item]](buffer_chunks) for _ in range(len(groups) + 1)
+    ]
 
     try:
         async with anyio.create_task_group() as outer:
@@ -463,15 +468,12 @@ async def _execute(
                     async with send0:
                         for r in readers:
                             tg.start_soon(r.read_all, send0.clone(), global_limiter)
-                    for i, stage in enumerate(pipeline.stages):
-                        sctx = StageContext(name=stage.name, run=ctx, stats=report.stages[i])
+                    for i, group in enumerate(groups):
                         recv, send = streams[i][1], streams[i + 1][0]
                         tg.start_soon(
                             _run_stage,
-                            stage.name,
-                            lambda stage=stage, recv=recv, send=send, sctx=sctx: stage.run(
-                                recv, send, sctx
-                            ),
+                            group.name,
+                            lambda group=group, recv=recv, send=send: group.run(recv, send),
                             recv,
                             send,
                         )
@@ -509,6 +511,64 @@ async def _execute(
                         "failed": stats.failed,
                     },
                 )
+
+
+class _Group:
+    """One task of a run: a stage on its own, or consecutive synchronous stages fused."""
+
+    def __init__(
+        self,
+        stage: Stage | None,
+        ctx: StageContext | None,
+        fused: list[tuple[Callable[[Chunk, StageContext], Chunk], StageContext]],
+    ) -> None:
+        self.stage = stage
+        self.ctx = ctx
+        self.fused = fused
+        self.name = ctx.name if ctx is not None else fused[0][1].name
+
+    async def run(self, receive: ObjectReceiveStream[Chunk], send: ObjectSendStream[Chunk]) -> None:
+        if self.stage is not None:
+            assert self.ctx is not None
+            await self.stage.run(receive, send, self.ctx)
+            return
+        fused = self.fused
+        async for chunk in chunks(receive):
+            out = chunk
+            n = count_docs(out)
+            for apply, sctx in fused:
+                stats = sctx.stats
+                stats.docs_in += n
+                try:
+                    out = apply(out, sctx)
+                except CfStreamError:
+                    raise
+                except Exception as exc:
+                    raise PipelineError(f"{type(exc).__name__}: {exc}", stage=sctx.name) from exc
+                if not out:
+                    break
+                n = count_docs(out)
+                stats.docs_out += n
+            if out:
+                await send.send(out)
+
+
+def _fuse(stages: list[Stage], contexts: list[StageContext]) -> list[_Group]:
+    """Group the stages into tasks: runs of stages with a ``sync_apply`` become one task."""
+    groups: list[_Group] = []
+    run: list[tuple[Callable[[Chunk, StageContext], Chunk], StageContext]] = []
+    for stage, sctx in zip(stages, contexts, strict=True):
+        fn = stage.sync_apply()
+        if fn is not None:
+            run.append((fn, sctx))
+            continue
+        if run:
+            groups.append(_Group(None, None, run))
+            run = []
+        groups.append(_Group(stage, sctx, []))
+    if run:
+        groups.append(_Group(None, None, run))
+    return groups
 
 
 async def _watch_stop(control: RunControl, grace_period: float) -> None:

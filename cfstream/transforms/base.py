@@ -74,6 +74,15 @@ class Stage(ABC):
     ) -> None:
         """Consume every chunk of ``receive`` and send results to ``send`` until the input ends."""
 
+    def sync_apply(self) -> Callable[[Chunk, StageContext], Chunk] | None:
+        """A synchronous function from one chunk to the next doing what :meth:`run` does, or None.
+
+        The runner fuses consecutive stages that offer one into a single task (no channel between
+        them, as stream engines chain operators); counting documents in and out is left to the
+        runner. Stages that await anything return None.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
@@ -84,6 +93,10 @@ class ChunkStage(Stage):
     @abstractmethod
     def apply(self, chunk: Chunk, ctx: StageContext) -> Chunk:
         """Return the output chunk for ``chunk`` (may be the same list, changed in place)."""
+
+    def sync_apply(self) -> Callable[[Chunk, StageContext], Chunk] | None:
+        """:meth:`apply`, unless a subclass changed :meth:`run`."""
+        return self.apply if type(self).run is ChunkStage.run else None
 
     async def run(
         self,

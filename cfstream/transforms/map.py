@@ -74,23 +74,37 @@ class Map(Stage):
             "Documents, or None to drop the document"
         )
 
+    def sync_apply(self) -> Callable[[Chunk, StageContext], Chunk] | None:
+        """The whole stage as one synchronous call per chunk, for a plain synchronous ``fn``."""
+        if self.is_async or self.threads or type(self).run is not Map.run:
+            return None
+        return self._apply_sync
+
+    def _apply_sync(self, chunk: Chunk, ctx: StageContext) -> Chunk:
+        out: Chunk = []
+        fn = self.fn
+        for it in chunk:
+            if type(it) is not Document:
+                out.append(it)  # calls are in order: a checkpoint keeps its place
+                continue
+            try:
+                r = fn(it)
+                if r is it:  # changed in place: the common case
+                    it.content_hash = None
+                    out.append(it)
+                else:
+                    self._emit(it, r, out, ctx)
+            except Exception as exc:
+                self._fail(it, exc, ctx)
+        return out
+
     def _fail(self, doc: Document, exc: Exception, ctx: StageContext) -> None:
         ctx.dead_letter(exc, doc, source=doc.source_name, source_id=doc.source_id)
 
     async def _segment(self, docs: list[Document], out: list[Item], ctx: StageContext) -> None:
         """Map a run of documents (no checkpoint inside) with up to ``concurrency`` calls."""
         if not self.is_async and not self.threads:
-            fn = self.fn
-            for d in docs:
-                try:
-                    r = fn(d)
-                    if r is d:  # changed in place: the common case
-                        d.content_hash = None
-                        out.append(d)
-                    else:
-                        self._emit(d, r, out, ctx)
-                except Exception as exc:
-                    self._fail(d, exc, ctx)
+            out.extend(self._apply_sync(docs, ctx))  # type: ignore[arg-type]
             return
         results: list[Any] = [None] * len(docs)
         failed: list[bool] = [False] * len(docs)
