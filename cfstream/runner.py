@@ -9,6 +9,13 @@ Topology of a run with two stages::
 Every channel holds at most ``buffer_chunks`` chunks, so a slow sink slows every stage and,
 finally, the sources: memory depends on buffer sizes and the batch size, never on the source.
 
+Consecutive synchronous stages (chunk stages such as validate, tag, dedupe, filter, and ``map``
+with a plain function) are fused into one task with no channel between them, as stream engines
+chain operators: a chunk is handed over once per fused run instead of once per stage. A stage
+that falls behind takes the chunks already queued for it together (up to
+:data:`~cfstream.transforms.base.MAX_COALESCED` items), so the per-hop cost shrinks with the
+backlog. Stage statistics and errors stay per stage.
+
 A source that fails as a whole (bad credentials, a missing repository) is recorded in the report and
 the others go on; a stage or the sink failing cancels the run and surfaces as one exception (a
 :class:`~cfstream.errors.CfStreamError`, the stage named), never as a bare ExceptionGroup.
