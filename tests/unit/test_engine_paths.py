@@ -1,0 +1,176 @@
+"""The engine's fast paths give the same results as the plain ones.
+
+Stage fusion, chunk coalescing, whole-chunk passes in dedupe and the source pump, and the
+per-batch uuid resolution of the sink are optimisations: these tests pin down that order,
+checkpoint places, per-stage statistics, error attribution and uuids are what they were.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import pytest
+
+import cfstream as cf
+from cfstream import transforms as T
+from cfstream.errors import PipelineError
+from cfstream.records import (
+    CFSTREAM_NAMESPACE,
+    Document,
+    Tombstone,
+    record_uuid,
+    uuid_array,
+    uuid_digest,
+    uuid_keys,
+)
+from cfstream.runner import _fuse
+from cfstream.sinks import LanceSink, MemorySink
+from cfstream.sinks.lance import _Batch
+from cfstream.transforms.base import chunks
+
+
+@cf.source(source_type="fp")
+async def pages(n: int = 300, page: int = 7):
+    batch: list[cf.Document] = []
+    for i in range(n):
+        batch.append(cf.Document(source_id=f"d{i}", title=f"Doc {i}", text_content=str(i)))
+        if len(batch) == page:
+            yield batch
+            yield cf.Checkpoint({"i": i + 1})
+            batch = []
+    if batch:
+        yield batch
+
+
+def test_uuid_array_and_keys_match_record_uuid() -> None:
+    pairs = [("a", "1"), ("notes", "x/y"), ("bench", "doc-0000001"), ("ü", "ß" * 40), ("", "")]
+    digests = [uuid_digest(st, sid) for st, sid in pairs]
+    expected = [str(uuid.uuid5(CFSTREAM_NAMESPACE, f"{st}:{sid}")) for st, sid in pairs]
+    assert uuid_array(digests).to_pylist() == expected
+    assert [record_uuid(st, sid) for st, sid in pairs] == expected
+    assert uuid_keys(digests).to_pylist() == [int(u[:8] + u[9:13] + u[14:18], 16) for u in expected]
+    assert uuid_array([]).to_pylist() == []
+
+
+def test_fuse_groups_synchronous_stages_only() -> None:
+    async def slow(doc: Document) -> Document:
+        return doc
+
+    stages = [T.map(lambda d: d), T.validate(), T.map(slow), T.tag("x"), T.dedupe()]
+    from cfstream.context import StageContext
+
+    groups = _fuse(stages, [StageContext(name=s.name, run=None, stats=None) for s in stages])  # type: ignore[arg-type]
+    assert [(g.stage is None, len(g.fused)) for g in groups] == [(True, 2), (False, 0), (True, 2)]
+
+
+async def test_fused_stages_keep_order_checkpoints_and_stats() -> None:
+    seen: list[object] = []
+
+    async def record(items):
+        async for it in items:
+            seen.append(it.cursor["i"] if isinstance(it, cf.Checkpoint) else it.source_id)
+            yield it
+
+    sink = MemorySink()
+    report = await (
+        pages()
+        | T.map(lambda d: None if d.source_id.endswith("3") else d)
+        | T.validate()
+        | T.tag("t")
+        | T.dedupe()
+        | record
+        | sink
+    ).run(state=None)
+    expected: list[object] = []
+    for i in range(300):
+        if not str(i).endswith("3"):
+            expected.append(f"d{i}")
+        if (i + 1) % 7 == 0:
+            expected.append(i + 1)
+    assert seen == expected
+    names = [s.name for s in report.stages]
+    assert names[:4] == ["map:<lambda>", "validate", "tag", "dedupe"]
+    dropped = sum(1 for i in range(300) if str(i).endswith("3"))
+    assert report.stages[0].docs_in == 300
+    assert report.stages[0].docs_out == 300 - dropped
+    assert report.stages[0].dropped == dropped
+    for st in report.stages[1:4]:
+        assert (st.docs_in, st.docs_out) == (300 - dropped, 300 - dropped)
+    assert all(d.tags == ["t"] for d in sink.documents)
+
+
+async def test_an_error_in_a_fused_stage_names_that_stage() -> None:
+    class Boom(T.Validate):
+        def apply(self, chunk, ctx):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    with pytest.raises(PipelineError) as info:
+        await (pages(20) | T.tag("a") | Boom(name="exploder") | T.dedupe() | MemorySink()).run(
+            state=None
+        )
+    assert info.value.stage == "exploder"
+    assert "boom" in str(info.value)
+
+
+async def test_chunks_joins_what_is_queued_in_order() -> None:
+    send, receive = anyio.create_memory_object_stream[list[object]](10)
+    for i in range(5):
+        send.send_nowait([i * 10 + j for j in range(10)])
+    send.close()
+    got = [c async for c in chunks(receive, max_items=25)]  # type: ignore[arg-type]
+    assert [len(c) for c in got] == [30, 20]
+    assert [x for c in got for x in c] == list(range(50))
+
+
+async def test_dedupe_fast_and_slow_paths_agree() -> None:
+    @cf.source(source_type="dd")
+    async def mixed():
+        yield [Document(source_id=f"a{i}", title="x") for i in range(50)]  # all new: fast path
+        yield [Document(source_id=f"a{i}", title="x") for i in range(10)]  # seen, same: dropped
+        yield [Document(source_id="b", title="1"), Document(source_id="b", title="1")]
+        yield [Document(source_id="a0", title="changed")]  # changed content: kept
+
+    sink = MemorySink()
+    dd = T.dedupe(max_keys=1000)
+    report = await (mixed() | dd | sink).run(state=None)
+    assert [(d.source_id, d.title) for d in sink.documents] == [
+        *((f"a{i}", "x") for i in range(50)),
+        ("b", "1"),
+        ("a0", "changed"),
+    ]
+    assert report.stages[0].dropped == 11
+
+
+def test_batch_resolution_keeps_newest_and_honours_tombstone_order() -> None:
+    def doc(sid: str, ts: str, title: str) -> Document:
+        return Document(source_id=sid, title=title, source_type="r", updated_at=ts)
+
+    batch = _Batch(
+        docs=[
+            doc("a", "2024-01-02", "a-new"),
+            doc("b", "2024-01-01", "b-1"),
+            doc("a", "2024-01-01", "a-old"),  # older than the buffered one: ignored
+            doc("c", "2024-01-01", "c-before-tombstone"),
+            doc("c", "2024-01-05", "c-after-tombstone"),
+        ]
+    )
+    # c's tombstone arrived after 4 documents: the c before it is dropped, the one after it kept
+    batch.tombstones = [(4, uuid_digest("r", "c")), (5, uuid_digest("r", "b"))]
+    batch.deletes = [record_uuid("r", "c"), record_uuid("r", "b")]
+    LanceSink._resolve(batch)
+    assert [d.title for d in batch.docs] == ["a-new", "c-after-tombstone"]
+    assert batch.uuids is not None
+    assert list(batch.uuids.to_pylist()) == [record_uuid("r", "a"), record_uuid("r", "c")]  # type: ignore[union-attr]
+    assert batch.deletes == [record_uuid("r", "b")]
+
+
+async def test_sink_dead_letters_a_document_without_a_usable_uuid(tmp_path) -> None:
+    @cf.source(source_type="bad")
+    async def src():
+        yield [Document(source_id="ok", title="fine"), Document(source_id="\ud800", title="x")]
+        yield Tombstone(source_id="gone")
+
+    report = await (src() | LanceSink(str(tmp_path / "ds.lance"))).run()
+    assert report.sink.inserted == 1
+    assert report.dead_lettered == 1
