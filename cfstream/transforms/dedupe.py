@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from operator import attrgetter
 
@@ -36,7 +35,12 @@ class Dedupe(ChunkStage):
         self.key = key or _default_key
         self.max_keys = max_keys
         self.name = name
-        self._seen: OrderedDict[int, str] = OrderedDict()
+        # two generations of key hash -> content hash: lookups check both, new keys go to
+        # _recent, and when _recent holds half of max_keys it becomes _older (the old _older is
+        # forgotten). Every operation is a plain dict call; at most max_keys keys are kept.
+        self._half = max(1, max_keys // 2)
+        self._recent: dict[int, str] = {}
+        self._older: dict[int, str] = {}
 
     def apply(self, chunk: Chunk, ctx: StageContext) -> Chunk:
         """Drop documents whose key was seen recently with the same content."""
@@ -52,32 +56,45 @@ class Dedupe(ChunkStage):
         """
         key = _DEFAULT_KEY if self.key is _default_key else self.key
         keys = list(map(hash, map(key, docs)))
-        seen = self._seen
-        if len(set(keys)) != len(keys) or not seen.keys().isdisjoint(keys):
+        recent = self._recent
+        if (
+            len(set(keys)) != len(keys)
+            or not recent.keys().isdisjoint(keys)
+            or not self._older.keys().isdisjoint(keys)
+        ):
             return False
-        seen.update(zip(keys, map(_COMPUTE_HASH, docs), strict=True))
-        for _ in range(len(seen) - self.max_keys):
-            seen.popitem(last=False)
+        pairs = list(zip(keys, map(_COMPUTE_HASH, docs), strict=True))
+        i = 0
+        while i < len(pairs):
+            room = self._half - len(recent)
+            recent.update(pairs[i : i + room])
+            i += room
+            if len(recent) >= self._half:
+                recent = self._rotate()
         return True
 
+    def _rotate(self) -> dict[int, str]:
+        self._older = self._recent
+        self._recent = {}
+        return self._recent
+
     def _apply_each(self, chunk: Chunk, ctx: StageContext) -> Chunk:
-        seen = self._seen
         key = self.key
         out: Chunk = []
         for it in chunk:
             if type(it) is Document:
                 k = hash(key(it))
                 h = it.compute_hash()
-                prev = seen.get(k)
+                recent = self._recent
+                prev = recent.get(k)
+                if prev is None:
+                    prev = self._older.pop(k, None)  # seen a while ago: it becomes recent again
+                recent[k] = h
+                if len(recent) >= self._half:
+                    self._rotate()
                 if prev == h:
-                    seen.move_to_end(k)
                     ctx.stats.dropped += 1
                     continue
-                seen[k] = h
-                if prev is not None:
-                    seen.move_to_end(k)
-                elif len(seen) > self.max_keys:
-                    seen.popitem(last=False)
             out.append(it)
         return out
 
@@ -87,8 +104,9 @@ def dedupe(key: Callable[[Document], Hashable] | None = None, *, max_keys: int =
 
     The key defaults to ``(source_type, source_id)``. A repeat whose content changed is kept, so
     the newest version wins in the sink (which also dedupes each batch it writes). Memory is
-    bounded: the stage remembers the ``max_keys`` most recent keys (an LRU of 64-bit key hashes
-    and 32-character content hashes, about 150 bytes a key: ~15 MB for the default 100,000);
-    repeats further apart than that are left to the sink's upsert, which never duplicates a row.
+    bounded: the stage remembers between ``max_keys / 2`` and ``max_keys`` of the most recent keys
+    (two generations of 64-bit key hashes and 32-character content hashes, about 150 bytes a key:
+    ~15 MB at most for the default 100,000; a repeat refreshes its key); repeats further apart
+    than that are left to the sink's upsert, which never duplicates a row.
     """
     return Dedupe(key, max_keys=max_keys)
