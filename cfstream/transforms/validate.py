@@ -74,13 +74,27 @@ def _check_str_list(field: str, value: Any) -> None:
         raise RecordError("expected a list of strings", field=field)
 
 
+_TIME_TYPES = (datetime, date)
+
+
+def _valid_utf8(value: str) -> bool:
+    """False when ``value`` holds lone surrogates (it cannot be stored as UTF-8)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _fast_ok(d: Document) -> bool:
     """True when ``d`` is certainly valid (the common case); False means "check in detail"."""
     sid = d.source_id
     title = d.title
-    if type(sid) is not str or not sid or type(title) is not str or not title.isascii():
+    if type(sid) is not str or not sid or type(title) is not str or not title or title.isspace():
         return False
-    if not title.strip():
+    if not title.isascii() and not _valid_utf8(title):
         return False
     for v in (
         d.text_content,
@@ -99,7 +113,7 @@ def _fast_ok(d: Document) -> bool:
         d.source_file,
         d.raw_data_type,
     ):
-        if v is not None and (type(v) is not str or not v.isascii()):
+        if v is not None and (type(v) is not str or not (v.isascii() or _valid_utf8(v))):
             return False
     if d.record_type != "document" and d.record_type != "collection_header":
         return False
@@ -111,20 +125,31 @@ def _fast_ok(d: Document) -> bool:
                 if type(t) is not str:
                     return False
     for ts in (d.created_at, d.updated_at, d.source_updated_at):
-        if ts is not None and not isinstance(ts, datetime | date):
+        if ts is not None and not isinstance(ts, _TIME_TYPES):
             if type(ts) is not str:
                 return False
             try:
                 datetime.fromisoformat(ts)
             except ValueError:
                 return False
-    return not (
-        d.position is not None
-        or d.relationships
-        or (d.custom_metadata is not None and type(d.custom_metadata) is not dict)
-        or (d.custom_metadata and not all(type(k) is str for k in d.custom_metadata))
-        or (d.raw_data is not None and not isinstance(d.raw_data, bytes))
-    )
+    pos = d.position
+    if pos is not None and (type(pos) is not int or not -_INT32 <= pos < _INT32):
+        return False
+    rels = d.relationships
+    if rels:
+        if type(rels) is not list:
+            return False
+        for r in rels:
+            if (
+                type(r) is not Relationship
+                or r.type not in RELATIONSHIP_TYPES
+                or not (r.id or r.uri or r.path or r.cid)
+            ):
+                return False
+    meta = d.custom_metadata
+    if meta is not None and (type(meta) is not dict or not all(type(k) is str for k in meta)):
+        return False
+    return d.raw_data is None or isinstance(d.raw_data, bytes)
 
 
 def check_document(doc: Document, *, max_text_bytes: int | None = None) -> None:
