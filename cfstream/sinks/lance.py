@@ -18,10 +18,11 @@ How it works:
    commits: nothing can match, and an append costs a fraction of a merge in time and, unlike a
    merge against a growing index, in memory. The first repeat switches the run to merging.
 4. Only after a batch's commit are the checkpoints that arrived before it saved to the sync state.
-5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once it passes
-   ``index_threshold`` rows, ``optimize_indices`` every ``optimize_every`` commits, and every
-   ``maintenance_every`` commits a compaction and a cleanup of versions older than
-   ``cleanup_older_than``.
+5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once a merging run
+   finds it past ``index_threshold`` rows (appends and a fresh load need none),
+   ``optimize_indices`` every ``optimize_every`` commits, and every ``maintenance_every`` commits
+   a compaction and a cleanup of versions older than ``cleanup_older_than``. It keeps its dataset
+   handle from one commit to the next (each commit moves it on) instead of reopening the dataset.
 """
 
 from __future__ import annotations
