@@ -46,12 +46,20 @@ from cfstream.context import RunContext, SourceContext
 from cfstream.deadletter import DeadLetterWriter
 from cfstream.errors import CfStreamError, PipelineError, SinkError
 from cfstream.pipeline import Pipeline
-from cfstream.records import Checkpoint, Document, Item, Tombstone, documents_to_table, record_uuid
+from cfstream.records import (
+    Checkpoint,
+    Document,
+    Item,
+    Tombstone,
+    documents_to_table,
+    record_uuid,
+    uuid_digest,
+)
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.runner import http_client_for, run_pipeline
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.sinks.lance import LanceSink, delete_uuids, upsert_table
+from cfstream.sinks.lance import LanceSink, _Batch, delete_uuids, upsert_table
 from cfstream.sources.base import Source, SourceOutput
 from cfstream.state import StateStore, local_path
 
@@ -105,7 +113,7 @@ class FragmentSink(Sink):
         self.checkpoint: Checkpoint | None = None
         self.rows = 0
 
-    def _write(self, docs: list[Document], uuids: list[str]) -> None:
+    def _write(self, docs: list[Document], uuids: Sequence[str] | pa.Array) -> None:
         table = documents_to_table(
             docs, self.plan.schema, fill_zero_vectors=self.plan.fill_zero_vectors, uuids=uuids
         )
@@ -129,25 +137,49 @@ class FragmentSink(Sink):
             self.new_schema = op.new_schema
 
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
-        """Batch documents by uuid (last wins) and write each full batch as fragments."""
-        docs: dict[str, Document] = {}
+        """Batch documents as ``LanceSink`` does (one per uuid, the newest wins, tombstones in
+        arrival order) and write each full batch as fragments; deletes go to the driver."""
+        batch = _Batch()
         stats = ctx.report.sink
         async for chunk in receive:
             for it in chunk:
-                if type(it) is Document:
+                t = type(it)
+                if t is Document:
                     stats.rows_in += 1
-                    docs[record_uuid(it.source_type or "", it.source_id)] = it
-                elif type(it) is Tombstone:
-                    uid = it.uuid
-                    docs.pop(uid, None)
-                    self.deletes.append(uid)
-                elif type(it) is Checkpoint:
-                    self.checkpoint = it
-            if len(docs) >= self.plan.batch_rows:
-                await anyio.to_thread.run_sync(self._write, list(docs.values()), list(docs))
-                docs = {}
-        if docs:
-            await anyio.to_thread.run_sync(self._write, list(docs.values()), list(docs))
+                    batch.docs.append(it)  # type: ignore[arg-type]
+                elif t is Tombstone:
+                    st = it.source_type or ""  # type: ignore[union-attr]
+                    sid = it.source_id  # type: ignore[union-attr]
+                    batch.tombstones.append((len(batch.docs), uuid_digest(st, sid)))
+                    batch.deletes.append(record_uuid(st, sid))
+                elif t is Checkpoint:
+                    self.checkpoint = it  # type: ignore[assignment]
+            if len(batch.docs) >= self.plan.batch_rows:
+                await self._flush(batch, ctx)
+                batch = _Batch()
+        if batch.docs or batch.deletes:
+            await self._flush(batch, ctx)
+
+    async def _flush(self, batch: _Batch, ctx: RunContext) -> None:
+        LanceSink._resolve(batch)
+        for doc, exc in batch.rejected:
+            ctx.dead_letter(
+                source=doc.source_name,
+                source_id=repr(doc.source_id),
+                stage=self.name,
+                error=exc,
+                payload=doc,
+            )
+        if self.deletes and batch.uuids is not None and len(batch.uuids):
+            # the driver deletes after every write: a document created again after an earlier
+            # batch's tombstone must not be deleted
+            uuids = batch.uuids
+            live = set(uuids.to_pylist() if isinstance(uuids, pa.Array) else uuids)
+            self.deletes = [u for u in self.deletes if u not in live]
+        self.deletes.extend(batch.deletes)
+        if batch.docs:
+            assert batch.uuids is not None
+            await anyio.to_thread.run_sync(self._write, batch.docs, batch.uuids)
 
 
 class _OnePartition(Source):

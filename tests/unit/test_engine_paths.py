@@ -174,3 +174,31 @@ async def test_sink_dead_letters_a_document_without_a_usable_uuid(tmp_path) -> N
     report = await (src() | LanceSink(str(tmp_path / "ds.lance"))).run()
     assert report.sink.inserted == 1
     assert report.dead_lettered == 1
+
+
+async def test_fragment_sink_batches_like_lance_sink() -> None:
+    """Ray workers' sink keeps the newest version of a document and honours tombstone order."""
+    from cfstream.distributed.ray import FragmentSink, WritePlan
+    from cfstream.records import frame_schema
+
+    @cf.source(source_type="fr")
+    async def src():
+        yield [
+            Document(source_id="a", title="a-new", updated_at="2024-02-01"),
+            Document(source_id="a", title="a-old", updated_at="2024-01-01"),
+            Document(source_id="b", title="b", updated_at="2024-01-01"),
+        ]
+        yield Tombstone(source_id="b")
+        yield Tombstone(source_id="c")
+        yield [Document(source_id="x", title="filler")]  # a batch boundary (batch_rows=4)
+        yield [Document(source_id="c", title="c-again")]  # re-created after its tombstone
+
+    sink = FragmentSink(WritePlan(uri="unused", mode="upsert", schema=frame_schema(), batch_rows=4))
+    await (src() | sink).run(state=None, dead_letter_path=False)
+    rows = [r for t in sink.tables for r in t.select(["source_id", "title"]).to_pylist()]
+    assert rows == [
+        {"source_id": "a", "title": "a-new"},
+        {"source_id": "x", "title": "filler"},
+        {"source_id": "c", "title": "c-again"},
+    ]
+    assert sink.deletes == [record_uuid("fr", "b")]
