@@ -544,6 +544,9 @@ class LanceSink(Sink):
                     payload=doc,
                 )
             batch.rejected = []
+        if batch.table is not None:
+            # the rows are in Arrow now: a batch waiting for the writer holds no Python documents
+            batch.docs = []
 
     def _build_one_by_one(self, batch: _Batch, ctx: RunContext) -> None:
         """A batch failed to build (no validate stage before the sink): dead-letter the

@@ -143,7 +143,7 @@ class SlowLanceSink(LanceSink):
     def _commit(self, batch: Any) -> dict[str, int]:
         time.sleep(0.03)
         out = super()._commit(batch)
-        self.committed += len(batch.docs)
+        self.committed += batch.table.num_rows if batch.table is not None else 0
         self.max_ahead = max(self.max_ahead, self.produced[0] - self.committed)
         return out
 
