@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 import anyio
 import lance
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext
@@ -243,7 +243,7 @@ class LanceSink(Sink):
         # a first load into a dataset this sink created appends instead of merging (see
         # _commit_once); it remembers 8 bytes per written uuid to stay exactly-once
         self._fresh = False
-        self._written: list[pa.Array] = []
+        self._written: np.ndarray[Any, np.dtype[np.uint64]] = _NO_KEYS
         self._version: int | None = None
         self._rows = 0
         self._indexed = False
@@ -330,7 +330,7 @@ class LanceSink(Sink):
     def _open_sync(self) -> tuple[int | None, int]:
         self._ds = None
         self._fresh = self.mode == "upsert"
-        self._written = []
+        self._written = _NO_KEYS
         self._version = None
         ds = self._open_dataset()
         if ds is None:
@@ -723,12 +723,17 @@ class LanceSink(Sink):
         builds it at its first commit (see ``_maintain``), when merges start to need it.
         """
         self._fresh = False
-        self._written = []
+        self._written = _NO_KEYS
         return None
 
     def _remember(self, keys: pa.Array) -> None:
         if self._fresh:
-            self._written.append(keys)
+            self._add_written(keys.to_numpy(zero_copy_only=False))
+
+    def _add_written(self, keys: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
+        # one sorted array: merging a sorted batch into it is linear (a stable sort of two
+        # sorted runs), and it holds exactly 8 bytes per uuid, whatever the run's size
+        self._written = np.sort(np.concatenate([self._written, np.sort(keys)]), kind="stable")
 
     def _is_new(self, keys: pa.Array) -> bool:
         """In a fresh load: True when no uuid of the batch was written earlier in this run.
@@ -738,11 +743,15 @@ class LanceSink(Sink):
         """
         # keys: the first 64 bits of each uuid; a false "seen" only sends a batch down the
         # merge path
-        seen = pa.concat_arrays(self._written) if self._written else None
-        if seen is not None and pc.any(pc.is_in(keys, value_set=seen)).as_py():
-            self._fresh = False
-            return False
-        self._written.append(keys)
+        new = keys.to_numpy(zero_copy_only=False)
+        seen = self._written
+        if len(seen):
+            at = np.searchsorted(seen, new)
+            hit = seen[np.minimum(at, len(seen) - 1)] == new
+            if bool(hit.any()):
+                self._fresh = False
+                return False
+        self._add_written(new)
         return True
 
     def _compact_small(self, ds: lance.LanceDataset) -> None:
@@ -810,6 +819,9 @@ def _create_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_NO_KEYS: np.ndarray[Any, np.dtype[np.uint64]] = np.empty(0, dtype=np.uint64)
 
 
 def _would_block() -> list[Item]:
