@@ -1,9 +1,11 @@
 """Benchmark runs that need a process of their own (memory, Ray, profiling).
 
 ``python -m benchmarks.worker import --url URL --uri PATH`` imports every document of the fake API
-through the benchmark pipeline and prints one JSON line (``seconds``, ``rows``, ``maxrss_mb`` of
-this process). The parent reads the peak RSS the kernel recorded for the child (``os.wait4``), so
-the figure covers the whole process: interpreter, libraries, Lance's threads.
+through the benchmark pipeline and prints one JSON line (``seconds``, ``rows``, ``peak_rss_mb`` of
+this process). The peak is the kernel's ``VmHWM`` of this process's own address space, so it
+covers the whole process (interpreter, libraries, Lance's threads) and nothing else: the
+``ru_maxrss`` that ``getrusage``/``os.wait4`` report also counts the parent's image, which Linux
+carries across fork + exec (a child of a 470 MB parent "peaks" at 470 MB whatever it does).
 
 ``python -m benchmarks.worker ray --url URL --work DIR --rounds R --num-cpus 2`` times
 ``ray.init`` once (Ray's start-up), then runs the same import with the local runner and with
@@ -28,6 +30,18 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _peak_rss_mb() -> float | None:
+    """This process's own peak RSS (``VmHWM``, Linux); None where /proc is not available."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        return None
+    return None
+
+
 def _import(url: str, uri: str, concurrency: int) -> dict[str, Any]:
     import lance
 
@@ -44,6 +58,7 @@ def _import(url: str, uri: str, concurrency: int) -> dict[str, Any]:
         "rows_in": report.sink.rows_in,
         "commits": report.sink.commits,
         "maxrss_mb": _maxrss_mb(),
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
