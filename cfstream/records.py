@@ -45,6 +45,7 @@ __all__ = (
     "record_uuid",
     "uuid_array",
     "uuid_digest",
+    "uuid_digests",
     "uuid_keys",
 )
 
@@ -86,6 +87,24 @@ def uuid_digest(source_type: str, source_id: str) -> bytes:
     version and variant bits set). Cheaper than the uuid string: batches format them at once with
     :func:`uuid_array`."""
     return hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).digest()
+
+
+_SOURCE_TYPE = attrgetter("source_type")
+_SOURCE_ID = attrgetter("source_id")
+
+
+def uuid_digests(docs: Sequence[Document]) -> list[bytes]:
+    """:func:`uuid_digest` of every document, hashing a shared prefix when the documents share
+    one ``source_type`` (the usual batch). Raises ``AttributeError``/``ValueError``/``TypeError``
+    when some ``source_id`` is not encodable text (check those one by one)."""
+    if not docs:
+        return []
+    types = list(map(_SOURCE_TYPE, docs))
+    if types.count(types[0]) != len(types):
+        return [uuid_digest(st or "", d.source_id) for st, d in zip(types, docs, strict=True)]
+    prefix = _NS_BYTES + f"{types[0] or ''}:".encode()
+    sha1 = hashlib.sha1
+    return [sha1(prefix + sid.encode()).digest() for sid in map(_SOURCE_ID, docs)]
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)

@@ -57,6 +57,7 @@ from cfstream.records import (
     record_uuid,
     uuid_array,
     uuid_digest,
+    uuid_digests,
     uuid_keys,
 )
 from cfstream.secrets import get_logger
@@ -495,8 +496,8 @@ class LanceSink(Sink):
         """
         docs = batch.docs
         try:
-            digests = [uuid_digest(d.source_type or "", d.source_id) for d in docs]
-        except (ValueError, TypeError):  # e.g. a source_id with lone surrogates
+            digests = uuid_digests(docs)
+        except (AttributeError, ValueError, TypeError):  # e.g. lone surrogates, or not text
             keep: list[Document] = []
             digests = []
             for d in docs:

@@ -22,6 +22,7 @@ from cfstream.records import (
     record_uuid,
     uuid_array,
     uuid_digest,
+    uuid_digests,
     uuid_keys,
 )
 from cfstream.runner import _fuse
@@ -51,6 +52,10 @@ def test_uuid_array_and_keys_match_record_uuid() -> None:
     assert [record_uuid(st, sid) for st, sid in pairs] == expected
     assert uuid_keys(digests).to_pylist() == [int(u[:8] + u[9:13] + u[14:18], 16) for u in expected]
     assert uuid_array([]).to_pylist() == []
+    same = [Document(source_id=f"s{i}", title="t", source_type="one") for i in range(5)]
+    mixed = [*same, Document(source_id="x", title="t", source_type="two")]
+    for docs in (same, mixed):
+        assert uuid_digests(docs) == [uuid_digest(d.source_type or "", d.source_id) for d in docs]
 
 
 def test_fuse_groups_synchronous_stages_only() -> None:
