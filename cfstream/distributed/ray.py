@@ -59,7 +59,13 @@ from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.runner import http_client_for, run_pipeline
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.sinks.lance import LanceSink, _Batch, delete_uuids, upsert_table
+from cfstream.sinks.lance import (
+    LanceSink,
+    _Batch,
+    dead_letter_rejected,
+    delete_uuids,
+    upsert_table,
+)
 from cfstream.sources.base import Source, SourceOutput
 from cfstream.state import StateStore, local_path
 
@@ -162,14 +168,7 @@ class FragmentSink(Sink):
 
     async def _flush(self, batch: _Batch, ctx: RunContext) -> None:
         LanceSink._resolve(batch)
-        for doc, exc in batch.rejected:
-            ctx.dead_letter(
-                source=doc.source_name,
-                source_id=repr(doc.source_id),
-                stage=self.name,
-                error=exc,
-                payload=doc,
-            )
+        dead_letter_rejected(batch, ctx, self.name)
         if self.deletes and batch.uuids is not None and len(batch.uuids):
             # the driver deletes after every write: a document created again after an earlier
             # batch's tombstone must not be deleted

@@ -120,6 +120,20 @@ class _Batch:
         return self.keys
 
 
+def dead_letter_rejected(batch: _Batch, ctx: RunContext, stage: str) -> None:
+    """Dead-letter the documents a batch could not store (``batch.rejected``) and forget them."""
+    for doc, exc in batch.rejected:
+        sid = doc.source_id
+        ctx.dead_letter(
+            source=doc.source_name,
+            source_id=sid if type(sid) is str and sid.isprintable() else repr(sid),
+            stage=stage,
+            error=exc,
+            payload=doc,
+        )
+    batch.rejected = []
+
+
 _ONLY_DOCUMENTS = {Document}
 _SOURCE_NAME = attrgetter("source_name")
 _TEXT = attrgetter("text_content")
@@ -536,15 +550,7 @@ class LanceSink(Sink):
             self._build_one_by_one(batch, ctx)
             batch.table = self._build_table(batch.docs, batch.uuids) if batch.docs else None
         finally:
-            for doc, exc in batch.rejected:
-                ctx.dead_letter(
-                    source=doc.source_name,
-                    source_id=repr(doc.source_id),
-                    stage=self.name,
-                    error=exc,
-                    payload=doc,
-                )
-            batch.rejected = []
+            dead_letter_rejected(batch, ctx, self.name)
         if batch.table is not None:
             # the rows are in Arrow now: a batch waiting for the writer holds no Python documents
             batch.docs = []
@@ -559,18 +565,13 @@ class LanceSink(Sink):
             try:
                 self._build_table([doc], [uid])
             except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-                ctx.dead_letter(
-                    source=doc.source_name,
-                    source_id=str(doc.source_id),
-                    stage=self.name,
-                    error=exc,
-                    payload=doc,
-                )
+                batch.rejected.append((doc, exc))
                 continue
             good.append(i)
         batch.docs = [batch.docs[i] for i in good]
         batch.uuids = [uuids[i] for i in good]
         batch.keys = batch.keys.take(pa.array(good, pa.int64()))
+        dead_letter_rejected(batch, ctx, self.name)
 
     def _build_table(self, docs: Sequence[Document], uuids: Sequence[str] | pa.Array) -> pa.Table:
         return documents_to_table(
