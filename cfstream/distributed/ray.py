@@ -39,7 +39,9 @@ from typing import Any
 
 import anyio
 import lance
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext, SourceContext
@@ -55,7 +57,7 @@ from cfstream.records import (
     record_uuid,
     uuid_digest,
 )
-from cfstream.report import RunReport, SourceStats, StageStats
+from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.runner import http_client_for, run_pipeline
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
@@ -117,16 +119,32 @@ class FragmentSink(Sink):
         self.tables: list[pa.Table] = []
         self.deletes: list[str] = []
         self.checkpoint: Checkpoint | None = None
-        self.rows = 0
+        self.rows = 0  # rows written as fragments
+        # uuid keys this task wrote into a new dataset (see _write)
+        self._written: np.ndarray[Any, np.dtype[np.uint64]] = np.empty(0, dtype=np.uint64)
 
-    def _write(self, docs: list[Document], uuids: Sequence[str] | pa.Array) -> None:
+    def _write(
+        self, docs: list[Document], uuids: Sequence[str] | pa.Array, keys: pa.Array | None = None
+    ) -> None:
         table = documents_to_table(
             docs, self.plan.schema, fill_zero_vectors=self.plan.fill_zero_vectors, uuids=uuids
         )
-        self.rows += table.num_rows
         if self.plan.mode == "upsert":
             self.tables.append(table)
             return
+        if self.plan.mode == "create" and keys is not None:
+            # a document this task already wrote (a source may yield one twice in a run, e.g. an
+            # issue updated while it was being paged): fragments cannot replace a row, so this
+            # batch goes to the driver, which merges it after committing the fragments
+            new = keys.to_numpy(zero_copy_only=False)
+            seen = self._written
+            if len(seen):
+                at = np.minimum(np.searchsorted(seen, new), len(seen) - 1)
+                if bool((seen[at] == new).any()):
+                    self.tables.append(table)
+                    return
+            self._written = np.sort(np.concatenate([seen, np.sort(new)]), kind="stable")
+        self.rows += table.num_rows
         from lance.fragment import write_fragments
 
         txn = write_fragments(
@@ -178,7 +196,7 @@ class FragmentSink(Sink):
         self.deletes.extend(batch.deletes)
         if batch.docs:
             assert batch.uuids is not None
-            await anyio.to_thread.run_sync(self._write, batch.docs, batch.uuids)
+            await anyio.to_thread.run_sync(self._write, batch.docs, batch.uuids, batch.keys)
 
 
 class _OnePartition(Source):
@@ -396,6 +414,44 @@ def run_ray(
     return report
 
 
+def _keep_last(table: pa.Table) -> pa.Table:
+    """One row per uuid, the last one (a later batch of a task holds the newer version)."""
+    if table.num_rows < 2:
+        return table
+    if pc.count_distinct(table["uuid"]).as_py() == table.num_rows:
+        return table
+    pos = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    last = (
+        pa.table({"uuid": table["uuid"], "pos": pos})
+        .group_by("uuid", use_threads=False)
+        .aggregate([("pos", "max")])
+    )
+    keep = np.sort(last["pos_max"].to_numpy())  # the last positions, in arrival order
+    return table.take(pa.array(keep))
+
+
+def _merge_tables(plan: WritePlan, results: list[TaskResult], stats: SinkStats) -> None:
+    """Merge the tasks' Arrow batches into the dataset, in large batches (few commits)."""
+    tables = [t for r in results for t in r.tables if t.num_rows]
+    batch: list[pa.Table] = []
+    size = 0
+    for t in [*tables, None]:
+        if t is not None:
+            batch.append(t)
+            size += t.num_rows
+        if batch and (t is None or size >= 50_000):
+            # partitions own disjoint ids, but one task may have yielded a document twice:
+            # Lance rejects or duplicates a key repeated inside one merge
+            merged = _keep_last(pa.concat_tables(batch))
+            ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
+            ins, upd = upsert_table(ds, merged)
+            stats.inserted += ins
+            stats.updated += upd
+            stats.unchanged += merged.num_rows - ins - upd
+            stats.commits += 1
+            batch, size = [], 0
+
+
 def _commit(
     sink: LanceSink,
     plan: WritePlan,
@@ -416,6 +472,7 @@ def _commit(
             )
             stats.inserted += sum(r.rows for r in results)
             stats.commits += 1
+            _merge_tables(plan, results, stats)  # batches that repeated a document
         elif plan.mode == "append" and fragments:
             lance.LanceDataset.commit(
                 plan.uri,
@@ -426,23 +483,7 @@ def _commit(
             stats.appended += sum(r.rows for r in results)
             stats.commits += 1
         elif plan.mode == "upsert":
-            tables = [t for r in results for t in r.tables if t.num_rows]
-            # partitions own disjoint ids: concatenate into large batches, few commits
-            batch: list[pa.Table] = []
-            size = 0
-            for t in [*tables, None]:
-                if t is not None:
-                    batch.append(t)
-                    size += t.num_rows
-                if batch and (t is None or size >= 50_000):
-                    merged = pa.concat_tables(batch)
-                    ds = lance.dataset(plan.uri, storage_options=plan.storage_options)
-                    ins, upd = upsert_table(ds, merged)
-                    stats.inserted += ins
-                    stats.updated += upd
-                    stats.unchanged += merged.num_rows - ins - upd
-                    stats.commits += 1
-                    batch, size = [], 0
+            _merge_tables(plan, results, stats)
         deletes = sorted({u for r in results for u in r.deletes})
         if deletes and (plan.mode != "create" or fragments):
             ds = lance.dataset(plan.uri, storage_options=plan.storage_options)

@@ -207,3 +207,58 @@ async def test_fragment_sink_batches_like_lance_sink() -> None:
         {"source_id": "c", "title": "c-again"},
     ]
     assert sink.deletes == [record_uuid("fr", "b")]
+
+
+async def test_a_document_yielded_twice_is_stored_once_by_the_ray_commit(tmp_path) -> None:
+    """A task that yields one document in two batches (e.g. an issue updated while paged):
+    fragments cannot replace a row, so the later batch is merged by the driver instead."""
+    import lance
+
+    from cfstream.distributed.ray import FragmentSink, TaskResult, WritePlan, _commit
+    from cfstream.records import frame_schema
+    from cfstream.report import RunReport
+
+    @cf.source(source_type="tw")
+    async def src():
+        yield [Document(source_id=f"d{i}", title=f"v1 {i}") for i in range(4)]
+        yield [Document(source_id="d1", title="v2 1"), Document(source_id="e", title="e")]
+        yield [Document(source_id="f", title="f")]
+
+    uri = str(tmp_path / "ray.lance")
+    plan = WritePlan(uri=uri, mode="create", schema=frame_schema(), batch_rows=4)
+    sink = FragmentSink(plan)
+    await (src() | sink).run(state=None, dead_letter_path=False)
+    assert len(sink.tables) == 1  # the batch repeating d1 waits for the driver
+    result = TaskResult(
+        source="src",
+        partition="all",
+        fragments=sink.result_fragments,
+        new_schema=sink.new_schema,
+        tables=sink.tables,
+        rows=sink.rows,
+    )
+    report = RunReport()
+    _commit(LanceSink(uri), plan, None, [result], report)
+    rows = lance.dataset(uri).to_table(columns=["source_id", "title"]).to_pylist()
+    assert sorted((r["source_id"], r["title"]) for r in rows) == [
+        ("d0", "v1 0"),
+        ("d1", "v2 1"),
+        ("d2", "v1 2"),
+        ("d3", "v1 3"),
+        ("e", "e"),
+        ("f", "f"),
+    ]
+    assert (report.sink.inserted, report.sink.updated) == (6, 1)  # d1 written, then updated
+
+
+def test_keep_last_keeps_one_row_per_uuid_in_order() -> None:
+    import pyarrow as pa
+
+    from cfstream.distributed.ray import _keep_last
+
+    t = pa.table({"uuid": ["a", "b", "a", "c", "b"], "v": [1, 2, 3, 4, 5]})
+    assert _keep_last(t).to_pylist() == [
+        {"uuid": "a", "v": 3},
+        {"uuid": "c", "v": 4},
+        {"uuid": "b", "v": 5},
+    ]
