@@ -63,6 +63,7 @@ from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import (
     LanceSink,
+    UuidKeySet,
     _Batch,
     dead_letter_rejected,
     delete_uuids,
@@ -121,7 +122,7 @@ class FragmentSink(Sink):
         self.checkpoint: Checkpoint | None = None
         self.rows = 0  # rows written as fragments
         # uuid keys this task wrote into a new dataset (see _write)
-        self._written: np.ndarray[Any, np.dtype[np.uint64]] = np.empty(0, dtype=np.uint64)
+        self._written = UuidKeySet()
 
     def _write(
         self, docs: list[Document], uuids: Sequence[str] | pa.Array, keys: pa.Array | None = None
@@ -136,14 +137,10 @@ class FragmentSink(Sink):
             # a document this task already wrote (a source may yield one twice in a run, e.g. an
             # issue updated while it was being paged): fragments cannot replace a row, so this
             # batch goes to the driver, which merges it after committing the fragments
-            new = keys.to_numpy(zero_copy_only=False)
-            seen = self._written
-            if len(seen):
-                at = np.minimum(np.searchsorted(seen, new), len(seen) - 1)
-                if bool((seen[at] == new).any()):
-                    self.tables.append(table)
-                    return
-            self._written = np.sort(np.concatenate([seen, np.sort(new)]), kind="stable")
+            if self._written.contains_any(keys):
+                self.tables.append(table)
+                return
+            self._written.add(keys)
         self.rows += table.num_rows
         from lance.fragment import write_fragments
 

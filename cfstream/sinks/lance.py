@@ -64,7 +64,7 @@ from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.state import local_path
 
-__all__ = ("LanceSink",)
+__all__ = ("LanceSink", "UuidKeySet")
 
 log = get_logger("cfstream.sinks.lance")
 
@@ -258,7 +258,7 @@ class LanceSink(Sink):
         # a first load into a dataset this sink created appends instead of merging (see
         # _commit_once); it remembers 8 bytes per written uuid to stay exactly-once
         self._fresh = False
-        self._written: np.ndarray[Any, np.dtype[np.uint64]] = _NO_KEYS
+        self._written = UuidKeySet()
         self._version: int | None = None
         self._rows = 0
         self._indexed = False
@@ -345,7 +345,7 @@ class LanceSink(Sink):
     def _open_sync(self) -> tuple[int | None, int]:
         self._ds = None
         self._fresh = self.mode == "upsert"
-        self._written = _NO_KEYS
+        self._written = UuidKeySet()
         self._version = None
         ds = self._open_dataset()
         if ds is None:
@@ -725,17 +725,12 @@ class LanceSink(Sink):
         builds it at its first commit (see ``_maintain``), when merges start to need it.
         """
         self._fresh = False
-        self._written = _NO_KEYS
+        self._written = UuidKeySet()
         return None
 
     def _remember(self, keys: pa.Array) -> None:
         if self._fresh:
-            self._add_written(keys.to_numpy(zero_copy_only=False))
-
-    def _add_written(self, keys: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
-        # one sorted array: merging a sorted batch into it is linear (a stable sort of two
-        # sorted runs), and it holds exactly 8 bytes per uuid, whatever the run's size
-        self._written = np.sort(np.concatenate([self._written, np.sort(keys)]), kind="stable")
+            self._written.add(keys)
 
     def _is_new(self, keys: pa.Array) -> bool:
         """In a fresh load: True when no uuid of the batch was written earlier in this run.
@@ -743,17 +738,10 @@ class LanceSink(Sink):
         Then the batch can be appended: nothing in the dataset can match it (this sink created
         the dataset and no other writer has committed since). Otherwise it is merged.
         """
-        # keys: the first 64 bits of each uuid; a false "seen" only sends a batch down the
-        # merge path
-        new = keys.to_numpy(zero_copy_only=False)
-        seen = self._written
-        if len(seen):
-            at = np.searchsorted(seen, new)
-            hit = seen[np.minimum(at, len(seen) - 1)] == new
-            if bool(hit.any()):
-                self._fresh = False
-                return False
-        self._add_written(new)
+        if self._written.contains_any(keys):
+            self._fresh = False
+            return False
+        self._written.add(keys)
         return True
 
     def _compact_small(self, ds: lance.LanceDataset) -> None:
@@ -823,7 +811,33 @@ def _create_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-_NO_KEYS: np.ndarray[Any, np.dtype[np.uint64]] = np.empty(0, dtype=np.uint64)
+class UuidKeySet:
+    """The uuid keys (first 64 bits, :func:`~cfstream.records.uuid_keys`) written so far.
+
+    One sorted ``uint64`` array: 8 bytes a key whatever the run's size, a batch checked with one
+    ``searchsorted``, a batch added by a linear merge (a stable sort of two sorted runs). A false
+    "seen" (two uuids sharing 64 bits) only sends a batch down the slower, merging path.
+    """
+
+    def __init__(self) -> None:
+        self._keys: np.ndarray[Any, np.dtype[np.uint64]] = np.empty(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def contains_any(self, keys: pa.Array) -> bool:
+        """True when some key of ``keys`` is in the set."""
+        seen = self._keys
+        if not len(seen) or not len(keys):
+            return False
+        new = keys.to_numpy(zero_copy_only=False)
+        at = np.minimum(np.searchsorted(seen, new), len(seen) - 1)
+        return bool((seen[at] == new).any())
+
+    def add(self, keys: pa.Array) -> None:
+        """Add ``keys`` to the set."""
+        new = np.sort(keys.to_numpy(zero_copy_only=False))
+        self._keys = np.sort(np.concatenate([self._keys, new]), kind="stable")
 
 
 def _would_block() -> list[Item]:
