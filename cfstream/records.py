@@ -94,17 +94,20 @@ _SOURCE_ID = attrgetter("source_id")
 
 
 def uuid_digests(docs: Sequence[Document]) -> list[bytes]:
-    """:func:`uuid_digest` of every document, hashing a shared prefix when the documents share
-    one ``source_type`` (the usual batch). Raises ``AttributeError``/``ValueError``/``TypeError``
-    when some ``source_id`` is not encodable text (check those one by one)."""
+    """:func:`uuid_digest` of every document (a missing ``source_type`` counts as ``""``),
+    hashing a shared prefix when the documents share one ``source_type`` (the usual batch).
+    Raises ``UnicodeEncodeError`` when some id cannot be encoded (lone surrogates)."""
     if not docs:
         return []
     types = list(map(_SOURCE_TYPE, docs))
-    if types.count(types[0]) != len(types):
-        return [uuid_digest(st or "", d.source_id) for st, d in zip(types, docs, strict=True)]
-    prefix = _NS_BYTES + f"{types[0] or ''}:".encode()
-    sha1 = hashlib.sha1
-    return [sha1(prefix + sid.encode()).digest() for sid in map(_SOURCE_ID, docs)]
+    if types.count(types[0]) == len(types):
+        prefix = _NS_BYTES + f"{types[0] or ''}:".encode()
+        sha1 = hashlib.sha1
+        try:
+            return [sha1(prefix + sid.encode()).digest() for sid in map(_SOURCE_ID, docs)]
+        except AttributeError:  # an id that is not a str: format it as uuid_digest does
+            pass
+    return [uuid_digest(st or "", d.source_id) for st, d in zip(types, docs, strict=True)]
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -604,7 +607,7 @@ def documents_to_table(
         values = list(map(g[name], docs))
         arrays[name] = pa.nulls(n, s) if values.count(None) == n else pa.array(values, s)
     if uuids is None:
-        arrays["uuid"] = uuid_array([uuid_digest(d.source_type or "", d.source_id) for d in docs])
+        arrays["uuid"] = uuid_array(uuid_digests(docs))
     elif isinstance(uuids, pa.Array):
         arrays["uuid"] = uuids
     else:

@@ -54,8 +54,6 @@ from cfstream.records import (
     Item,
     Tombstone,
     documents_to_table,
-    record_uuid,
-    uuid_digest,
 )
 from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.runner import http_client_for, run_pipeline
@@ -169,10 +167,7 @@ class FragmentSink(Sink):
                     stats.rows_in += 1
                     batch.docs.append(it)  # type: ignore[arg-type]
                 elif t is Tombstone:
-                    st = it.source_type or ""  # type: ignore[union-attr]
-                    sid = it.source_id  # type: ignore[union-attr]
-                    batch.tombstones.append((len(batch.docs), uuid_digest(st, sid)))
-                    batch.deletes.append(record_uuid(st, sid))
+                    batch.add_tombstone(it)  # type: ignore[arg-type]
                 elif t is Checkpoint:
                     self.checkpoint = it  # type: ignore[assignment]
             if len(batch.docs) >= self.plan.batch_rows:

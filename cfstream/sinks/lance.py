@@ -110,6 +110,12 @@ class _Batch:
     #: documents without a usable uuid (to dead-letter)
     rejected: list[tuple[Document, Exception]] = field(default_factory=list)
 
+    def add_tombstone(self, ts: Tombstone) -> None:
+        """Record a deletion, in arrival order (after the documents buffered so far)."""
+        st = ts.source_type or ""
+        self.tombstones.append((len(self.docs), uuid_digest(st, ts.source_id)))
+        self.deletes.append(record_uuid(st, ts.source_id))
+
     def key_array(self) -> pa.Array:
         """The batch's uuid keys (computed from ``uuids`` when not set)."""
         if self.keys is None:
@@ -417,8 +423,8 @@ class LanceSink(Sink):
         ctx: RunContext,
     ) -> None:
         """Collect chunks into batches. Per-document work is kept to C-level passes over each
-        chunk; uuids, in-batch duplicates and tombstone ordering are resolved per batch, in the
-        builder thread (:meth:`_resolve`)."""
+        chunk; uuids, in-batch duplicates and tombstone ordering are resolved once per batch
+        (:meth:`_resolve`)."""
         stats = ctx.report.sink
         by_source = stats.rows_by_source
         batch = self._pending = _Batch()
@@ -462,10 +468,7 @@ class LanceSink(Sink):
                         elif t is Checkpoint:
                             batch.checkpoints.append(it)  # type: ignore[arg-type]
                         elif t is Tombstone:
-                            ts: Tombstone = it  # type: ignore[assignment]
-                            st = ts.source_type or ""
-                            batch.tombstones.append((len(docs), uuid_digest(st, ts.source_id)))
-                            batch.deletes.append(record_uuid(st, ts.source_id))
+                            batch.add_tombstone(it)  # type: ignore[arg-type]
                 if len(docs) > first:
                     new = docs[first:]
                     stats.rows_in += len(new)
@@ -511,7 +514,7 @@ class LanceSink(Sink):
         docs = batch.docs
         try:
             digests = uuid_digests(docs)
-        except (AttributeError, ValueError, TypeError):  # e.g. lone surrogates, or not text
+        except (ValueError, TypeError):  # e.g. lone surrogates in some id: find those documents
             keep: list[Document] = []
             digests = []
             for d in docs:
@@ -547,7 +550,7 @@ class LanceSink(Sink):
         try:
             self._resolve_and_build(batch, build)
         except (ValueError, TypeError, OverflowError, pa.ArrowException):
-            self._build_one_by_one(batch, ctx)
+            self._build_one_by_one(batch)
             batch.table = self._build_table(batch.docs, batch.uuids) if batch.docs else None
         finally:
             dead_letter_rejected(batch, ctx, self.name)
@@ -555,9 +558,10 @@ class LanceSink(Sink):
             # the rows are in Arrow now: a batch waiting for the writer holds no Python documents
             batch.docs = []
 
-    def _build_one_by_one(self, batch: _Batch, ctx: RunContext) -> None:
-        """A batch failed to build (no validate stage before the sink): dead-letter the
-        documents that fail on their own, keep the others."""
+    def _build_one_by_one(self, batch: _Batch) -> None:
+        """A batch failed to build (no validate stage before the sink): move the documents that
+        fail on their own to ``batch.rejected`` (dead-lettered by :meth:`_prepare`), keep the
+        others."""
         assert batch.uuids is not None and batch.keys is not None
         uuids = batch.uuids.to_pylist() if isinstance(batch.uuids, pa.Array) else list(batch.uuids)
         good: list[int] = []
@@ -571,7 +575,6 @@ class LanceSink(Sink):
         batch.docs = [batch.docs[i] for i in good]
         batch.uuids = [uuids[i] for i in good]
         batch.keys = batch.keys.take(pa.array(good, pa.int64()))
-        dead_letter_rejected(batch, ctx, self.name)
 
     def _build_table(self, docs: Sequence[Document], uuids: Sequence[str] | pa.Array) -> pa.Table:
         return documents_to_table(
@@ -776,7 +779,7 @@ class LanceSink(Sink):
                     ds.create_scalar_index("uuid", index_type="BTREE")
                     self._indexed = True
                     ran += 1
-            elif self._indexed and self.optimize_every and self._commits % self.optimize_every == 0:
+            elif self.optimize_every and self._commits % self.optimize_every == 0:
                 ds.optimize.optimize_indices()
                 ran += 1
             if (
