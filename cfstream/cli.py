@@ -47,7 +47,7 @@ from cfstream.config import (
 from cfstream.deadletter import read_dead_letters
 from cfstream.errors import CfStreamError, ConfigError
 from cfstream.pipeline import Pipeline
-from cfstream.report import RunReport
+from cfstream.report import RunReport, SourceStats
 from cfstream.runner import RunControl, http_client_for, run_pipeline
 from cfstream.secrets import SecretRedactingFilter, get_logger, redact
 from cfstream.sources.registry import available_sources, load_source_class
@@ -251,10 +251,7 @@ class _Progress:
                 )
             table.add_row(
                 name,
-                f"{s.fetched:,}",
-                f"{s.skipped_unchanged:,}",
-                f"{s.tombstones:,}",
-                f"{s.failed:,}",
+                *_count_cells(s),
                 f"{s.fetched / elapsed:,.0f}",
                 f"{s.partitions_done}/{s.partitions}",
                 status,
@@ -381,14 +378,7 @@ def _rich_report(report: RunReport) -> None:
     for col in ("source", "fetched", "unchanged", "deleted", "failed", "status"):
         table.add_column(col, justify="left" if col in ("source", "status") else "right")
     for name, s in report.sources.items():
-        table.add_row(
-            name,
-            f"{s.fetched:,}",
-            f"{s.skipped_unchanged:,}",
-            f"{s.tombstones:,}",
-            f"{s.failed:,}",
-            redact(f"FAILED: {s.error}") if s.error else "ok",
-        )
+        table.add_row(name, *_count_cells(s), redact(f"FAILED: {s.error}") if s.error else "ok")
     console.print(table)
     k = report.sink
     lines = [
@@ -597,6 +587,11 @@ def _source_type_of(spec: SourceSpec) -> str:
         return build_source(spec).source_type
     except CfStreamError:
         return spec.source_type
+
+
+def _count_cells(s: SourceStats) -> tuple[str, str, str, str]:
+    """A source's fetched / unchanged / deleted / failed counts, as the tables show them."""
+    return f"{s.fetched:,}", f"{s.skipped_unchanged:,}", f"{s.tombstones:,}", f"{s.failed:,}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
