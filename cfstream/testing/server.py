@@ -51,6 +51,7 @@ __all__ = (
     "LoggedRequest",
     "RateMeter",
     "Reply",
+    "github_link_header",
     "main",
 )
 
@@ -58,6 +59,27 @@ Handler = Callable[[web.Request], Any]
 
 
 # -- responses -------------------------------------------------------------------------------------
+
+
+def github_link_header(
+    request: web.Request, base: URL, *, page: int, size: int, last: int
+) -> str | None:
+    """GitHub's ``Link`` header for ``page`` of ``last`` pages of ``size`` under ``base``:
+    ``prev``/``next``/``last``/``first`` as GitHub orders them, keeping the request's other query
+    parameters. None when there is nothing to link (a single page)."""
+    keep = {k: v for k, v in request.query.items() if k not in ("page", "per_page")}
+
+    def link(n: int, rel: str) -> str:
+        return f'<{base.with_query({**keep, "per_page": size, "page": n})}>; rel="{rel}"'
+
+    rels: list[str] = []
+    if page > 1:
+        rels.append(link(page - 1, "prev"))
+    if page < last:
+        rels += [link(page + 1, "next"), link(last, "last")]
+    if page > 1:
+        rels.append(link(1, "first"))
+    return ", ".join(rels) or None
 
 
 @dataclass
@@ -655,21 +677,10 @@ class FakeAPI:
             if empty_last_page and data:
                 last += 1
             base = URL(next_base or f"{request.scheme}://{request.host}").with_path(link_path)
-            keep = {k: v for k, v in request.query.items() if k not in ("page", "per_page")}
-
-            def link(n: int, rel: str) -> str:
-                return f'<{base.with_query({**keep, "per_page": size, "page": n})}>; rel="{rel}"'
-
-            rels = []
-            if page > 1:
-                rels.append(link(page - 1, "prev"))
-            if page < last:
-                rels += [link(page + 1, "next"), link(last, "last")]
-            if page > 1:
-                rels.append(link(1, "first"))
             out = dict(headers or {})
-            if rels:
-                out["Link"] = ", ".join(rels)
+            link = github_link_header(request, base, page=page, size=size, last=last)
+            if link:
+                out["Link"] = link
             return Reply(chunk, headers=out).to_response()
 
         self._add("GET", path, handler)

@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from cfstream.testing.server import FakeAPI, Reply
+from cfstream.testing.server import FakeAPI, Reply, github_link_header
 
 __all__ = (
     "DEMO_TOKEN",
@@ -739,21 +739,10 @@ class FakeGitHub:
         last = max(1, math.ceil(len(items) / size))
         chunk = items[(page - 1) * size : page * size]
         base = URL(f"{request.scheme}://{request.host}").with_path(f"/repositories/{repo.id}{tail}")
-        keep = {k: v for k, v in request.query.items() if k not in ("page", "per_page")}
-
-        def link(n: int, rel: str) -> str:
-            return f'<{base.with_query({**keep, "per_page": size, "page": n})}>; rel="{rel}"'
-
-        rels: list[str] = []
-        if page > 1:
-            rels.append(link(page - 1, "prev"))
-        if page < last:
-            rels += [link(page + 1, "next"), link(last, "last")]
-        if page > 1:
-            rels.append(link(1, "first"))
         out = dict(headers)
-        if rels:
-            out["Link"] = ", ".join(rels)
+        link = github_link_header(request, base, page=page, size=size, last=last)
+        if link:
+            out["Link"] = link
         return Reply(chunk, headers=out).to_response()
 
     def _list_issues(self, request: web.Request) -> web.Response:
