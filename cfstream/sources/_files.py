@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from cfstream.context import SourceContext
 from cfstream.errors import ConfigError, SourceError
 from cfstream.records import Checkpoint, Document, Tombstone, record_uuid
+from cfstream.secrets import redact
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
 
 _C = TypeVar("_C", bound=SourceConfig)
@@ -107,7 +108,11 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 
 
 def validate_options(model: type[_C], source_type: str, options: Mapping[str, Any]) -> _C:
-    """Validate config options with ``model``; a :class:`ConfigError` naming each bad key."""
+    """Validate config options with ``model``; a :class:`ConfigError` naming each bad key.
+
+    The error carries no input values: pydantic's own error (not chained) repeats them, and
+    options hold credentials; the problems are redacted as well.
+    """
     try:
         return model.model_validate(dict(options))
     except ValidationError as exc:
@@ -115,7 +120,9 @@ def validate_options(model: type[_C], source_type: str, options: Mapping[str, An
             f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"invalid options for the {source_type!r} source: {problems}") from exc
+        raise ConfigError(
+            f"invalid options for the {source_type!r} source: {redact(problems)}"
+        ) from None
 
 
 def matches_any(path: str, patterns: Sequence[str]) -> bool:

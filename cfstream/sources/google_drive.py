@@ -40,14 +40,14 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 import orjson
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from cfstream.context import RunContext, SourceContext
-from cfstream.errors import AuthError, ClientError, ConfigError, NotFoundError, SourceError
+from cfstream.errors import AuthError, ClientError, NotFoundError, SourceError
 from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, Service
 from cfstream.http.policies import Problem, RawResponse
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp, record_uuid
-from cfstream.secrets import redact
+from cfstream.sources._files import validate_options
 from cfstream.sources._google_auth import (
     DRIVE_READONLY_SCOPE,
     AccessTokenCredentials,
@@ -464,14 +464,7 @@ class GoogleDriveSource(Source):
 
 
 def _validate(options: Mapping[str, Any]) -> GoogleDriveConfig:
-    try:
-        return GoogleDriveConfig.model_validate(dict(options))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"google_drive source: {redact(problems)}") from None
+    return validate_options(GoogleDriveConfig, "google_drive", options)
 
 
 class _PartitionReader:
