@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from cfstream import __version__
 from cfstream.config import (
     Config,
     SourceSpec,
@@ -978,6 +979,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Stream documents from anywhere into a ContextFrame (Lance) dataset.",
         epilog="exit codes: 0 ok, 1 failure, 2 bad config or usage, 3 partial success, "
         "130 stopped by Ctrl-C",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"cfstream {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

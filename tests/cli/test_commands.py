@@ -400,3 +400,15 @@ def test_sync_grace_period_bounds_a_stuck_stop(
             proc.wait()
     assert code == 130
     assert waited < 10, waited  # cancelled after the 1 s grace period, not the default 30 s
+
+
+def test_version_flag_and_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
+    import cfstream
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"cfstream {cfstream.__version__}"
+    done = subprocess.run(
+        [sys.executable, "-m", "cfstream", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"cfstream {cfstream.__version__}"
