@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import errno
 import importlib
 import inspect
 import json
@@ -26,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -973,6 +975,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", default="text", choices=["text", "json"], help="log lines as text or JSON"
     )
     common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    common.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full traceback of a failure (where a source's own code raised)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="cfstream",
@@ -1041,14 +1048,25 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logger = logging.getLogger("cfstream")
     saved_level = logger.level
+    tb_logger = logging.getLogger("cfstream.traceback")
+    saved_tb_level = tb_logger.level
+    show_tb = bool(getattr(args, "traceback", False))
+    if show_tb:
+        tb_logger.setLevel(logging.DEBUG)
     try:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
+        _traceback(exc, show_tb)
         _err(f"cfstream: config error: {redact(str(exc))}")
         return EXIT_USAGE
     except CfStreamError as exc:
+        _traceback(exc, show_tb)
         _err(f"cfstream: {redact(str(exc))}")
+        return EXIT_FAILURE
+    except OSError as exc:  # a path the user gave cannot be used (a file, no permission, ...)
+        _traceback(exc, show_tb)
+        _err(f"cfstream: {_os_error_message(exc)}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         _err("cfstream: interrupted")
@@ -1059,6 +1077,27 @@ def main(argv: list[str] | None = None) -> int:
                 logger.removeHandler(h)
                 h.close()
         logger.setLevel(saved_level)
+        tb_logger.setLevel(saved_tb_level)
+
+
+def _traceback(exc: BaseException, show: bool) -> None:
+    if show:
+        _err(redact("".join(traceback.format_exception(exc))).rstrip())
+
+
+def _os_error_message(exc: OSError) -> str:
+    """One line for an OSError about a path: what failed and what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    hint = {
+        errno.EACCES: "check that this user may read and write it, or point `dataset:` elsewhere",
+        errno.EPERM: "check that this user may read and write it, or point `dataset:` elsewhere",
+        errno.EROFS: "the file system is read-only: point `dataset:` at a writable folder",
+        errno.ENOTDIR: "a file stands where a folder is needed: point `dataset:` at a folder",
+        errno.EEXIST: "a file stands where a folder is needed: point `dataset:` at a folder",
+        errno.ENOSPC: "the disk is full: free some space and run again",
+    }.get(exc.errno or 0, "check the path and its permissions (--traceback shows where)")
+    return redact(f"cannot use{where}: {what}; {hint}")
 
 
 if __name__ == "__main__":

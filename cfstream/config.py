@@ -656,6 +656,16 @@ def parse_config(
             "own layout with `sources: {name: {type: ..., ...}}`",
         )
     data = expand_env(data, env or {}, where)
+    names = data.get("sources")
+    if isinstance(names, dict):
+        for name in names:
+            if isinstance(name, bool):
+                raise where.error(
+                    ["sources"],
+                    f"a source name reads as the boolean {str(name).lower()}: YAML reads "
+                    "unquoted no/off/false/yes/on/true as booleans; quote the name, e.g. "
+                    '"no": or "on":',
+                )
     try:
         top = ConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -666,6 +676,8 @@ def parse_config(
     local = local_path(dataset)
     if local is not None and base_dir is not None and not local.is_absolute():
         dataset = str((base_dir / local).resolve())
+    if local is not None:
+        _check_dataset_folder(Path(local_path(dataset) or local).expanduser(), where)
     return Config(
         dataset=dataset,
         sink=top.sink,
@@ -674,6 +686,20 @@ def parse_config(
         path=None,
         lines=dict(lines or {}),
     )
+
+
+def _check_dataset_folder(path: Path, where: _Where) -> None:
+    """A local dataset must be a folder (or not exist yet) under folders, never under a file."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"is inside {p}, which is a file"
+                raise where.error(
+                    ["dataset"],
+                    f"{path} {what}: a Lance dataset is a folder; point `dataset:` at a folder "
+                    "that does not exist yet or holds a dataset (e.g. ./kb.lance)",
+                )
+            return
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -40,7 +40,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from cfstream.context import RunContext, SourceContext, StageContext
 from cfstream.deadletter import DeadLetterWriter
-from cfstream.errors import CfStreamError, PipelineError
+from cfstream.errors import CfStreamError, PipelineError, SourceError
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 __all__ = ("RunControl", "http_client_for", "run", "run_pipeline")
 
 log = get_logger("cfstream.runner")
+#: Tracebacks of failures (a source's own code raising): DEBUG, shown by ``--log-level debug`` or
+#: the CLI's ``--traceback``.
+tb_log = get_logger("cfstream.traceback")
 
 _ONLY_DOCUMENTS = {Document}
 
@@ -224,6 +227,7 @@ class _SourceReader:
                 str(err) if isinstance(err, CfStreamError) else f"{type(err).__name__}: {err}"
             )
             log.error("source %s failed: %s", self.source.name, stats.error)
+            tb_log.debug("where source %s failed:", self.source.name, exc_info=err)
             self.error: BaseException = err
 
     async def _read_partition(
@@ -505,7 +509,13 @@ async def _execute(
         report.stopped_early = True
     failed = [r for r in readers if not r.completed and hasattr(r, "error")]
     if readers and len(failed) == len(readers):
-        raise failed[0].error
+        first = failed[0]
+        if isinstance(first.error, CfStreamError):
+            raise first.error
+        # a source's own code raised: one line for people (the traceback is logged at DEBUG)
+        raise SourceError(
+            f"failed: {first.sctx.stats.error} (--traceback shows where)", source=first.source.name
+        ) from first.error
     if not ctx.dry_run and ctx.state is not None:
         for r in readers:
             if r.completed and not ctx.stop.is_set():

@@ -36,6 +36,16 @@ def _import(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import {module_name!r} for source {target!r}: {exc}") from exc
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"cannot import {module_name!r} for source {target!r}: {exc.msg} ({exc.filename}, "
+            f"line {exc.lineno}): fix the module's syntax"
+        ) from exc
+    except Exception as exc:  # the module's own code raised while it was imported
+        raise ConfigError(
+            f"importing {module_name!r} for source {target!r} raised {type(exc).__name__}: {exc} "
+            "(run with --traceback to see where)"
+        ) from exc
     try:
         return getattr(module, attr)
     except AttributeError as exc:
