@@ -151,7 +151,8 @@ def _registered(values: tuple[str, ...]) -> Redactions:
 
 
 class SecretRedactingFilter(logging.Filter):
-    """A logging filter that redacts registered secrets from the message and its arguments."""
+    """A logging filter that redacts registered secrets from the message, its arguments, and the
+    traceback and stack it carries."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -160,9 +161,18 @@ class SecretRedactingFilter(logging.Filter):
             return True
         record.msg = redact(message)
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # handlers format the traceback later (its message may hold a secret) and reuse
+            # exc_text when it is set: set it now, redacted
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 _FILTER = SecretRedactingFilter()

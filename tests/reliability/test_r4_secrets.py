@@ -212,6 +212,10 @@ _CHILD = textwrap.dedent(
             value = self.token.get_secret_value()
             ctx.logger.debug("calling the service with %s and %s", value, key)
             ctx.logger.warning("the service saw %s", value)
+            try:
+                raise ValueError(f"the service answered {value}")
+            except ValueError:
+                ctx.logger.exception("a call failed")
             if self.fail:
                 raise RuntimeError(f"the service refused {value} (key {key})")
             yield [
@@ -236,8 +240,8 @@ _CHILD = textwrap.dedent(
 @pytest.mark.timeout(120)
 def test_a_secret_unpickled_in_another_process_is_redacted_there(tmp_path: Path) -> None:
     """A Secret pickled into a child process registers itself there again, and Redactions
-    carries a value the parent registered on its own: the child's logs (at DEBUG), report,
-    source error and dead letters show neither."""
+    carries a value the parent registered on its own: the child's logs (at DEBUG, and a logged
+    traceback), report, source error and dead letters show neither."""
     token = f"tok-CHILD-{uuid.uuid4().hex}"
     key = f"key-PLAIN-{uuid.uuid4().hex}"  # e.g. a service account's private key
     register_secret(key)
@@ -255,6 +259,7 @@ def test_a_secret_unpickled_in_another_process_is_redacted_there(tmp_path: Path)
     out, err = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0, err[-3000:]
     assert "the service saw ***" in err and "calling the service with *** and ***" in err
+    assert "ValueError: the service answered ***" in err  # a logged traceback
     assert "the service refused *** (key ***)" in out
     letters = read_dead_letters(dataset / "_cfstream" / "dead-letters.jsonl")
     assert sorted(letter["source_id"] for letter in letters) == ["bad", "raw"]
