@@ -492,15 +492,28 @@ def run_ray(
 
 
 def _merge_dead_letters(results: list[TaskResult], path: Path) -> None:
-    """Append the dead letters of every finished task to the run's dead-letter file, in order."""
-    files = [Path(r.dead_letter_file) for r in results if r.dead_letter_file]
-    if not files:
+    """Append the dead letters of every finished task to the run's dead-letter file, in order.
+
+    A task's file the driver cannot read is logged (with how many letters it held) and skipped.
+    """
+    done = [r for r in results if r.dead_letter_file]
+    if not done:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as out:
-        for f in files:
-            with open(f, "rb") as letters:
-                shutil.copyfileobj(letters, out)
+        for r in done:
+            try:
+                with open(str(r.dead_letter_file), "rb") as letters:
+                    shutil.copyfileobj(letters, out)
+            except OSError as exc:
+                log.error(
+                    "the %d dead letter(s) of partition %r of %r are lost: %s (on a cluster, "
+                    "the dead-letter file must be on storage every node shares)",
+                    r.dead_lettered,
+                    r.partition,
+                    r.source,
+                    exc,
+                )
 
 
 def _keep_last(table: pa.Table) -> pa.Table:

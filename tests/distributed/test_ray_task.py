@@ -6,10 +6,12 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import pytest
+
 import cfstream as cf
 from cfstream import transforms as T
 from cfstream.deadletter import read_dead_letters
-from cfstream.distributed.ray import WritePlan, _run_partition
+from cfstream.distributed.ray import WritePlan, _merge_dead_letters, _run_partition
 from cfstream.records import frame_schema
 
 INVALID = 3_000
@@ -58,3 +60,17 @@ def test_a_task_without_a_dead_letter_file_counts_its_letters_and_returns_none(
     assert result.dead_letter_file is None
     assert len(pickle.dumps(result)) < 50_000
     assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_the_driver_appends_the_tasks_files_and_logs_one_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    letters_dir = tmp_path / "letters"
+    first, second = _run(tmp_path, letters_dir), _run(tmp_path, letters_dir)
+    assert second.dead_letter_file is not None
+    Path(second.dead_letter_file).unlink()  # e.g. written on a node the driver cannot see
+    second.partition = "gone"
+    path = tmp_path / "run" / "dead-letters.jsonl"
+    _merge_dead_letters([first, second], path)
+    assert len(read_dead_letters(path)) == INVALID
+    assert f"the {INVALID} dead letter(s) of partition 'gone'" in caplog.text
