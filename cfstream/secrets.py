@@ -3,6 +3,11 @@
 Every :class:`Secret` registers its value with a process-wide redactor. Log records emitted under the
 ``cfstream`` logger, error messages built by the HTTP layer, dead letters and reports pass through
 :func:`redact`, so a token that leaks into a message by accident still prints as ``***``.
+
+The registry belongs to one process. A :class:`Secret` pickled into another process (a Ray worker,
+a subprocess) registers itself again when it is unpickled there, and :class:`Redactions` carries
+every value registered in this process (including those registered with :func:`register_secret`
+alone) to another process the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 __all__ = (
+    "Redactions",
     "Secret",
     "SecretRedactingFilter",
     "env",
@@ -78,6 +84,11 @@ class Secret(SecretStr):
         super().__init__(secret_value)
         register_secret(secret_value)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # unpickling calls __init__, so the value is registered in the receiving process too
+        # (pickle's default would restore the attribute and skip the registration)
+        return (type(self), (self.get_secret_value(),))
+
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
         from pydantic_core import core_schema
@@ -109,8 +120,39 @@ def env(name: str, default: str | None = None) -> Secret:
     return Secret(value)
 
 
+class Redactions:
+    """The values registered for redaction in this process when it was made.
+
+    Pickled into another process (e.g. as a Ray task argument), it registers every one of them
+    there on unpickling; ``str()``/``repr()`` show only how many there are.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        with _lock:
+            self._values = tuple(sorted(_secrets))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Redactions({len(self._values)} value(s))"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_registered, (self._values,))
+
+
+def _registered(values: tuple[str, ...]) -> Redactions:
+    """Unpickle :class:`Redactions`: register ``values`` in this process."""
+    for value in values:
+        register_secret(value)
+    return Redactions()
+
+
 class SecretRedactingFilter(logging.Filter):
-    """A logging filter that redacts registered secrets from the message and its arguments."""
+    """A logging filter that redacts registered secrets from the message, its arguments, and the
+    traceback and stack it carries."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -119,9 +161,18 @@ class SecretRedactingFilter(logging.Filter):
             return True
         record.msg = redact(message)
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # handlers format the traceback later (its message may hold a secret) and reuse
+            # exc_text when it is set: set it now, redacted
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 _FILTER = SecretRedactingFilter()

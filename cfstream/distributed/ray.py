@@ -24,6 +24,18 @@ How a run works (``run_ray(pipeline)`` or ``cfstream sync CONFIG --engine ray``)
 A task that fails and is retried by Ray leaves only uncommitted fragment files behind; they are
 never part of a commit, so no row is duplicated (``cleanup_old_versions`` removes the files).
 
+Dead letters: each task attempt writes its own to a file of its own (next to the run's dead-letter
+file, so it is where the fragments are) and returns its name; the driver appends the files of the
+finished tasks to the run's dead-letter file (``<dataset>/_cfstream/dead-letters.jsonl`` by
+default, the local runner's format) and deletes the rest. Every dead letter is written once (a
+failed attempt's file is dropped; its retry writes them again) and no task keeps them in memory.
+
+Secrets: the sources' :class:`~cfstream.secrets.Secret` values register themselves for redaction
+again when a worker unpickles them, and each task also receives every value registered in the
+driver (:class:`~cfstream.secrets.Redactions`), so a worker's logs, errors, report and dead letters
+are redacted as the driver's are. An error leaves a task with its message redacted and without its
+chain (Ray formats the traceback in the worker).
+
 Rate limits across the cluster: each task's HTTP client gets ``1/k`` of every service's budget,
 where ``k`` is the number of partitions of that source running at once (``max_concurrency``,
 capped by the partition count). A limiter actor would be exact but adds a round trip to every
@@ -32,10 +44,14 @@ request; dividing the budget needs no coordination and never exceeds the configu
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import anyio
 import lance
@@ -57,7 +73,7 @@ from cfstream.records import (
 )
 from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.runner import http_client_for, run_pipeline
-from cfstream.secrets import get_logger
+from cfstream.secrets import Redactions, get_logger, redact
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import (
     LanceSink,
@@ -68,7 +84,7 @@ from cfstream.sinks.lance import (
     upsert_table,
 )
 from cfstream.sources.base import Source, SourceOutput
-from cfstream.state import StateStore, local_path
+from cfstream.state import StateStore, local_path, state_dir_for
 
 __all__ = ("FragmentSink", "TaskResult", "WritePlan", "run_config", "run_ray")
 
@@ -85,6 +101,8 @@ class WritePlan:
     batch_rows: int = 10_000
     fill_zero_vectors: bool = False
     storage_options: dict[str, str] | None = None
+    #: where each task attempt writes its dead letters (one file each); None: nowhere
+    dead_letter_dir: str | None = None
 
 
 @dataclass
@@ -100,7 +118,9 @@ class TaskResult:
     checkpoint: Checkpoint | None = None
     stats: SourceStats | None = None
     stages: list[StageStats] = field(default_factory=list)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    #: the file holding this task's dead letters (None when it has none or the run keeps none)
+    dead_letter_file: str | None = None
+    dead_lettered: int = 0
     rows: int = 0
     attempt_marker: str = ""
 
@@ -218,18 +238,54 @@ def _run_partition(
     cursor: Mapping[str, Any] | None,
     plan: WritePlan,
     rate_share: float,
+    redactions: Redactions | None = None,
 ) -> TaskResult:
-    """Body of a Ray task: run one partition through the stages into a FragmentSink."""
+    """Body of a Ray task: run one partition through the stages into a FragmentSink.
+
+    ``redactions`` registered the driver's secrets in this process when Ray unpickled it. An
+    error leaves with its message redacted and its chain dropped: Ray formats the traceback here,
+    logs it and sends it to the driver.
+    """
+    try:
+        return _run_one(source, stages, partition, cursor, plan, rate_share)
+    except CfStreamError as exc:
+        exc.message = redact(exc.message)
+        exc.args = (exc.message,)
+        raise exc from None
+    except Exception as exc:
+        raise PipelineError(
+            redact(
+                f"partition {partition!r} of {source.name!r} failed: {type(exc).__name__}: {exc}"
+            )
+        ) from None
+
+
+def _run_one(
+    source: Source,
+    stages: list[Any],
+    partition: str,
+    cursor: Mapping[str, Any] | None,
+    plan: WritePlan,
+    rate_share: float,
+) -> TaskResult:
     sink = FragmentSink(plan)
     pipeline = Pipeline([_OnePartition(source, partition, cursor)], stages, sink)
+    # this attempt's own dead-letter file (a retry gets another one); without a dead-letter
+    # directory the letters are counted and dropped, never kept in memory
+    letters = None
+    if plan.dead_letter_dir is not None:
+        letters = Path(plan.dead_letter_dir) / f"{uuid.uuid4().hex}.jsonl"
+    letters_path: str | Path = letters if letters is not None else os.devnull
 
     async def main() -> RunReport:
         http = None
         if getattr(source, "uses_http", False):
             http = http_client_for(pipeline, rate_share=rate_share)
             async with http:
-                return await run_pipeline(pipeline, http=http, state=None)
-        return await run_pipeline(pipeline, state=None)
+                return await run_pipeline(
+                    pipeline, http=http, state=None, dead_letter_path=letters_path
+                )
+        return await run_pipeline(pipeline, state=None, dead_letter_path=letters_path)
 
     report = anyio.run(main, backend="asyncio")
     stats = report.sources.get(source.name)
@@ -245,7 +301,8 @@ def _run_partition(
         checkpoint=sink.checkpoint,
         stats=stats,
         stages=report.stages,
-        dead_letters=[],
+        dead_letter_file=str(letters) if letters is not None and letters.exists() else None,
+        dead_lettered=report.dead_lettered,
         rows=sink.rows,
     )
 
@@ -290,6 +347,7 @@ def run_ray(
     max_retries: int = 2,
     state: StateStore | None = None,
     ray_init: Mapping[str, Any] | None = None,
+    dead_letter_path: str | Path | Literal[False] | None = None,
 ) -> RunReport:
     """Run ``pipeline`` (ending in a :class:`~cfstream.sinks.LanceSink`) with one Ray task per partition.
 
@@ -300,6 +358,10 @@ def run_ray(
         max_retries: how often Ray retries a failed partition task.
         state: the cursor store (default: the dataset's own).
         ray_init: extra ``ray.init`` keyword arguments.
+        dead_letter_path: the dead-letter JSONL (as for the local runner); default
+            ``<dataset>/_cfstream/dead-letters.jsonl`` for a local dataset; ``False`` writes none
+            (``report.dead_lettered`` still counts). The workers write theirs next to it first,
+            so on a cluster it must be on storage every node shares, as a local dataset must.
     """
     try:
         import ray
@@ -319,6 +381,13 @@ def run_ray(
     if state is None and local_path(sink.uri) is not None:
         state = StateStore.for_dataset(sink.uri)
     mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
+    if dead_letter_path is None and local_path(sink.uri) is not None:
+        dead_letter_path = state_dir_for(sink.uri) / "dead-letters.jsonl"
+    letters_dir = None
+    if dead_letter_path:
+        dead_letter_path = Path(dead_letter_path)
+        report.dead_letter_path = str(dead_letter_path)
+        letters_dir = dead_letter_path.with_name(f"{dead_letter_path.name}.ray-{uuid.uuid4().hex}")
     plan = WritePlan(
         uri=sink.uri,
         mode=mode,
@@ -326,7 +395,9 @@ def run_ray(
         batch_rows=sink.batch_rows,
         fill_zero_vectors=sink.contextframe_compat,
         storage_options=sink.storage_options,
+        dead_letter_dir=str(letters_dir) if letters_dir is not None else None,
     )
+    redactions = Redactions()
     leaves = pipeline.leaf_sources
     try:
         if state is not None:
@@ -354,7 +425,15 @@ def run_ray(
             report.sources[s.name].partitions = len(parts)
             for p in parts:
                 futures.append(
-                    task.remote(s, pipeline.stages, p, cursors.get(p), plan, 1.0 / running)
+                    task.remote(
+                        s,
+                        pipeline.stages,
+                        p,
+                        cursors.get(p),
+                        plan,
+                        1.0 / running,
+                        redactions=redactions,
+                    )
                 )
         results: list[TaskResult] = []
         errors: list[BaseException] = []
@@ -364,9 +443,13 @@ def run_ray(
             except Exception as exc:  # a partition failed after Ray's retries
                 cause = getattr(exc, "cause", None) or exc
                 errors.append(cause)
+        if dead_letter_path:
+            _merge_dead_letters(results, dead_letter_path)
         if errors and not results:
             err = errors[0]
-            raise err if isinstance(err, CfStreamError) else PipelineError(str(err)) from err
+            raise (
+                err if isinstance(err, CfStreamError) else PipelineError(redact(str(err)))
+            ) from err
         _commit(sink, plan, version, results, report)
         for r in results:
             agg = report.sources[r.source]
@@ -376,18 +459,17 @@ def run_ray(
                 agg.checkpoints += r.stats.checkpoints
                 agg.skipped_unchanged += r.stats.skipped_unchanged
                 agg.failed += r.stats.failed
-                report.dead_lettered += r.stats.failed
+            report.dead_lettered += r.dead_lettered
             agg.partitions_done += 1
             for mine, theirs in zip(report.stages, r.stages, strict=False):
                 mine.docs_in += theirs.docs_in
                 mine.docs_out += theirs.docs_out
                 mine.failed += theirs.failed
                 mine.dropped += theirs.dropped
-                report.dead_lettered += theirs.failed
         for e in errors:
             log.error("a partition failed after retries: %s", e)
         if errors:
-            report.error = f"{len(errors)} partition task(s) failed: {errors[0]}"
+            report.error = redact(f"{len(errors)} partition task(s) failed: {errors[0]}")
         if state is not None:
             cps = [
                 Checkpoint(r.checkpoint.cursor, partition=r.partition, source=r.source)
@@ -400,10 +482,38 @@ def run_ray(
                     done = report.sources[leaf.name]
                     state.mark_success(leaf.name, {"fetched": done.fetched, "engine": "ray"})
     finally:
+        if letters_dir is not None:
+            # the merged files, and those of failed attempts (their retries wrote them again)
+            shutil.rmtree(letters_dir, ignore_errors=True)
         if state is not None:
             state.release_all()
         report.wall_seconds = time.perf_counter() - t0
     return report
+
+
+def _merge_dead_letters(results: list[TaskResult], path: Path) -> None:
+    """Append the dead letters of every finished task to the run's dead-letter file, in order.
+
+    A task's file the driver cannot read is logged (with how many letters it held) and skipped.
+    """
+    done = [r for r in results if r.dead_letter_file]
+    if not done:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as out:
+        for r in done:
+            try:
+                with open(str(r.dead_letter_file), "rb") as letters:
+                    shutil.copyfileobj(letters, out)
+            except OSError as exc:
+                log.error(
+                    "the %d dead letter(s) of partition %r of %r are lost: %s (on a cluster, "
+                    "the dead-letter file must be on storage every node shares)",
+                    r.dead_lettered,
+                    r.partition,
+                    r.source,
+                    exc,
+                )
 
 
 def _keep_last(table: pa.Table) -> pa.Table:

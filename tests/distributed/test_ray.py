@@ -5,6 +5,7 @@ Uses a local Ray (num_cpus=2) and a fake API on 127.0.0.1 with 8 partitions of 2
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytest
 import cfstream as cf
 from cfstream import transforms as T
 from cfstream.context import SourceContext
+from cfstream.deadletter import read_dead_letters
 from cfstream.http import BodyCursorPaginator
+from cfstream.secrets import Secret
 from cfstream.sinks import LanceSink
 from cfstream.sources.base import Source, SourceOutput
 from cfstream.testing import FakeAPI
@@ -148,3 +151,88 @@ async def test_ray_import_equals_local_and_survives_a_crash(local_ray: Any, tmp_
         assert snapshot(ray_ds) == snapshot(local_ds)
         state = cf.StateStore.for_dataset(str(ray_ds))
         assert state.cursors("chan")["c0"] == {"pages": PER_PART // 100}
+
+
+TOKEN = "tok-RAYWORKER-3e8b1f6a9c0d4e27"
+LEAKY_DOCS = 40
+
+
+class LeakySource(Source):
+    """Partitions whose worker-side log, dead letters and error would all hold the token.
+
+    ``p0`` and ``p1`` yield documents of which every 10th is invalid (no title; its text holds
+    the token) and dead-letter one raw item themselves (the token in the error and payload);
+    ``p1`` then crashes once after them; ``bad`` always fails with the token in its error.
+    """
+
+    source_type = "leaky"
+
+    def __init__(self, token: Secret, crash_marker: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.token = token
+        self.crash_marker = crash_marker
+
+    async def partitions(self, ctx: SourceContext) -> Sequence[str]:
+        return ["p0", "p1", "bad"]
+
+    async def read(
+        self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
+    ) -> AsyncIterator[SourceOutput]:
+        value = self.token.get_secret_value()
+        ctx.logger.warning("partition %s: the service saw %s", partition, value)
+        if partition == "bad":
+            raise RuntimeError(f"the service refused {value}")
+        yield [
+            cf.Document(source_id=f"{partition}-{k}", title=f"doc {k}", text_content="fine")
+            if k % 10
+            else cf.Document(source_id=f"{partition}-{k}", title="", text_content=f"sent {value}")
+            for k in range(LEAKY_DOCS)
+        ]
+        ctx.dead_letter(
+            f"an item signed with {value} could not be mapped",
+            {"signature": value},
+            source_id=f"{partition}-raw",
+        )
+        marker = anyio.Path(self.crash_marker)
+        if partition == "p1" and not await marker.exists():
+            await marker.write_text("crashed once")
+            raise RuntimeError("injected crash after the dead letters")
+
+
+def _files_containing(root: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_ray_dead_letters_are_written_once_and_worker_secrets_redacted(
+    local_ray: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Each dead letter of a finished task reaches the run's file once (a crashed attempt's
+    are dropped; its retry writes them again), counted as in the report; the token the workers
+    unpickled with the source shows in no dead letter, report, error or worker log."""
+    ds = tmp_path / "leaky.lance"
+    source = LeakySource(Secret(TOKEN), str(tmp_path / "crashed"))
+    report = run_ray(source | T.validate() | LanceSink(str(ds)), max_retries=1)
+
+    assert (tmp_path / "crashed").exists(), "the injected crash did not happen"
+    letters = read_dead_letters(ds / "_cfstream" / "dead-letters.jsonl")
+    expected = sorted(
+        [f"{p}-{k}" for p in ("p0", "p1") for k in range(0, LEAKY_DOCS, 10)] + ["p0-raw", "p1-raw"]
+    )
+    assert sorted(letter["source_id"] for letter in letters) == expected
+    assert report.dead_lettered == len(letters)
+    assert report.dead_letter_path == str(ds / "_cfstream" / "dead-letters.jsonl")
+    assert {letter["stage"] for letter in letters} == {"validate", "source"}
+    assert all("***" in letter["error"] for letter in letters if letter["stage"] == "source")
+    assert lance.dataset(str(ds)).count_rows() == 2 * (LEAKY_DOCS - LEAKY_DOCS // 10)
+    assert report.error is not None and "the service refused ***" in report.error
+
+    assert TOKEN not in json.dumps(report.to_dict()) + str(report)
+    out, err = capfd.readouterr()  # Ray prints the retried tasks' tracebacks in the driver
+    assert TOKEN not in out + err
+    assert _files_containing(ds, TOKEN.encode()) == []
+    # the workers' stderr (their log lines, Ray's record of the failed tasks) is in Ray's logs
+    session = Path(ray.init(ignore_reinit_error=True).address_info["session_dir"])
+    logs = session / "logs"
+    worker_logs = "".join(p.read_text(errors="replace") for p in logs.glob("worker-*"))
+    assert "partition bad: the service saw ***" in worker_logs
+    assert _files_containing(logs, TOKEN.encode()) == []

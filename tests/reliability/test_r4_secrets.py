@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
+import textwrap
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from conftest import (
     write_config,
 )
 from fakeapi import Settings
+
+from cfstream.deadletter import read_dead_letters
+from cfstream.secrets import Redactions, Secret, register_secret
 
 TOKEN = "tok-RELIABILITY-5f3c9a7e1d2b4c68"
 SECRET_ENV = {"ITEMS_TOKEN": TOKEN}
@@ -173,3 +179,90 @@ def test_yaml_tags_that_build_python_objects_are_rejected(tmp_path: Path, tag: s
     assert f"{cfg}:" in proc.stderr
     assert not marker.exists()
     assert not (tmp_path / "x.lance").exists()
+
+
+# a child process that unpickles a Secret (in a source's options) and the parent's Redactions,
+# then runs a source that logs, dead-letters and fails with both values
+_CHILD = textwrap.dedent(
+    """
+    import logging, pickle, sys
+
+    import cfstream as cf
+    from cfstream import transforms as T
+    from cfstream.runner import run
+    from cfstream.sinks import LanceSink
+    from cfstream.sources.base import Source
+
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    shipped = pickle.loads(sys.stdin.buffer.read())
+    token, key = shipped["token"], shipped["key"]
+
+
+    class Leaky(Source):
+        source_type = "leaky"
+
+        def __init__(self, token, fail, **kw):
+            super().__init__(**kw)
+            self.token, self.fail = token, fail
+
+        async def partitions(self, ctx):
+            return ["all"]
+
+        async def read(self, partition, cursor, ctx):
+            value = self.token.get_secret_value()
+            ctx.logger.debug("calling the service with %s and %s", value, key)
+            ctx.logger.warning("the service saw %s", value)
+            try:
+                raise ValueError(f"the service answered {value}")
+            except ValueError:
+                ctx.logger.exception("a call failed")
+            if self.fail:
+                raise RuntimeError(f"the service refused {value} (key {key})")
+            yield [
+                cf.Document(source_id="ok", title="fine", text_content="fine"),
+                cf.Document(source_id="bad", title="", text_content=f"{value} {key}"),
+            ]
+            ctx.dead_letter(f"item signed with {value}", {"key": key}, source_id="raw")
+
+
+    pipeline = cf.Pipeline(
+        [Leaky(token, False, name="ok"), Leaky(token, True, name="fails")],
+        [T.validate()],
+        LanceSink(sys.argv[1]),
+    )
+    report = run(pipeline)
+    print(report.to_dict())
+    print(report)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_secret_unpickled_in_another_process_is_redacted_there(tmp_path: Path) -> None:
+    """A Secret pickled into a child process registers itself there again, and Redactions
+    carries a value the parent registered on its own: the child's logs (at DEBUG, and a logged
+    traceback), report, source error and dead letters show neither."""
+    token = f"tok-CHILD-{uuid.uuid4().hex}"
+    key = f"key-PLAIN-{uuid.uuid4().hex}"  # e.g. a service account's private key
+    register_secret(key)
+    shipped = pickle.dumps({"redactions": Redactions(), "token": Secret(token), "key": key})
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    dataset = tmp_path / "child.lance"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(dataset)],
+        input=shipped,
+        env=subprocess_env(),
+        capture_output=True,
+        timeout=100,
+    )
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, err[-3000:]
+    assert "the service saw ***" in err and "calling the service with *** and ***" in err
+    assert "ValueError: the service answered ***" in err  # a logged traceback
+    assert "the service refused *** (key ***)" in out
+    letters = read_dead_letters(dataset / "_cfstream" / "dead-letters.jsonl")
+    assert sorted(letter["source_id"] for letter in letters) == ["bad", "raw"]
+    for needle in (token, key):
+        assert needle not in out and needle not in err
+        assert _files_containing(tmp_path, needle.encode()) == []
