@@ -31,6 +31,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import re
+import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -573,7 +574,42 @@ def _parse_stage(raw: Any, index: int, where: _Where) -> StageSpec:
         raise _translate(exc, where, kpath, None) from None
 
 
-def _parse_source(name: str, raw: Mapping[str, Any], where: _Where) -> SourceSpec:
+def _resolve_local_paths(
+    model: BaseModel, base_dir: Path | None, where: _Where, path: list[str | int]
+) -> Any:
+    """``model`` with its local path options (see ``path_option``) resolved against the config
+    file's folder and checked to exist (nested settings such as ``credentials`` included)."""
+    update: dict[str, Any] = {}
+    if base_dir is None:  # not from a config file: paths stay as given
+        return model
+    for key, info in type(model).model_fields.items():
+        value = getattr(model, key)
+        if isinstance(value, BaseModel):
+            resolved = _resolve_local_paths(value, base_dir, where, [*path, key])
+            if resolved is not value:
+                update[key] = resolved
+            continue
+        extra = info.json_schema_extra
+        kind = extra.get("local_path") if isinstance(extra, dict) else None
+        if kind is None or not isinstance(value, str) or not value:
+            continue
+        local = Path(value).expanduser()
+        if not local.is_absolute():
+            local = base_dir / local
+        if kind == "dir" and not local.is_dir():
+            what = "is not a folder" if local.exists() else "does not exist"
+            raise where.error([*path, key], f"{value!r} ({local}) {what}: give an existing folder")
+        if kind == "file" and not local.is_file():
+            what = "is not a file" if local.exists() else "does not exist"
+            raise where.error([*path, key], f"{value!r} ({local}) {what}: give an existing file")
+        if str(local) != value:
+            update[key] = str(local)
+    return model.model_copy(update=update) if update else model
+
+
+def _parse_source(
+    name: str, raw: Mapping[str, Any], where: _Where, base_dir: Path | None = None
+) -> SourceSpec:
     path: list[str | int] = ["sources", name]
     if not isinstance(raw, dict):
         raise where.error(path, "expected a mapping with at least `type:`")
@@ -588,8 +624,15 @@ def _parse_source(name: str, raw: Mapping[str, Any], where: _Where) -> SourceSpe
         cls = load_source_class(type_name)
     except ConfigError as exc:
         raise where.error([*path, "type"], str(exc)) from None
-    if not (isinstance(cls, type) and issubclass(cls, Source)):
-        raise where.error([*path, "type"], f"{type_name!r} is {cls!r}, not a cfstream Source class")
+    if not (
+        (isinstance(cls, type) and issubclass(cls, Source))
+        or getattr(cls, "is_source_factory", False)
+    ):
+        raise where.error(
+            [*path, "type"],
+            f"{type_name!r} is {cls!r}: name a cfstream Source class or a function decorated "
+            "with @cf.source",
+        )
     enabled = raw.get("enabled", True)
     if isinstance(enabled, str) and enabled.strip().lower() in _BOOL_WORDS:  # from ${VAR}
         enabled = _BOOL_WORDS[enabled.strip().lower()]
@@ -615,6 +658,7 @@ def _parse_source(name: str, raw: Mapping[str, Any], where: _Where) -> SourceSpe
             validated = model.model_validate(options)
         except ValidationError as exc:
             raise _translate(exc, where, path, model, secrets) from None
+        validated = _resolve_local_paths(validated, base_dir, where, path)
         options = {k: getattr(validated, k) for k in validated.model_fields_set}
     return SourceSpec(
         name=name,
@@ -640,8 +684,9 @@ def parse_config(
     """Validate an already-parsed config (a dict in the ``sources:`` layout).
 
     ``env`` is used for ``${VAR}`` expansion (``{}`` when None: every variable must then have a
-    default). ``lines`` maps key paths to line numbers for messages; ``base_dir`` anchors a
-    relative local ``dataset`` path. Other layouts (ContextFrame's ``connectors:``) convert to this
+    default). ``lines`` maps key paths to line numbers for messages; ``base_dir`` (the config
+    file's folder) anchors every relative local path (``dataset`` and the sources' folder and file
+    options), which must then exist. Other layouts (ContextFrame's ``connectors:``) convert to this
     one and call this function.
     """
     where = _Where(filename, lines or {})
@@ -671,7 +716,10 @@ def parse_config(
     except ValidationError as exc:
         raise _translate(exc, where, [], ConfigFile) from None
     stages = tuple(_parse_stage(raw, i, where) for i, raw in enumerate(top.pipeline))
-    sources = {str(name): _parse_source(str(name), raw, where) for name, raw in top.sources.items()}
+    sources = {
+        str(name): _parse_source(str(name), raw, where, base_dir)
+        for name, raw in top.sources.items()
+    }
     dataset = top.dataset
     local = local_path(dataset)
     if local is not None and base_dir is not None and not local.is_absolute():
@@ -710,6 +758,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """
     p = Path(path)
     filename = str(path)
+    folder = str(p.resolve().parent)
+    if folder not in sys.path:  # a source module beside the config imports as it would in a script
+        sys.path.append(folder)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cfstream.errors import AuthError, ClientError, HTTPError, RateLimitError, TransientError
 from cfstream.http import Auth, HttpClient, NoAuth, Problem, RawResponse, ResponsePolicy, Service
 from cfstream.secrets import Secret, redact_url, register_secret
+from cfstream.sources.base import path_option
 
 __all__ = (
     "DRIVE_READONLY_SCOPE",
@@ -70,8 +71,8 @@ class ServiceAccountCredentials(_Cred):
     """A service-account key (``type: service_account``): ``key_file`` or ``key_json``."""
 
     type: Literal["service_account"] = "service_account"
-    key_file: str | None = Field(
-        default=None, description="path of the service account's JSON key file"
+    key_file: str | None = path_option(
+        "path of the service account's JSON key file", kind="file", default=None
     )
     key_json: Secret | None = Field(
         default=None, description="the JSON key itself (e.g. from ${GOOGLE_SA_KEY})"

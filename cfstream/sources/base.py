@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cfstream.context import SourceContext
 from cfstream.records import Item
@@ -30,11 +30,21 @@ __all__ = (
     "SourceConfig",
     "SourceOutput",
     "merge",
+    "path_option",
     "source",
 )
 
 #: what ``Source.read`` may yield: one item or a page of items
 SourceOutput = Item | Sequence[Item]
+
+
+def path_option(description: str, *, kind: str = "dir", default: Any = ...) -> Any:
+    """A settings field naming a local folder (``kind="dir"``) or file (``kind="file"``).
+
+    In a YAML config a relative path is relative to the config file's folder, and ``cfstream
+    validate`` checks that it exists.
+    """
+    return Field(default=default, description=description, json_schema_extra={"local_path": kind})
 
 
 class SourceConfig(BaseModel):
@@ -164,6 +174,15 @@ def source(
             src_name = kwargs.pop("name", None) or name
             return FunctionSource(f, args, kwargs, source_type=st, name=src_name)
 
+        def from_config(options: Mapping[str, Any], *, name: str | None = None) -> FunctionSource:
+            """Build the source from a config's options (passed as keyword arguments)."""
+            return factory(**dict(options), **({"name": name} if name else {}))
+
+        # what the config loader needs to accept ``type: module:function``
+        factory.source_type = st  # type: ignore[attr-defined]
+        factory.from_config = from_config  # type: ignore[attr-defined]
+        factory.config_model = None  # type: ignore[attr-defined]
+        factory.is_source_factory = True  # type: ignore[attr-defined]
         return factory
 
     if fn is not None:

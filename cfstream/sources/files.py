@@ -32,7 +32,7 @@ from cfstream.sources._files import (
     header_id,
     validate_options,
 )
-from cfstream.sources.base import Source, SourceConfig
+from cfstream.sources.base import Source, SourceConfig, path_option
 
 __all__ = ("FilesConfig", "FilesSource")
 
@@ -42,7 +42,7 @@ _HEADING = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.M)
 class FilesConfig(SourceConfig):
     """Settings of a files source (the ``files`` type in a YAML config)."""
 
-    path: str = Field(description="the folder to import")
+    path: str = path_option("the folder to import")
     include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.txt"], min_length=1)
     exclude: list[str] = Field(default_factory=list)
     folder_headers: bool = True

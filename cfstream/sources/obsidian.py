@@ -51,7 +51,7 @@ from cfstream.sources._files import (
     header_id,
     validate_options,
 )
-from cfstream.sources.base import Source, SourceConfig
+from cfstream.sources.base import Source, SourceConfig, path_option
 
 __all__ = ("ObsidianConfig", "ObsidianSource", "VaultIndex", "parse_note_links")
 
@@ -71,7 +71,7 @@ _KEY = re.compile(r"[^0-9A-Za-z]+")
 class ObsidianConfig(SourceConfig):
     """Settings of an Obsidian source (the ``obsidian`` type in a YAML config)."""
 
-    vault_path: str = Field(description="the vault folder (the one holding .obsidian/)")
+    vault_path: str = path_option("the vault folder (the one holding .obsidian/)")
     include: list[str] = Field(default_factory=lambda: ["**/*.md"], min_length=1)
     exclude: list[str] = Field(default_factory=list)
     vault_name: str | None = Field(

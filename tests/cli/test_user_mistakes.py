@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -156,3 +157,51 @@ def test_read_only_dataset_folder(synced: Path, command: list[str]) -> None:
     else:  # reading is all these need
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+# -- the config behaves as users expect ----------------------------------------------------------
+def test_a_function_source_beside_the_config_with_paths_relative_to_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "notes").mkdir(parents=True)
+    (project / "notes" / "a.md").write_text("# A\n")
+    (project / "mysource.py").write_text(
+        textwrap.dedent("""
+            import cfstream as cf
+
+            @cf.source(source_type="greetings")
+            async def hello(count: int = 2):
+                for i in range(count):
+                    yield cf.Document(source_id=f"g{i}", title=f"Hello {i}")
+        """)
+    )
+    (project / "cfstream.yaml").write_text(
+        textwrap.dedent("""
+            dataset: ./kb.lance
+            sources:
+              greetings: {type: "mysource:hello", count: 3}
+              notes: {type: files, path: ./notes}
+        """)
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = cli_env()  # no PYTHONPATH entry for the project: its folder is found from the config
+    proc = run_cli("sync", str(project / "cfstream.yaml"), "--json", "-q", cwd=elsewhere, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["sources"]["greetings"]["fetched"] == 3
+    assert report["sources"]["notes"]["fetched"] >= 1  # ./notes is the project's, not elsewhere's
+    assert (project / "kb.lance").is_dir() and not (elsewhere / "kb.lance").exists()
+
+
+def test_validate_checks_local_paths(write_config: Callable[..., Path]) -> None:
+    cfg = write_config("""
+        dataset: ./kb.lance
+        sources:
+          vault: {type: obsidian, vault_path: /nonexistent/vault}
+    """)
+    proc = run_cli("validate", str(cfg), cwd=cfg.parent)
+    _one_line_error(proc, 2, "sources.vault.vault_path", "does not exist")
+    (cfg.parent / "afile").write_text("x")
+    cfg.write_text(cfg.read_text().replace("/nonexistent/vault", "./afile"))
+    proc = run_cli("validate", str(cfg), cwd=cfg.parent)
+    _one_line_error(proc, 2, "sources.vault.vault_path", "not a folder")
