@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from cfstream import _yaml as safe_yaml
 from cfstream.config import Config, StageSpec, expand_env, parse_config
 from cfstream.connectors.base import DocumentFilter
 from cfstream.connectors.services import CONNECTORS
@@ -60,7 +61,7 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
@@ -262,7 +263,7 @@ class SecretManager:
             if suffix == ".json":
                 data: Any = json.loads(text)
             elif suffix in (".yaml", ".yml"):
-                data = yaml.safe_load(text) or {}
+                data = safe_yaml.load(text) or {}
             elif suffix == ".env" or path.name.startswith(".env"):
                 data = _parse_dotenv(text)
             else:
