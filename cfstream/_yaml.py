@@ -3,8 +3,8 @@
 ``yaml.safe_load`` refuses tags that build Python objects, but not documents that are small on
 disk and huge in memory: a few hundred bytes of nested anchors and aliases ("billion laughs")
 stand for billions of values, and every walk over the loaded data (``${VAR}`` expansion, line
-numbers, pydantic) pays for each of them. :func:`compose` parses the document once (with the
-libyaml parser when it is installed), counts the values it stands for with every alias expanded,
+numbers, pydantic) pays for each of them. :func:`compose` parses the document once, counts the
+values it stands for with every alias expanded,
 and refuses it, before anything walks it, when that count, its nesting depth or a recursive alias
 goes beyond limits no real config or note frontmatter comes near.
 """
@@ -24,7 +24,9 @@ MAX_NODES = 100_000
 #: lists and mappings nested inside each other
 MAX_DEPTH = 100
 
-_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: PyYAML's own parser: libyaml's is faster but its messages say less (no alias name, no
+#: character) and place some errors a line late; a config or a frontmatter parses in milliseconds
+_Loader: type[Any] = yaml.SafeLoader
 
 
 class YAMLLimitError(CfStreamError, yaml.YAMLError):

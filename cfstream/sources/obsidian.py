@@ -38,6 +38,7 @@ import orjson
 import yaml
 from pydantic import Field
 
+from cfstream import _yaml as safe_yaml
 from cfstream.records import Document, Relationship, parse_timestamp, record_uuid
 from cfstream.sources._files import (
     DEFAULT_MAX_FILE_BYTES,
@@ -217,8 +218,8 @@ def split_frontmatter(text: str) -> tuple[dict[str, Any], str] | str:
     else:
         return "the frontmatter opened with '---' on line 1 is never closed by a '---' line"
     try:
-        data = yaml.safe_load(yaml_text)
-    except yaml.YAMLError as exc:
+        data = safe_yaml.load(yaml_text)
+    except yaml.YAMLError as exc:  # with safe_yaml.YAMLLimitError: an alias bomb, too deep
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
