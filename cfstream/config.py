@@ -75,6 +75,7 @@ __all__ = (
     "load_config",
     "parse_config",
     "parse_duration",
+    "read_config_text",
     "select_sources",
 )
 
@@ -686,6 +687,23 @@ def parse_config(
     )
 
 
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, read no further than :data:`MAX_CONFIG_BYTES` (ConfigError)."""
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: the config file is larger than {MAX_CONFIG_BYTES:,} bytes; a "
+                "cfstream config is a few kilobytes: check that this is the right file"
+            )
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate the config file at ``path``.
 
@@ -694,20 +712,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """
     p = Path(path)
     filename = str(path)
-    try:
-        with p.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"{filename}: the config file is larger than {MAX_CONFIG_BYTES:,} bytes; a "
-                "cfstream config is a few kilobytes: check that this is the right file"
-            )
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{filename}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{filename}: cannot read the config file: {exc}") from None
-    data, lines = _load_yaml(text, filename)
+    data, lines = _load_yaml(read_config_text(p), filename)
     cfg = parse_config(data, filename=filename, env=env, lines=lines, base_dir=p.resolve().parent)
     return Config(
         dataset=cfg.dataset,

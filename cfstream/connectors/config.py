@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from cfstream import _yaml as safe_yaml
-from cfstream.config import Config, StageSpec, expand_env, parse_config
+from cfstream.config import Config, StageSpec, expand_env, parse_config, read_config_text
 from cfstream.connectors.base import DocumentFilter
 from cfstream.connectors.services import CONNECTORS
 from cfstream.errors import ConfigError
@@ -54,12 +54,7 @@ _BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    text = read_config_text(path)
     try:
         return safe_yaml.load(text)
     except yaml.YAMLError as exc:

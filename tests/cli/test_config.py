@@ -227,13 +227,16 @@ def test_an_alias_bomb_is_refused_fast_with_one_line(
     assert "Traceback" not in proc.stderr
 
 
-def test_the_contextframe_layout_loader_refuses_an_alias_bomb_too(
+def test_the_contextframe_layout_loader_refuses_an_alias_bomb_and_a_huge_file_too(
     write_config: Callable[..., Path],
 ) -> None:
     from cfstream.connectors.config import load_connector_config
 
     path = write_config(_BOMB + "connectors: {docs: {type: github, repos: *l8}}\n")
     with pytest.raises(ConfigError, match="alias bomb"):
+        load_connector_config(path, env={})
+    path = write_config("connectors: {}\n" + "# padding\n" * 110_000)
+    with pytest.raises(ConfigError, match="larger than 1,048,576 bytes"):
         load_connector_config(path, env={})
 
 
