@@ -3,8 +3,8 @@
 ``yaml.safe_load`` refuses tags that build Python objects, but not documents that are small on
 disk and huge in memory: a few hundred bytes of nested anchors and aliases ("billion laughs")
 stand for billions of values, and every walk over the loaded data (``${VAR}`` expansion, line
-numbers, pydantic) pays for each of them. :func:`compose` parses the document once, counts the
-values it stands for with every alias expanded,
+numbers, pydantic) pays for each of them. :func:`compose` parses the document once (with libyaml
+when it is installed), counts the values it stands for with every alias expanded,
 and refuses it, before anything walks it, when that count, its nesting depth or a recursive alias
 goes beyond limits no real config or note frontmatter comes near.
 """
@@ -24,9 +24,9 @@ MAX_NODES = 100_000
 #: lists and mappings nested inside each other
 MAX_DEPTH = 100
 
-#: PyYAML's own parser: libyaml's is faster but its messages say less (no alias name, no
-#: character) and place some errors a line late; a config or a frontmatter parses in milliseconds
-_Loader: type[Any] = yaml.SafeLoader
+#: libyaml's parser when installed: fast, and it stops at 1000 nesting levels at once where the
+#: pure-Python one takes seconds (its scanner is quadratic in the nesting depth)
+_FAST: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YAMLLimitError(CfStreamError, yaml.YAMLError):
@@ -91,9 +91,22 @@ def compose(
 ) -> yaml.Node | None:
     """Parse one YAML document into its node graph (None when empty), checked by :func:`check_node`.
 
-    Raises :class:`yaml.YAMLError` (:class:`YAMLLimitError` for the limits).
+    Raises :class:`yaml.YAMLError` (:class:`YAMLLimitError` for the limits). A syntax error is
+    reported as PyYAML's own parser words it (it names the alias or character and the right line).
     """
-    loader = _Loader(text)
+    try:
+        node = _parse(text, _FAST)
+    except yaml.MarkedYAMLError as exc:
+        if _FAST is not yaml.SafeLoader and "nesting depth" not in str(exc.problem):
+            _parse(text, yaml.SafeLoader)  # raises its clearer error; if it does not, raise ours
+        raise
+    if node is not None:
+        check_node(node, max_nodes=max_nodes, max_depth=max_depth)
+    return node
+
+
+def _parse(text: str, loader_class: type[Any]) -> yaml.Node | None:
+    loader = loader_class(text)
     try:
         node: yaml.Node | None = loader.get_single_node()
     except RecursionError:  # the pure-Python parser recurses once per nesting level
@@ -102,8 +115,6 @@ def compose(
         ) from None
     finally:
         loader.dispose()
-    if node is not None:
-        check_node(node, max_nodes=max_nodes, max_depth=max_depth)
     return node
 
 
