@@ -312,64 +312,44 @@ class _Swapped(Exception):
     """The path no longer leads to the regular file inside the root that the scan found."""
 
 
-class _RootOpener:
-    """Opens scanned files without leaving the root, whatever changed since the scan.
+def _open_in_root(real_root: str, entry: FileEntry) -> int:
+    """An open read-only descriptor of ``entry``'s file, found without leaving ``real_root``.
 
     On POSIX each folder of the path is opened relative to its parent with ``O_NOFOLLOW``, and the
     file too, so a file or folder swapped for a symlink after the scan is refused at open time
-    instead of followed. A path the scan reached through a symlink inside the root is resolved
-    first and opened the same way from the root, so it too ends inside the root. Folder handles
-    are kept for one batch (:meth:`close`).
+    (:class:`_Swapped`) instead of followed. A path the scan reached through a symlink inside the
+    root is resolved first and opened the same way from the root, so it too ends inside the root.
     """
-
-    def __init__(self, real_root: str) -> None:
-        self.real_root = real_root
-        self._dirs: dict[str, int] = {}
-
-    def open(self, entry: FileEntry) -> int:
-        """An open read-only descriptor of ``entry``'s file (raises OSError or _Swapped)."""
-        rel = entry.rel
-        if entry.linked or not _OPENAT:
-            real = os.path.realpath(entry.path)
-            if not real.startswith(self.real_root + os.sep):
-                raise _Swapped("it now leads outside the folder through a symlink")
-            rel = os.path.relpath(real, self.real_root).replace(os.sep, "/")
-            if not _OPENAT:  # no openat(): the realpath check above is the containment
-                return os.open(real, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
-        folder, _, name = rel.rpartition("/")
-        try:
-            return os.open(
-                name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK, dir_fd=self._dir(folder)
-            )
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):  # a symlink on the way
-                raise _Swapped(
-                    "it or one of its folders was replaced since the scan (by a symlink, which "
-                    "is not followed)"
-                ) from None
-            raise
-
-    def _dir(self, folder: str) -> int:
-        fd = self._dirs.get(folder)
-        if fd is not None:
-            return fd
-        if "" not in self._dirs:
-            self._dirs[""] = os.open(self.real_root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-        parts = folder.split("/")
-        known = len(parts)
-        while known and "/".join(parts[:known]) not in self._dirs:
-            known -= 1
-        fd = self._dirs["/".join(parts[:known])]
-        for i in range(known, len(parts)):
-            fd = os.open(parts[i], os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
-            self._dirs["/".join(parts[: i + 1])] = fd
-        return fd
-
-    def close(self) -> None:
-        """Close the folder handles."""
-        for fd in self._dirs.values():
-            os.close(fd)
-        self._dirs.clear()
+    rel = entry.rel
+    if entry.linked or not _OPENAT:
+        real = os.path.realpath(entry.path)
+        if not real.startswith(real_root + os.sep):
+            raise _Swapped("it now leads outside the folder through a symlink")
+        if not _OPENAT:  # no openat(): the realpath check above is the containment
+            return os.open(real, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
+        rel = os.path.relpath(real, real_root).replace(os.sep, "/")
+    *folders, name = rel.split("/")
+    dir_fd = os.open(real_root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for folder in folders:
+            parent, dir_fd = dir_fd, -1
+            try:
+                dir_fd = os.open(
+                    folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=parent
+                )
+            finally:
+                os.close(parent)
+        return os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):  # a symlink on the way
+            raise _Swapped(
+                "it or one of its folders was replaced since the scan (by a symlink, which is "
+                "not followed)"
+            ) from None
+        raise
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
 
 
 class FileTreeSource(Source):
@@ -608,33 +588,29 @@ class FileTreeSource(Source):
         self, batch: list[FileEntry], known: Mapping[str, Any], scan: TreeScan
     ) -> list[_Read]:
         out: list[_Read] = []
-        opener = _RootOpener(scan.root)
-        try:
-            for e in batch:
-                data = self._read_file(e, opener)
-                if not isinstance(data, bytes):
-                    out.append(data)
-                    continue
-                digest = content_hash(data)
-                prev = known.get(e.rel)
-                if (
-                    isinstance(prev, list)
-                    and len(prev) >= 3
-                    and prev[2] == digest
-                    and not self.deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
-                ):
-                    out.append(_Read(e, digest, None))
-                    continue
-                try:
-                    result = self.parse(e, data, scan)
-                except Exception as exc:  # a parser bug must not end the sync: dead-letter it
-                    result = ParseFailure(f"{e.rel}: {type(exc).__name__}: {exc}", {"path": e.rel})
-                out.append(_Read(e, digest, result))
-        finally:
-            opener.close()
+        for e in batch:
+            data = self._read_file(e, scan.root)
+            if not isinstance(data, bytes):  # vanished, swapped, too large or unreadable
+                out.append(data)
+                continue
+            digest = content_hash(data)
+            prev = known.get(e.rel)
+            if (
+                isinstance(prev, list)
+                and len(prev) >= 3
+                and prev[2] == digest
+                and not self.deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
+            ):
+                out.append(_Read(e, digest, None))
+                continue
+            try:
+                result = self.parse(e, data, scan)
+            except Exception as exc:  # a parser bug must not end the sync: dead-letter the file
+                result = ParseFailure(f"{e.rel}: {type(exc).__name__}: {exc}", {"path": e.rel})
+            out.append(_Read(e, digest, result))
         return out
 
-    def _read_file(self, e: FileEntry, opener: _RootOpener) -> bytes | _Read:
+    def _read_file(self, e: FileEntry, real_root: str) -> bytes | _Read:
         """The file's bytes, or the :class:`_Read` saying why there are none.
 
         A file over ``max_file_bytes`` (by the scan's size, the open file's size, or the bytes
@@ -644,7 +620,7 @@ class FileTreeSource(Source):
         if e.size > limit:
             return self._too_large(e, e.size)
         try:
-            fd = opener.open(e)
+            fd = _open_in_root(real_root, e)
         except FileNotFoundError:
             return _Read(e, None, None)
         except _Swapped as exc:
