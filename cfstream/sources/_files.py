@@ -634,7 +634,10 @@ class FileTreeSource(Source):
                     return _Read(e, None, None, skipped="it is no longer a regular file")
                 if st.st_size > limit:
                     return self._too_large(e, st.st_size)
-                data = fh.read(limit + 1)
+                want = st.st_size + 1  # one more byte tells whether it grew since the fstat
+                data = fh.read(want)
+                if len(data) == want:  # it grew: read on, but never past limit + 1 bytes
+                    data += fh.read(limit + 1 - want)
             except OSError as exc:
                 return self._unreadable(e, exc)
         if len(data) > limit:
