@@ -18,7 +18,9 @@
         repos: [documentation]
         schedule: 1h                   # for `cfstream watch`
 
-The file is parsed with ``yaml.safe_load`` (tags that build Python objects are refused), string values
+The file (at most :data:`MAX_CONFIG_BYTES`) is parsed like ``yaml.safe_load`` (tags that build
+Python objects are refused) by :mod:`cfstream._yaml`, which refuses alias bombs, recursive aliases
+and absurd nesting before anything walks the data; string values
 get ``${VAR}`` / ``${VAR:-default}`` expansion from the ``env`` mapping handed in (a missing variable
 is an error naming it; ``$${`` writes a literal ``${``), and everything is validated with pydantic:
 the top level by :class:`ConfigFile`, each source's options by its connector's ``config_model``
@@ -41,6 +43,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from cfstream import _yaml as safe_yaml
 from cfstream.errors import ConfigError
 from cfstream.pipeline import Pipeline
 from cfstream.secrets import redact
@@ -57,6 +60,7 @@ from cfstream.transforms import validate as validate_stage
 
 __all__ = (
     "COMMON_SOURCE_KEYS",
+    "MAX_CONFIG_BYTES",
     "Config",
     "ConfigFile",
     "SinkSettings",
@@ -72,8 +76,12 @@ __all__ = (
     "load_config",
     "parse_config",
     "parse_duration",
+    "read_config_text",
     "select_sources",
 )
+
+#: the largest config file :func:`load_config` reads (bytes)
+MAX_CONFIG_BYTES = 1024 * 1024
 
 #: keys every source accepts, handled by cfstream itself (never passed to the connector)
 COMMON_SOURCE_KEYS = ("type", "enabled", "schedule", "max_concurrency")
@@ -339,8 +347,11 @@ def _line_map(node: yaml.Node | None, where: _Where) -> dict[str, int]:
 
 def _load_yaml(text: str, filename: str) -> tuple[Any, dict[str, int]]:
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = safe_yaml.compose(text)
+        lines = _line_map(node, _Where(filename, {}))  # before construct() flattens `<<:` merges
+        data = safe_yaml.construct(node)
+    except safe_yaml.YAMLLimitError as exc:
+        raise ConfigError(f"{filename}: {exc}") from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -360,7 +371,7 @@ def _load_yaml(text: str, filename: str) -> tuple[Any, dict[str, int]]:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{filename}: not valid YAML: {exc}") from None
-    return data, _line_map(node, _Where(filename, {}))
+    return data, lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -750,6 +761,23 @@ def _check_dataset_folder(path: Path, where: _Where) -> None:
             return
 
 
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, read no further than :data:`MAX_CONFIG_BYTES` (ConfigError)."""
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: the config file is larger than {MAX_CONFIG_BYTES:,} bytes; a "
+                "cfstream config is a few kilobytes: check that this is the right file"
+            )
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate the config file at ``path``.
 
@@ -761,13 +789,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     folder = str(p.resolve().parent)
     if folder not in sys.path:  # a source module beside the config imports as it would in a script
         sys.path.append(folder)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{filename}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{filename}: cannot read the config file: {exc}") from None
-    data, lines = _load_yaml(text, filename)
+    data, lines = _load_yaml(read_config_text(p), filename)
     cfg = parse_config(data, filename=filename, env=env, lines=lines, base_dir=p.resolve().parent)
     return Config(
         dataset=cfg.dataset,

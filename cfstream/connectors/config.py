@@ -35,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from cfstream.config import Config, StageSpec, expand_env, parse_config
+from cfstream import _yaml as safe_yaml
+from cfstream.config import Config, StageSpec, expand_env, parse_config, read_config_text
 from cfstream.connectors.base import DocumentFilter
 from cfstream.connectors.services import CONNECTORS
 from cfstream.errors import ConfigError
@@ -53,14 +54,9 @@ _BOOL_WORDS.update({"false": False, "no": False, "off": False, "0": False})
 
 
 def _read_yaml(path: Path) -> Any:
+    text = read_config_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
-    try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
@@ -262,7 +258,7 @@ class SecretManager:
             if suffix == ".json":
                 data: Any = json.loads(text)
             elif suffix in (".yaml", ".yml"):
-                data = yaml.safe_load(text) or {}
+                data = safe_yaml.load(text) or {}
             elif suffix == ".env" or path.name.startswith(".env"):
                 data = _parse_dotenv(text)
             else:

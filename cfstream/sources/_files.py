@@ -6,7 +6,8 @@
   root with its size and mtime. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``, dotfiles)
   are skipped; a symlink is followed only when its resolved target is inside the root (a symlinked
   folder is entered once, so link cycles end). ``include``/``exclude`` globs (``**`` spans folders)
-  decide which files become documents.
+  decide which files become documents. A file or folder whose name is not valid UTF-8 cannot be a
+  record id: it is left out and named (with ``\\xNN`` escapes) in a warning.
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
   folder that disappeared since the last sync stays a partition for one more run, so its files are
   tombstoned.
@@ -22,10 +23,23 @@
   with source id ``"<folder>/"``; cursor keys ending in ``/`` track them.
 * **Reading.** Files are read and parsed in batches, one worker-thread call per batch (never a
   thread per file); a checkpoint follows every ``checkpoint_every`` files and ends each partition.
+  The scan's containment holds at read time too: each folder of the path and the file are opened
+  with ``O_NOFOLLOW`` relative to their parent (a path the scan reached through a symlink inside
+  the root is resolved and opened the same way from the root), so a file or folder swapped for a
+  symlink between the scan and the read is not followed. Such a file is skipped with a warning
+  and counted as skipped, not dead-lettered (it is not bad, it changed): its cursor entry is left
+  as it was, so the next run sees what it became (a symlink out of the root is then ignored and
+  the record, if any, tombstoned).
+* **Size limit.** A file bigger than ``max_file_bytes`` (by the scan's size, the open file's size,
+  or because it grew while read: at most ``max_file_bytes + 1`` bytes are read) becomes a dead
+  letter naming its size, the limit and the option; the cursor keeps :data:`TOO_LARGE` as its
+  hash, so it is not looked at again until its size or mtime change or it fits under a raised
+  limit.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -51,6 +65,8 @@ from cfstream.sources.base import Source, SourceConfig, SourceOutput
 _C = TypeVar("_C", bound=SourceConfig)
 
 __all__ = (
+    "DEFAULT_MAX_FILE_BYTES",
+    "TOO_LARGE",
     "FileEntry",
     "FileTreeSource",
     "Parsed",
@@ -66,6 +82,20 @@ __all__ = (
 
 #: cursor key of the header of the root folder
 ROOT_HEADER = "/"
+
+#: default ``max_file_bytes``: the largest file read into a record (bigger ones are dead letters)
+DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024
+
+#: what the cursor keeps as the hash of a file skipped for its size: it is looked at again only
+#: when its size or mtime change, or when it fits under a raised ``max_file_bytes``
+TOO_LARGE = "too-large"
+
+_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not block the open
+#: open each path component relative to its folder, never following a symlink (POSIX)
+_OPENAT = bool(_NOFOLLOW and _DIRECTORY) and os.open in os.supports_dir_fd
 
 
 @lru_cache(maxsize=256)
@@ -147,12 +177,16 @@ def header_id(folder: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class FileEntry:
-    """One file found by the scan: its root-relative POSIX path, absolute path, mtime and size."""
+    """One file found by the scan: its root-relative POSIX path, absolute path, mtime and size.
+
+    ``linked`` is True when the path goes through a symlink (to a file or folder inside the root).
+    """
 
     rel: str
     path: str
     mtime_ns: int
     size: int
+    linked: bool = False
 
     @property
     def partition(self) -> str:
@@ -179,6 +213,8 @@ class TreeScan:
     others: dict[str, list[str]] = field(default_factory=dict)
     all_files: set[str] = field(default_factory=set)
     escaping_symlinks: list[str] = field(default_factory=list)
+    #: files and folders left out because their names are not UTF-8 (shown with ``\xNN`` escapes)
+    bad_names: list[str] = field(default_factory=list)
 
     @property
     def partitions(self) -> list[str]:
@@ -192,9 +228,9 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
     scan = TreeScan(root=real_root)
     root_st = os.stat(root)
     visited: set[tuple[int, int]] = {(root_st.st_dev, root_st.st_ino)}  # folders entered
-    stack: list[tuple[str, str]] = [(str(root), "")]
+    stack: list[tuple[str, str, bool]] = [(str(root), "", False)]  # folder, rel prefix, linked
     while stack:
-        directory, prefix = stack.pop()
+        directory, prefix, linked = stack.pop()
         try:
             entries = list(os.scandir(directory))
         except OSError:
@@ -205,7 +241,15 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
                 continue
             rel = f"{prefix}{name}"
             try:
-                if entry.is_symlink():
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes (surrogate escapes) in the name
+                scan.bad_names.append(
+                    rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                )
+                continue
+            try:
+                is_link = entry.is_symlink()
+                if is_link:
                     target = os.path.realpath(entry.path)
                     if target != real_root and not target.startswith(real_root + os.sep):
                         scan.escaping_symlinks.append(rel)
@@ -219,12 +263,18 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
                 key = (st.st_dev, st.st_ino)
                 if key not in visited:  # a folder reached twice through links is walked once
                     visited.add(key)
-                    stack.append((entry.path, f"{rel}/"))
+                    stack.append((entry.path, f"{rel}/", linked or is_link))
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
             scan.all_files.add(rel)
-            fe = FileEntry(rel=rel, path=entry.path, mtime_ns=st.st_mtime_ns, size=st.st_size)
+            fe = FileEntry(
+                rel=rel,
+                path=entry.path,
+                mtime_ns=st.st_mtime_ns,
+                size=st.st_size,
+                linked=linked or is_link,
+            )
             if matches_any(rel, include) and not matches_any(rel, exclude):
                 scan.documents.setdefault(fe.partition, []).append(fe)
             else:
@@ -255,6 +305,51 @@ class _Read:
     entry: FileEntry
     digest: str | None  # None: the file vanished before it was read
     result: Parsed | ParseFailure | None  # None: the bytes did not change
+    skipped: str | None = None  # why the file was not read: it changed between scan and read
+
+
+class _Swapped(Exception):
+    """The path no longer leads to the regular file inside the root that the scan found."""
+
+
+def _open_in_root(real_root: str, entry: FileEntry) -> int:
+    """An open read-only descriptor of ``entry``'s file, found without leaving ``real_root``.
+
+    On POSIX each folder of the path is opened relative to its parent with ``O_NOFOLLOW``, and the
+    file too, so a file or folder swapped for a symlink after the scan is refused at open time
+    (:class:`_Swapped`) instead of followed. A path the scan reached through a symlink inside the
+    root is resolved first and opened the same way from the root, so it too ends inside the root.
+    """
+    rel = entry.rel
+    if entry.linked or not _OPENAT:
+        real = os.path.realpath(entry.path)
+        if not real.startswith(real_root + os.sep):
+            raise _Swapped("it now leads outside the folder through a symlink")
+        if not _OPENAT:  # no openat(): the realpath check above is the containment
+            return os.open(real, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
+        rel = os.path.relpath(real, real_root).replace(os.sep, "/")
+    *folders, name = rel.split("/")
+    dir_fd = os.open(real_root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for folder in folders:
+            parent, dir_fd = dir_fd, -1
+            try:
+                dir_fd = os.open(
+                    folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=parent
+                )
+            finally:
+                os.close(parent)
+        return os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):  # a symlink on the way
+            raise _Swapped(
+                "it or one of its folders was replaced since the scan (by a symlink, which is "
+                "not followed)"
+            ) from None
+        raise
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
 
 
 class FileTreeSource(Source):
@@ -276,12 +371,15 @@ class FileTreeSource(Source):
         exclude: Sequence[str] = (),
         folder_headers: bool = True,
         checkpoint_every: int = 1000,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         name: str | None = None,
         max_concurrency: int | None = None,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency)
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
+        if max_file_bytes < 1:
+            raise ValueError("max_file_bytes must be at least 1")
         if not include:
             raise ValueError("include needs at least one glob, e.g. ['**/*.md']")
         self.root = Path(root).expanduser()
@@ -289,6 +387,7 @@ class FileTreeSource(Source):
         self.exclude = tuple(exclude)
         self.folder_headers = folder_headers
         self.checkpoint_every = checkpoint_every
+        self.max_file_bytes = max_file_bytes
         self._scan: TreeScan | None = None
         for pattern in (*self.include, *self.exclude):
             compile_glob(pattern)
@@ -347,6 +446,14 @@ class FileTreeSource(Source):
                 len(scan.escaping_symlinks),
                 ", ".join(scan.escaping_symlinks[:5]),
             )
+        if ctx is not None and scan.bad_names:
+            ctx.logger.warning(
+                "%s: skipped %d file(s) or folder(s) whose names are not valid UTF-8 (a record "
+                "id must be text); rename them to import them: %s",
+                self.name,
+                len(scan.bad_names),
+                ", ".join(scan.bad_names[:5]),
+            )
         self._scan = scan
         return scan
 
@@ -402,6 +509,7 @@ class FileTreeSource(Source):
                 and len(prev) >= 3
                 and prev[0] == e.mtime_ns
                 and prev[1] == e.size
+                and not (prev[2] == TOO_LARGE and e.size <= self.max_file_bytes)
                 and not self.deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
             ):
                 unchanged += 1
@@ -420,6 +528,10 @@ class FileTreeSource(Source):
             docs: list[Document | Tombstone] = []
             for r in reads:
                 rel = r.entry.rel
+                if r.skipped is not None:  # changed since the scan: the next run sees the change
+                    ctx.skipped()
+                    ctx.logger.warning("%s: skipped %r: %s", self.name, rel, r.skipped)
+                    continue
                 if r.digest is None:  # vanished since the scan: deleted
                     new.pop(rel, None)
                     if rel in old:
@@ -477,23 +589,9 @@ class FileTreeSource(Source):
     ) -> list[_Read]:
         out: list[_Read] = []
         for e in batch:
-            try:
-                with open(e.path, "rb") as fh:
-                    data = fh.read()
-            except FileNotFoundError:
-                out.append(_Read(e, None, None))
-                continue
-            except OSError as exc:
-                out.append(
-                    _Read(
-                        e,
-                        "",
-                        ParseFailure(
-                            f"cannot read {e.rel}: {exc.strerror or exc}; check its permissions",
-                            {"path": e.rel},
-                        ),
-                    )
-                )
+            data = self._read_file(e, scan.root)
+            if not isinstance(data, bytes):  # vanished, swapped, too large or unreadable
+                out.append(data)
                 continue
             digest = content_hash(data)
             prev = known.get(e.rel)
@@ -511,6 +609,68 @@ class FileTreeSource(Source):
                 result = ParseFailure(f"{e.rel}: {type(exc).__name__}: {exc}", {"path": e.rel})
             out.append(_Read(e, digest, result))
         return out
+
+    def _read_file(self, e: FileEntry, real_root: str) -> bytes | _Read:
+        """The file's bytes, or the :class:`_Read` saying why there are none.
+
+        A file over ``max_file_bytes`` (by the scan's size, the open file's size, or the bytes
+        actually there: it may grow) is never read past the limit.
+        """
+        limit = self.max_file_bytes
+        if e.size > limit:
+            return self._too_large(e, e.size)
+        try:
+            fd = _open_in_root(real_root, e)
+        except FileNotFoundError:
+            return _Read(e, None, None)
+        except _Swapped as exc:
+            return _Read(e, None, None, skipped=str(exc))
+        except OSError as exc:
+            return self._unreadable(e, exc)
+        with os.fdopen(fd, "rb") as fh:
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return _Read(e, None, None, skipped="it is no longer a regular file")
+                if st.st_size > limit:
+                    return self._too_large(e, st.st_size)
+                want = st.st_size + 1  # one more byte tells whether it grew since the fstat
+                data = fh.read(want)
+                if len(data) == want:  # it grew: read on, but never past limit + 1 bytes
+                    data += fh.read(limit + 1 - want)
+            except OSError as exc:
+                return self._unreadable(e, exc)
+        if len(data) > limit:
+            return self._too_large(e, None)
+        return data
+
+    def _too_large(self, e: FileEntry, size: int | None) -> _Read:
+        limit = self.max_file_bytes
+        what = (
+            f"is {size:,} bytes, over the limit of {limit:,} bytes per file"
+            if size is not None
+            else f"grew past the limit of {limit:,} bytes per file while being read"
+        )
+        return _Read(
+            e,
+            TOO_LARGE,
+            ParseFailure(
+                f"{e.rel} {what}; raise the source's `max_file_bytes` option to import it, or "
+                "add it to `exclude`",
+                {"path": e.rel, "size": size, "max_file_bytes": limit},
+            ),
+        )
+
+    @staticmethod
+    def _unreadable(e: FileEntry, exc: OSError) -> _Read:
+        return _Read(
+            e,
+            "",
+            ParseFailure(
+                f"cannot read {e.rel}: {exc.strerror or exc}; check its permissions",
+                {"path": e.rel},
+            ),
+        )
 
 
 def decode_utf8(entry: FileEntry, data: bytes) -> str | ParseFailure:

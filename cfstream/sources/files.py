@@ -21,6 +21,7 @@ from pydantic import Field
 
 from cfstream.records import Document, record_uuid
 from cfstream.sources._files import (
+    DEFAULT_MAX_FILE_BYTES,
     FileEntry,
     FileTreeSource,
     Parsed,
@@ -47,6 +48,11 @@ class FilesConfig(SourceConfig):
     exclude: list[str] = Field(default_factory=list)
     folder_headers: bool = True
     checkpoint_every: int = Field(default=1000, ge=1)
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        ge=1,
+        description="a bigger file is not read: it becomes a dead letter (default 32 MiB)",
+    )
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
@@ -59,6 +65,8 @@ class FilesSource(FileTreeSource):
             ``["**/*.md", "**/*.txt"]`` and none. Hidden files and folders are never read.
         folder_headers: emit a ``collection_header`` record per folder (default True).
         checkpoint_every: files between two checkpoints inside one top-level folder.
+        max_file_bytes: the largest file read (default 32 MiB); a bigger one is not read but
+            dead-lettered with its size, and read once it fits (it shrinks or this is raised).
         name: the source's name in the sync state (default ``"files"``).
         max_concurrency: top-level folders read at once.
 
@@ -78,6 +86,7 @@ class FilesSource(FileTreeSource):
         exclude: Sequence[str] = (),
         folder_headers: bool = True,
         checkpoint_every: int = 1000,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         name: str | None = None,
         max_concurrency: int | None = None,
     ) -> None:
@@ -87,6 +96,7 @@ class FilesSource(FileTreeSource):
             exclude=exclude,
             folder_headers=folder_headers,
             checkpoint_every=checkpoint_every,
+            max_file_bytes=max_file_bytes,
             name=name,
             max_concurrency=max_concurrency,
         )

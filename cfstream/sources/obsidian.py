@@ -38,8 +38,10 @@ import orjson
 import yaml
 from pydantic import Field
 
+from cfstream import _yaml as safe_yaml
 from cfstream.records import Document, Relationship, parse_timestamp, record_uuid
 from cfstream.sources._files import (
+    DEFAULT_MAX_FILE_BYTES,
     FileEntry,
     FileTreeSource,
     Parsed,
@@ -79,6 +81,11 @@ class ObsidianConfig(SourceConfig):
     )
     folder_headers: bool = True
     checkpoint_every: int = Field(default=1000, ge=1)
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        ge=1,
+        description="a bigger file is not read: it becomes a dead letter (default 32 MiB)",
+    )
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
@@ -211,8 +218,8 @@ def split_frontmatter(text: str) -> tuple[dict[str, Any], str] | str:
     else:
         return "the frontmatter opened with '---' on line 1 is never closed by a '---' line"
     try:
-        data = yaml.safe_load(yaml_text)
-    except yaml.YAMLError as exc:
+        data = safe_yaml.load(yaml_text)
+    except yaml.YAMLError as exc:  # with safe_yaml.YAMLLimitError: an alias bomb, too deep
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
@@ -285,6 +292,8 @@ class ObsidianSource(FileTreeSource):
         vault_name: the vault's name in ``obsidian://`` URLs (default: the folder's name).
         folder_headers: emit a ``collection_header`` record per folder (default True).
         checkpoint_every: files between two checkpoints inside one folder.
+        max_file_bytes: the largest file read (default 32 MiB); a bigger one is not read but
+            dead-lettered with its size, and read once it fits (it shrinks or this is raised).
         name: the source's name in the sync state (default ``"obsidian"``).
         max_concurrency: top-level folders read at once.
 
@@ -305,6 +314,7 @@ class ObsidianSource(FileTreeSource):
         vault_name: str | None = None,
         folder_headers: bool = True,
         checkpoint_every: int = 1000,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         name: str | None = None,
         max_concurrency: int | None = None,
     ) -> None:
@@ -314,6 +324,7 @@ class ObsidianSource(FileTreeSource):
             exclude=exclude,
             folder_headers=folder_headers,
             checkpoint_every=checkpoint_every,
+            max_file_bytes=max_file_bytes,
             name=name,
             max_concurrency=max_concurrency,
         )

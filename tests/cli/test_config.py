@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MEMOS, NOTES
+from conftest import MEMOS, NOTES, run_cli
 
 from cfstream.config import (
     build_pipeline,
@@ -205,6 +205,79 @@ def test_python_yaml_tags_are_rejected(write_config: Callable[..., Path], tmp_pa
 def test_yaml_syntax_error_has_a_line(write_config: Callable[..., Path]) -> None:
     msg = _error(write_config, "dataset: kb.lance\nsources:\n  docs: [unclosed\n")
     assert "not valid YAML" in msg
+
+
+_BOMB = "dataset: ./kb.lance\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)
+)
+
+
+def test_an_alias_bomb_is_refused_fast_with_one_line(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # ~600 bytes standing for 9**9 strings: it used to take a minute and a gigabyte, or die of
+    # MemoryError with a traceback
+    cfg = write_config(_BOMB + f"sources: {{docs: {{type: {NOTES}, repos: *l8}}}}\n")
+    assert cfg.stat().st_size < 1000
+    proc = run_cli("validate", str(cfg), cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert str(cfg) in lines[0] and "alias" in lines[0] and "100,000 values" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_contextframe_layout_loader_refuses_an_alias_bomb_and_a_huge_file_too(
+    write_config: Callable[..., Path],
+) -> None:
+    from cfstream.connectors.config import load_connector_config
+
+    path = write_config(_BOMB + "connectors: {docs: {type: github, repos: *l8}}\n")
+    with pytest.raises(ConfigError, match="alias bomb"):
+        load_connector_config(path, env={})
+    path = write_config("connectors: {}\n" + "# padding\n" * 110_000)
+    with pytest.raises(ConfigError, match="larger than 1,048,576 bytes"):
+        load_connector_config(path, env={})
+
+
+def test_recursive_aliases_and_deep_nesting_are_refused(
+    write_config: Callable[..., Path],
+) -> None:
+    msg = _error(
+        write_config, f"dataset: kb.lance\nsources: {{docs: &d {{type: {NOTES}, x: *d}}}}\n"
+    )
+    assert "recursive alias" in msg
+    deep = "[" * 150 + "]" * 150
+    msg = _error(
+        write_config, f"dataset: kb.lance\nsources: {{docs: {{type: {NOTES}, x: {deep}}}}}\n"
+    )
+    assert "more than 100 levels deep" in msg
+
+
+def test_a_huge_config_file_is_refused_unread(write_config: Callable[..., Path]) -> None:
+    msg = _error(write_config, "dataset: kb.lance\n" + "# padding\n" * 110_000)
+    assert "larger than 1,048,576 bytes" in msg
+
+
+def test_anchors_aliases_and_merge_keys_still_work(write_config: Callable[..., Path]) -> None:
+    cfg = load_config(
+        write_config(
+            f"""
+            dataset: kb.lance
+            sources:
+              docs: &base
+                type: {NOTES}
+                repos: &repos [a, b]
+                schedule: 1h
+              more:
+                <<: *base
+                enabled: false
+                repos: *repos
+            """
+        )
+    )
+    assert cfg.sources["more"].options == cfg.sources["docs"].options
+    assert cfg.sources["more"].enabled is False and cfg.sources["more"].schedule == 3600
 
 
 def test_duplicate_keys_are_rejected(write_config: Callable[..., Path]) -> None:

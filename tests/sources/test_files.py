@@ -14,6 +14,7 @@ import cfstream as cf
 from cfstream.errors import ConfigError
 from cfstream.records import record_uuid
 from cfstream.sinks import LanceSink
+from cfstream.sinks.memory import MemorySink
 from cfstream.sources import load_source_class
 from cfstream.sources.files import FilesSource
 
@@ -113,3 +114,153 @@ async def test_bundled_docs_folder(tmp_path: Path) -> None:
     got = rows(ds)
     assert 8 <= len(got) <= 12
     assert all(r["text_content"] and len(r["text_content"]) > 200 for r in got.values())
+
+
+def dead_letters(dataset: Path) -> list[dict[str, Any]]:
+    path = dataset / "_cfstream" / "dead-letters.jsonl"
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+async def test_a_file_over_max_file_bytes_is_a_dead_letter_and_never_read(
+    folder: Path, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    big = folder / "guide" / "big.txt"
+    with big.open("wb") as fh:
+        fh.truncate(64 * 1024 * 1024)  # sparse: made at once; 64 MiB of NULs if it were read
+    mid = folder / "mid.txt"
+    mid.write_text("m" * 2000)
+
+    report = await (FilesSource(folder) | LanceSink(str(ds))).run()
+    assert report.sources["files"].failed == 1
+    [letter] = dead_letters(ds)
+    assert letter["source_id"] == "guide/big.txt"
+    assert "is 67,108,864 bytes, over the limit of 33,554,432 bytes" in letter["error"]
+    assert "max_file_bytes" in letter["error"]
+    got = rows(ds)
+    assert "guide/big.txt" not in got
+    assert {"README.md", "notes.txt", "mid.txt", "guide/install.md"} <= set(got)
+
+    # unchanged, it is not looked at (nor dead-lettered) again
+    report = await (FilesSource(folder) | LanceSink(str(ds))).run()
+    assert report.sources["files"].failed == 0 and len(dead_letters(ds)) == 1
+
+    # under a smaller limit an edit that is too big is refused; the imported version stays
+    when = 1_900_000_000 * 10**9
+    mid.write_text("n" * 1500)
+    os.utime(mid, ns=(when, when))
+    report = await (FilesSource(folder, max_file_bytes=1000) | LanceSink(str(ds))).run()
+    assert report.sources["files"].failed == 1
+    letter = dead_letters(ds)[-1]
+    assert letter["source_id"] == "mid.txt"
+    assert "is 1,500 bytes, over the limit of 1,000 bytes" in letter["error"]
+    assert rows(ds)["mid.txt"]["text_content"] == "m" * 2000
+
+    # the limit raised: the untouched file is read now that it fits
+    report = await (FilesSource(folder, max_file_bytes=2000) | LanceSink(str(ds))).run()
+    assert report.sources["files"].failed == 0
+    assert report.sources["files"].fetched == 1
+    assert rows(ds)["mid.txt"]["text_content"] == "n" * 1500
+
+    # the big file shrinks: it is read
+    big.write_text("small now\n")
+    report = await (FilesSource(folder) | LanceSink(str(ds))).run()
+    assert report.sources["files"].failed == 0
+    assert rows(ds)["guide/big.txt"]["text_content"] == "small now\n"
+    with pytest.raises(ConfigError, match="max_file_bytes"):
+        FilesSource.from_config({"path": str(folder), "max_file_bytes": 0})
+
+
+async def test_a_file_growing_while_read_is_read_no_further_than_the_limit(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grows = folder / "grows.txt"
+    grows.write_text("g" * 100)
+    target = (grows.stat().st_dev, grows.stat().st_ino)
+    real_fstat = os.fstat
+    appended: list[int] = []
+
+    def fstat_then_grow(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        if (st.st_dev, st.st_ino) == target and not appended:
+            with grows.open("ab") as fh:  # grows past the limit after the size check
+                appended.append(fh.write(b"g" * 1_000_000))
+        return st
+
+    monkeypatch.setattr(os, "fstat", fstat_then_grow)
+    sink = MemorySink()
+    report = await (FilesSource(folder, max_file_bytes=1000) | sink).run()
+    assert appended
+    assert report.sources["files"].failed == 1
+    assert "grows.txt" not in {d.source_id for d in sink.documents}
+    assert "README.md" in {d.source_id for d in sink.documents}
+
+
+class SwapAfterScan(FilesSource):
+    """Runs ``swap`` right after the scan, before any file is read."""
+
+    swap: Any = None
+
+    def prepare(self, scan: Any) -> None:
+        super().prepare(scan)
+        if self.swap is not None:
+            self.swap()
+            self.swap = None
+
+
+async def test_a_file_or_folder_swapped_for_a_symlink_after_the_scan_is_not_followed(
+    folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    for rel in ("secret.md", "install.md", "deep/faq.md"):
+        (outside / rel).write_text("# SECRET outside the folder\n")
+
+    def swap() -> None:
+        (folder / "README.md").unlink()
+        (folder / "README.md").symlink_to(outside / "secret.md")
+        (folder / "guide").rename(tmp_path / "guide-moved")
+        (folder / "guide").symlink_to(outside, target_is_directory=True)
+
+    src = SwapAfterScan(folder)
+    src.swap = swap
+    sink = MemorySink()
+    report = await (src | sink).run()
+    texts = [d.text_content or "" for d in sink.documents]
+    assert not any("SECRET" in t for t in texts)
+    assert {d.source_id for d in sink.documents} >= {"notes.txt", "/"}
+    assert not {"README.md", "guide/install.md", "guide/deep/faq.md"} & {
+        d.source_id for d in sink.documents
+    }
+    stats = report.sources["files"]
+    assert stats.failed == 0 and report.dead_lettered == 0  # not bad records: they changed
+    assert stats.skipped == 1 + 3  # script.py, and the three swapped files
+    assert "skipped 'README.md'" in caplog.text and "symlink" in caplog.text
+
+    # the next run sees the symlinks at scan time and leaves them out
+    sink = MemorySink()
+    await (FilesSource(folder) | sink).run()
+    assert not any("SECRET" in (d.text_content or "") for d in sink.documents)
+
+
+def write_bytes(path: bytes, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+async def test_names_that_are_not_utf8_are_left_out_with_a_warning(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = os.fsencode(folder)
+    os.makedirs(raw + b"/guide/bad\xff/sub")
+    for name in (b"/guide/bad\xff/sub/note.md", b"/caf\xe9.md"):
+        write_bytes(raw + name, b"# a note whose path is not UTF-8\n")
+    sink = MemorySink()
+    report = await (FilesSource(folder) | sink).run()
+    assert report.sources["files"].error is None
+    ids = {d.source_id for d in sink.documents}
+    assert {"README.md", "guide/install.md"} <= ids
+    assert all(i.isprintable() and i.encode("utf-8") for i in ids)
+    assert "caf\\xe9.md" in caplog.text and "guide/bad\\xff" in caplog.text

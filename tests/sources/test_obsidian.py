@@ -345,3 +345,84 @@ def test_config_and_registry(tmp_path: Path) -> None:
 async def test_missing_vault_fails_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is not a folder; check the path"):
         await sync(tmp_path / "nope", tmp_path / "kb.lance")
+
+
+class SwapAfterScan(ObsidianSource):
+    """Runs ``swap`` right after the scan (and the link index), before any note is read."""
+
+    swap: Any = None
+
+    def prepare(self, scan: Any) -> None:
+        super().prepare(scan)
+        if self.swap is not None:
+            self.swap()
+            self.swap = None
+
+
+async def test_a_note_swapped_for_a_symlink_after_the_scan_is_not_followed(
+    vault: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("secret.md", "Notes.md", "Reading list.md"):
+        (outside / name).write_text("# SECRET\n\nnot part of the vault\n")
+    (vault / ".stash" / "Ideas").mkdir(parents=True)  # hidden: reached only through the link
+    (vault / ".stash" / "Ideas" / "Idea.md").write_text("# An idea\n")
+    (vault / "Ideas").symlink_to(vault / ".stash" / "Ideas", target_is_directory=True)
+    (vault / "Daily" / "Loaf.md").symlink_to(vault / "Baking" / "Country loaf.md")
+
+    def swap() -> None:
+        (vault / "Home.md").unlink()
+        (vault / "Home.md").symlink_to(outside / "secret.md")
+        (vault / "Reading").rename(tmp_path / "Reading-moved")
+        (vault / "Reading").symlink_to(outside, target_is_directory=True)
+
+    src = SwapAfterScan(vault)
+    src.swap = swap
+    ds = tmp_path / "kb.lance"
+    report = await (src | LanceSink(str(ds))).run()
+    got = rows(ds)
+    assert not any("SECRET" in (r["text_content"] or "") for r in got.values())
+    assert "Home.md" not in got
+    assert not any(sid.startswith("Reading/") for sid in got if sid != "Reading/")
+    # symlinks inside the vault are still followed
+    assert got["Ideas/Idea.md"]["text_content"] == "# An idea\n"
+    assert got["Daily/Loaf.md"]["text_content"] == got["Baking/Country loaf.md"]["text_content"]
+    assert report.sources["obsidian"].failed == 0 and report.dead_lettered == 0
+    assert report.sources["obsidian"].skipped >= 1 + 4  # Home.md and the 4 notes of Reading/
+    assert "skipped 'Home.md'" in caplog.text
+
+
+async def test_max_file_bytes_for_notes(vault: Path, tmp_path: Path) -> None:
+    (vault / "Daily" / "huge.md").write_text("# Huge\n" + "x" * 5000)
+    src = ObsidianSource.from_config({"vault_path": str(vault), "max_file_bytes": 4096})
+    ds = tmp_path / "kb.lance"
+    report = await (src | LanceSink(str(ds))).run()
+    assert report.sources["obsidian"].failed == 1
+    letter = orjson.loads((ds / "_cfstream" / "dead-letters.jsonl").read_bytes().splitlines()[0])
+    assert letter["source_id"] == "Daily/huge.md"
+    assert "is 5,007 bytes, over the limit of 4,096 bytes" in letter["error"]
+    assert "max_file_bytes" in letter["error"]
+    assert set(rows(ds)) >= NOTES
+    with pytest.raises(ConfigError, match="max_file_bytes"):
+        ObsidianSource.from_config({"vault_path": str(vault), "max_file_bytes": -1})
+
+
+async def test_a_frontmatter_alias_bomb_is_a_dead_letter(vault: Path, tmp_path: Path) -> None:
+    bomb = "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else 'lol'}]\n" for i in range(10)
+    )
+    (vault / "Daily" / "bomb.md").write_text(f"---\n{bomb}---\nbody\n")
+    (vault / "Daily" / "loop.md").write_text("---\na: &a [*a]\n---\nbody\n")
+    ds = tmp_path / "kb.lance"
+    report = await sync(vault, ds)
+    assert report.sources["obsidian"].failed == 2
+    reasons = {
+        d["source_id"]: d["error"]
+        for d in map(
+            orjson.loads, (ds / "_cfstream" / "dead-letters.jsonl").read_bytes().splitlines()
+        )
+    }
+    assert "alias bomb" in reasons["Daily/bomb.md"]
+    assert "recursive alias" in reasons["Daily/loop.md"]
+    assert set(rows(ds)) >= NOTES
