@@ -40,7 +40,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from cfstream.context import RunContext, SourceContext, StageContext
 from cfstream.deadletter import DeadLetterWriter
-from cfstream.errors import CfStreamError, PipelineError
+from cfstream.errors import CfStreamError, PipelineError, SourceError
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
@@ -217,6 +217,17 @@ class _SourceReader:
                         tg.start_soon(
                             self._read_partition, p, send.clone(), limiter, global_limiter
                         )
+            if stats.failed_partitions:
+                first, message = next(iter(stats.failed_partitions.items()))
+                more = len(stats.failed_partitions) - 1
+                if len(stats.failed_partitions) == len(partitions):
+                    stats.error = message  # the source failed as a whole
+                else:
+                    stats.error = f"partition {first!r} failed: {message}" + (
+                        f" (and {more} more partition(s); see the log)" if more else ""
+                    )
+                log.error("source %s failed: %s", self.source.name, stats.error)
+                return
             self.completed = not self.run.stop.is_set()
         except Exception as exc:
             err = _first_real_error(exc)
@@ -238,6 +249,20 @@ class _SourceReader:
                 await global_limiter.acquire()
             try:
                 await self._pump(partition, send)
+            except SourceError as exc:
+                # this partition failed on its own (a channel the bot cannot read, a repository
+                # gone): the other partitions go on; what it committed before stays, its cursor
+                # stays at its last checkpoint, and the source is reported as failed
+                stats = self.sctx.stats
+                stats.failed_partitions[partition] = redact(str(exc))
+                if not hasattr(self, "error"):
+                    self.error = exc
+                log.error(
+                    "source %s: partition %r failed: %s",
+                    self.source.name,
+                    partition,
+                    stats.failed_partitions[partition],
+                )
             finally:
                 if global_limiter is not None:
                     global_limiter.release()
@@ -504,7 +529,11 @@ async def _execute(
     if control.hard:
         report.stopped_early = True
     failed = [r for r in readers if not r.completed and hasattr(r, "error")]
-    if readers and len(failed) == len(readers):
+    if (
+        readers
+        and len(failed) == len(readers)
+        and not any(r.sctx.stats.partitions_done for r in failed)
+    ):
         raise failed[0].error
     if not ctx.dry_run and ctx.state is not None:
         for r in readers:
