@@ -101,7 +101,8 @@ def exit_code(report: RunReport) -> int:
     if report.error:
         return EXIT_FAILURE
     failed = report.failed_sources
-    if failed and len(failed) == len(report.sources):
+    whole = [n for n in failed if n not in report.partly_failed_sources]
+    if whole and len(whole) == len(report.sources):
         return EXIT_FAILURE
     if failed or report.dead_lettered or report.retry_next_run:
         return EXIT_PARTIAL

@@ -119,6 +119,15 @@ class RunReport:
         return [n for n, s in self.sources.items() if s.error]
 
     @property
+    def partly_failed_sources(self) -> list[str]:
+        """Failed sources some of whose partitions finished (the others raised PartitionError)."""
+        return [
+            n
+            for n, s in self.sources.items()
+            if s.error and s.failed_partitions and s.partitions_done
+        ]
+
+    @property
     def retry_next_run(self) -> int:
         """Items that failed for a transient reason and are fetched again by the next run."""
         return sum(s.retry_next_run for s in self.sources.values())

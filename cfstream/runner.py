@@ -40,10 +40,11 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from cfstream.context import RunContext, SourceContext, StageContext
 from cfstream.deadletter import DeadLetterWriter
-from cfstream.errors import CfStreamError, PipelineError, SourceError
+from cfstream.errors import CfStreamError, HTTPError, PartitionError, PipelineError
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
+from cfstream.sources.base import is_transient
 from cfstream.state import StateStore, local_path, state_dir_for
 from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 
@@ -249,10 +250,13 @@ class _SourceReader:
                 await global_limiter.acquire()
             try:
                 await self._pump(partition, send)
-            except SourceError as exc:
-                # this partition failed on its own (a channel the bot cannot read, a repository
-                # gone): the other partitions go on; what it committed before stays, its cursor
-                # stays at its last checkpoint, and the source is reported as failed
+            except (PartitionError, HTTPError) as exc:
+                if not (isinstance(exc, PartitionError) or is_transient(exc)):
+                    raise
+                # this partition failed on its own (a channel the bot cannot read, a listing
+                # that still failed after the retries): the other partitions go on; what it
+                # committed before stays, its cursor stays at its last checkpoint (so the next
+                # run reads the rest), and the source is reported as failed
                 stats = self.sctx.stats
                 stats.failed_partitions[partition] = redact(str(exc))
                 if not hasattr(self, "error"):
@@ -532,7 +536,7 @@ async def _execute(
     if (
         readers
         and len(failed) == len(readers)
-        and not any(r.sctx.stats.partitions_done for r in failed)
+        and not any(r.sctx.stats.failed_partitions and r.sctx.stats.partitions_done for r in failed)
     ):
         raise failed[0].error
     if not ctx.dry_run and ctx.state is not None:

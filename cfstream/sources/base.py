@@ -37,6 +37,7 @@ __all__ = (
     "git_blob_sha",
     "is_transient",
     "merge",
+    "require_list",
     "source",
     "size_and_digest_problem",
 )
@@ -234,6 +235,23 @@ def is_transient(exc: BaseException) -> bool:
     request and fails the partition.
     """
     return isinstance(exc, HTTPError) and exc.retryable
+
+
+def require_list(data: Any, what: str, *, service: str) -> list[Any]:
+    """``data`` when it is a JSON list (a page of a list endpoint).
+
+    Anything else (an empty body, ``null``, an error object) is no answer, so it cannot tell which
+    items exist: it raises :class:`~cfstream.errors.ResponseFormatError` (transient, see
+    :func:`is_transient`) instead of reading as "no items", which would end a listing early and
+    turn the stored items into tombstones.
+    """
+    if not isinstance(data, list):
+        raise ResponseFormatError(
+            f"the {what} answer is {type(data).__name__}, not a JSON list; an absence is only "
+            "concluded from a complete answer",
+            service=service,
+        )
+    return data
 
 
 def git_blob_sha(data: bytes) -> str:

@@ -52,6 +52,7 @@ from cfstream.sources.base import (
     SourceOutput,
     fetch_verified,
     is_transient,
+    require_list,
     size_and_digest_problem,
 )
 
@@ -900,7 +901,11 @@ class GitHubSource(Source):
             async for page in it:
                 # only a complete, well-formed answer says which comments exist: anything else
                 # would turn the stored comments into tombstones
-                out.extend(c for c in _list_page(page.data, "comments") if isinstance(c, Mapping))
+                out.extend(
+                    c
+                    for c in require_list(page.data, "comments", service="github")
+                    if isinstance(c, Mapping)
+                )
         return out
 
     async def _read_issues(
@@ -963,7 +968,7 @@ class GitHubSource(Source):
         pages = svc.paginate(LinkHeaderPaginator(), f"{repo.api}/issues", params=params)
         async with contextlib.aclosing(pages) as it:
             async for page in it:
-                items = _list_page(page.data, "issues")
+                items = require_list(page.data, "issues", service="github")
                 out: list[Item] = []
                 selected: list[tuple[int, Mapping[str, Any]]] = []
                 skipped = unchanged = 0
@@ -1082,7 +1087,7 @@ class GitHubSource(Source):
         async with contextlib.aclosing(pages) as it:
             async for page in it:
                 out = []
-                for raw in _list_page(page.data, "comments"):
+                for raw in require_list(page.data, "comments", service="github"):
                     if not isinstance(raw, Mapping):
                         continue
                     try:
@@ -1153,17 +1158,6 @@ class GitHubSource(Source):
                 if (isinstance(count, int) and count > 0) or str(number) in known:
                     tg.start_soon(fetch, number)
         return out
-
-
-def _list_page(data: Any, what: str) -> list[Any]:
-    """A page of a list endpoint; ResponseFormatError (retryable) when it is not a JSON list."""
-    if not isinstance(data, list):
-        raise ResponseFormatError(
-            f"the {what} answer is {type(data).__name__}, not a JSON list; an absence is only "
-            "concluded from a complete answer",
-            service="github",
-        )
-    return data
 
 
 def _blob_payload(blob: Mapping[str, Any]) -> dict[str, Any]:
