@@ -316,7 +316,6 @@ class DiscordSource(Source):
             f"the bot cannot read Discord channel {self._channel_name(cid)} ({cid}) listed in "
             f"`channel_ids` (403 {_reason(exc)}): give the bot View Channel and Read Message "
             "History in that channel, or remove it from `channel_ids`",
-            source=self.name,
         )
 
     async def _archived_threads(self, svc: Service, channel_id: str, run: _RunState) -> None:
