@@ -6,7 +6,8 @@ This is the only module that prints for people or reads the process environment.
 0     success
 1     failure (every source failed, the dataset could not be written, another process is busy)
 2     bad config or usage
-3     partial success: some records were dead-lettered, or some sources failed while others worked
+3     partial success: some records were dead-lettered, some items failed for a transient reason
+      (fetched again by the next run), or some sources or partitions failed while others worked
 130   stopped by Ctrl-C before the end (what was committed is kept, cursors are saved)
 ====  =========================================================================================
 """
@@ -103,9 +104,10 @@ def exit_code(report: RunReport) -> int:
     if report.error:
         return EXIT_FAILURE
     failed = report.failed_sources
-    if failed and len(failed) == len(report.sources):
+    whole = [n for n in failed if n not in report.partly_failed_sources]
+    if whole and len(whole) == len(report.sources):
         return EXIT_FAILURE
-    if failed or report.dead_lettered:
+    if failed or report.dead_lettered or report.retry_next_run:
         return EXIT_PARTIAL
     if report.stopped_early:
         return EXIT_STOPPED
@@ -381,7 +383,7 @@ def _rich_report(report: RunReport) -> None:
     for col in ("source", "fetched", "unchanged", "deleted", "failed", "status"):
         table.add_column(col, justify="left" if col in ("source", "status") else "right")
     for name, s in report.sources.items():
-        table.add_row(name, *_count_cells(s), redact(f"FAILED: {s.error}") if s.error else "ok")
+        table.add_row(name, *_count_cells(s), redact(s.status))
     console.print(table)
     k = report.sink
     lines = [
@@ -401,6 +403,7 @@ def _rich_report(report: RunReport) -> None:
         )
     if report.dead_lettered:
         lines.append(f"dead letters: {report.dead_lettered} -> {report.dead_letter_path}")
+    lines.extend(f"warning: {name}: {w}" for name, s in report.sources.items() for w in s.warnings)
     if report.error:
         lines.append(f"error: {report.error}")
     for line in lines:

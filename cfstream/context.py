@@ -15,7 +15,7 @@ import anyio
 
 from cfstream.deadletter import DeadLetterWriter
 from cfstream.report import RunReport, SourceStats, StageStats
-from cfstream.secrets import get_logger
+from cfstream.secrets import get_logger, redact
 
 if TYPE_CHECKING:
     from cfstream.http import HttpClient
@@ -95,6 +95,27 @@ class SourceContext:
         self.run.dead_letter(
             source=self.name, source_id=source_id, stage="source", error=error, payload=payload
         )
+
+    def retry_next_run(self, error: BaseException | str, *, source_id: str | None = None) -> None:
+        """Record an item that failed for a transient reason (after the HTTP client's retries).
+
+        The source must not mark the item done in its cursor, so the next run fetches it again;
+        nothing is dead-lettered. The item is counted (the run is not ``ok``) and logged as a
+        warning.
+        """
+        self.stats.retry_next_run += 1
+        self.logger.warning(
+            "%s: %s failed for a transient reason; it is fetched again by the next run: %s",
+            self.name,
+            source_id or "an item",
+            redact(str(error)),
+        )
+
+    def warn(self, message: str) -> None:
+        """Log ``message`` as a warning and keep it in the run report (``stats.warnings``)."""
+        text = redact(message)
+        self.stats.warnings.append(text)
+        self.logger.warning("%s: %s", self.name, text)
 
     def skipped_unchanged(self, n: int = 1) -> None:
         """Count documents skipped because their content did not change."""

@@ -11,6 +11,7 @@ condition is worth retrying (``retryable``).
     ├── ConfigError              bad configuration, unknown key, missing ${VAR}      (exit code 2)
     ├── StateError               the sync-state file is corrupt or cannot be written
     ├── SourceError              a source failed as a whole (not one record)
+    │   ├── PartitionError       one partition cannot be read; the other partitions go on
     │   └── HTTPError            an HTTP call failed; carries service, status, redacted URL
     │       ├── AuthError        401/403: which credential and scope to check
     │       ├── NotFoundError    404: the repo/channel/page does not exist or is not shared
@@ -39,6 +40,7 @@ __all__ = (
     "DatasetError",
     "HTTPError",
     "NotFoundError",
+    "PartitionError",
     "PipelineError",
     "RateLimitError",
     "RateLimitWaitTooLong",
@@ -80,6 +82,15 @@ class SourceError(CfStreamError):
             message = f"source {source!r}: {message}"
         super().__init__(message)
         self.source = source
+
+
+class PartitionError(SourceError):
+    """One partition of a source cannot be read (a channel the bot may not read, say).
+
+    The runner records it for that partition (``SourceStats.failed_partitions``) and reports the
+    source as failed, while the source's other partitions finish; the partition's cursor stays at
+    its last checkpoint. The message says what to do.
+    """
 
 
 class HTTPError(SourceError):

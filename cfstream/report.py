@@ -40,6 +40,25 @@ class SourceStats:
     partitions_done: int = 0
     error: str | None = None
     last_fetch: float | None = None
+    #: items that failed for a transient reason (after the HTTP retries): not dead-lettered, left
+    #: pending in the cursor, fetched again by the next run
+    retry_next_run: int = 0
+    #: partitions that failed on their own while the others finished: ``{partition: error}``
+    failed_partitions: dict[str, str] = field(default_factory=dict)
+    #: what the source left out on purpose and the user should know (an unreadable channel, ...)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``FAILED: <error>``, or ``incomplete: ...`` when items wait for the next run."""
+        if self.error:
+            return f"FAILED: {self.error}"
+        if self.retry_next_run:
+            return (
+                f"incomplete: {self.retry_next_run} item(s) failed for a transient reason and "
+                "are fetched again by the next run"
+            )
+        return "ok"
 
 
 @dataclass(slots=True)
@@ -100,9 +119,28 @@ class RunReport:
         return [n for n, s in self.sources.items() if s.error]
 
     @property
+    def partly_failed_sources(self) -> list[str]:
+        """Failed sources some of whose partitions finished (the others raised PartitionError)."""
+        return [
+            n
+            for n, s in self.sources.items()
+            if s.error and s.failed_partitions and s.partitions_done
+        ]
+
+    @property
+    def retry_next_run(self) -> int:
+        """Items that failed for a transient reason and are fetched again by the next run."""
+        return sum(s.retry_next_run for s in self.sources.values())
+
+    @property
     def ok(self) -> bool:
-        """True when nothing failed: no dead letters and no failed source."""
-        return not self.dead_lettered and not self.failed_sources and self.error is None
+        """True when nothing failed: no dead letters, no failed source, no item left to retry."""
+        return (
+            not self.dead_lettered
+            and not self.failed_sources
+            and not self.retry_next_run
+            and self.error is None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the report."""
@@ -116,6 +154,7 @@ class RunReport:
             "fetched": self.fetched,
             "docs_per_second": round(self.docs_per_second, 1),
             "dead_lettered": self.dead_lettered,
+            "retry_next_run": self.retry_next_run,
             "dead_letter_path": self.dead_letter_path,
             "sources": {n: asdict(s) for n, s in self.sources.items()},
             "stages": [asdict(s) for s in self.stages],
@@ -141,11 +180,11 @@ class RunReport:
             f"  {'source':<20} {'fetched':>9} {'unchanged':>9} {'deleted':>8} {'failed':>7}  status"
         )
         for name, s in self.sources.items():
-            status = f"FAILED: {s.error}" if s.error else "ok"
             lines.append(
                 f"  {name:<20} {s.fetched:>9} {s.skipped_unchanged:>9} {s.tombstones:>8} "
-                f"{s.failed:>7}  {status}"
+                f"{s.failed:>7}  {s.status}"
             )
+            lines.extend(f"    warning: {w}" for w in s.warnings)
         for st in self.stages:
             lines.append(
                 f"  stage {st.name:<14} in {st.docs_in:>9} out {st.docs_out:>9} "

@@ -40,10 +40,11 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from cfstream.context import RunContext, SourceContext, StageContext
 from cfstream.deadletter import DeadLetterWriter
-from cfstream.errors import CfStreamError, PipelineError, SourceError
+from cfstream.errors import CfStreamError, HTTPError, PartitionError, PipelineError, SourceError
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
+from cfstream.sources.base import is_transient
 from cfstream.state import StateStore, local_path, state_dir_for
 from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 
@@ -220,6 +221,17 @@ class _SourceReader:
                         tg.start_soon(
                             self._read_partition, p, send.clone(), limiter, global_limiter
                         )
+            if stats.failed_partitions:
+                first, message = next(iter(stats.failed_partitions.items()))
+                more = len(stats.failed_partitions) - 1
+                if len(stats.failed_partitions) == len(partitions):
+                    stats.error = message  # the source failed as a whole
+                else:
+                    stats.error = f"partition {first!r} failed: {message}" + (
+                        f" (and {more} more partition(s); see the log)" if more else ""
+                    )
+                log.error("source %s failed: %s", self.source.name, stats.error)
+                return
             self.completed = not self.run.stop.is_set()
         except Exception as exc:
             err = _first_real_error(exc)
@@ -242,6 +254,23 @@ class _SourceReader:
                 await global_limiter.acquire()
             try:
                 await self._pump(partition, send)
+            except (PartitionError, HTTPError) as exc:
+                if not (isinstance(exc, PartitionError) or is_transient(exc)):
+                    raise
+                # this partition failed on its own (a channel the bot cannot read, a listing
+                # that still failed after the retries): the other partitions go on; what it
+                # committed before stays, its cursor stays at its last checkpoint (so the next
+                # run reads the rest), and the source is reported as failed
+                stats = self.sctx.stats
+                stats.failed_partitions[partition] = redact(str(exc))
+                if not hasattr(self, "error"):
+                    self.error = exc
+                log.error(
+                    "source %s: partition %r failed: %s",
+                    self.source.name,
+                    partition,
+                    stats.failed_partitions[partition],
+                )
             finally:
                 if global_limiter is not None:
                     global_limiter.release()
@@ -508,7 +537,11 @@ async def _execute(
     if control.hard:
         report.stopped_early = True
     failed = [r for r in readers if not r.completed and hasattr(r, "error")]
-    if readers and len(failed) == len(readers):
+    if (
+        readers
+        and len(failed) == len(readers)
+        and not any(r.sctx.stats.failed_partitions and r.sctx.stats.partitions_done for r in failed)
+    ):
         first = failed[0]
         if isinstance(first.error, CfStreamError):
             raise first.error

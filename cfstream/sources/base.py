@@ -10,17 +10,21 @@ through the pipeline as one chunk, which is much cheaper than one item at a time
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cfstream.context import SourceContext
+from cfstream.errors import HTTPError, ResponseFormatError
 from cfstream.records import Item
+from cfstream.secrets import get_logger
 
 if TYPE_CHECKING:
+    from cfstream.http import Service
     from cfstream.pipeline import Pipeline
 
 __all__ = (
@@ -29,10 +33,18 @@ __all__ = (
     "Source",
     "SourceConfig",
     "SourceOutput",
+    "fetch_verified",
+    "git_blob_sha",
+    "is_transient",
     "merge",
     "path_option",
+    "require_list",
     "source",
+    "size_and_digest_problem",
 )
+
+T = TypeVar("T")
+log = get_logger("cfstream.sources")
 
 #: what ``Source.read`` may yield: one item or a page of items
 SourceOutput = Item | Sequence[Item]
@@ -223,3 +235,99 @@ def merge(*sources: Source, concurrency: int | None = None) -> MergedSource:
     if not sources:
         raise ValueError("merge() needs at least one source")
     return MergedSource(sources, concurrency=concurrency)
+
+
+# -- failed items: transient or bad in itself ------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed fetch of one item is worth fetching again next run.
+
+    True for the faults the HTTP client retried and gave up on: 5xx, timeouts, dropped connections,
+    rate limits, and empty, truncated, non-JSON or mismatching bodies
+    (:class:`~cfstream.errors.TransientError`, :class:`~cfstream.errors.RateLimitError`,
+    :class:`~cfstream.errors.ResponseFormatError`). Such an item is never concluded absent and
+    never dead-lettered: the source leaves it out of its cursor's "done" bookkeeping and calls
+    :meth:`SourceContext.retry_next_run`. False for everything else: a 404/410 for the item or a
+    record that cannot be parsed is bad in itself (dead letter or skip); an auth error or a wait
+    longer than ``max_wait`` (:class:`~cfstream.errors.RateLimitWaitTooLong`) concerns every
+    request and fails the partition.
+    """
+    return isinstance(exc, HTTPError) and exc.retryable
+
+
+def require_list(data: Any, what: str, *, service: str) -> list[Any]:
+    """``data`` when it is a JSON list (a page of a list endpoint).
+
+    Anything else (an empty body, ``null``, an error object) is no answer, so it cannot tell which
+    items exist: it raises :class:`~cfstream.errors.ResponseFormatError` (transient, see
+    :func:`is_transient`) instead of reading as "no items", which would end a listing early and
+    turn the stored items into tombstones.
+    """
+    if not isinstance(data, list):
+        raise ResponseFormatError(
+            f"the {what} answer is {type(data).__name__}, not a JSON list; an absence is only "
+            "concluded from a complete answer",
+            service=service,
+        )
+    return data
+
+
+def git_blob_sha(data: bytes) -> str:
+    """The git object id of a blob holding ``data``: ``sha1(b"blob <len>\\0" + data)``."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def size_and_digest_problem(
+    data: bytes,
+    *,
+    size: int | None = None,
+    md5: str | None = None,
+    git_sha: str | None = None,
+) -> str | None:
+    """Why ``data`` is not the content the API described (its stated size, MD5 or git blob sha);
+    None when it matches every value given."""
+    if size is not None and len(data) != size:
+        return f"got {len(data)} bytes where the API states {size}"
+    if md5 is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() != md5.lower():
+        return "the MD5 checksum differs from the one the API states"
+    if git_sha is not None and git_blob_sha(data) != git_sha.lower():
+        return "the git blob sha of the content differs from the one requested"
+    return None
+
+
+async def fetch_verified(
+    svc: Service,
+    fetch: Callable[[], Awaitable[T]],
+    problem: Callable[[T], str | None],
+    *,
+    what: str,
+) -> T:
+    """``await fetch()`` until ``problem(result)`` is None, and return that result.
+
+    A download that does not match what the API stated about it (a short body, a wrong checksum) is
+    a transient fault: it is fetched again with ``svc``'s retry policy (its ``max_tries`` and
+    backoff, counted in the HTTP metrics as ``content_mismatch``), never stored as the content.
+
+    :raises ~cfstream.errors.ResponseFormatError: it still did not match after the last try
+        (:func:`is_transient` is true for it).
+    """
+    policy = svc.retry
+    delays = policy.delays()
+    tries = 0
+    while True:
+        result = await fetch()
+        tries += 1
+        why = problem(result)
+        if why is None:
+            return result
+        if tries >= policy.max_tries:
+            raise ResponseFormatError(
+                f"{what}: {why} (still after {tries} attempts); it is fetched again by the next "
+                "run",
+                service=svc.name,
+            )
+        delay = next(delays)
+        svc.client.metrics.count_retry("content_mismatch")
+        log.info("%s: %s: %s; retry %d in %.2f s", svc.name, what, why, tries, delay)
+        await svc.client.sleep(delay)

@@ -33,11 +33,17 @@ import orjson
 from pydantic import Field, ValidationError
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, SourceError
+from cfstream.errors import (
+    AuthError,
+    ConfigError,
+    PartitionError,
+    ResponseFormatError,
+    SourceError,
+)
 from cfstream.http import BearerAuth, DiscordPolicy, RateLimit, Service, SnowflakePaginator
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
 from cfstream.secrets import Secret
-from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.base import Source, SourceConfig, SourceOutput, require_list
 
 __all__ = ("DiscordConfig", "DiscordSource", "snowflake_at", "snowflake_time")
 
@@ -177,6 +183,12 @@ class _RunState:
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _forbidden(exc: BaseException) -> bool:
+    """A 403 for one channel: the bot lacks View Channel / Read Message History there (Discord's
+    ``50001 Missing Access`` or ``50013 Missing Permissions``)."""
+    return isinstance(exc, AuthError) and exc.status == 403
+
+
 class DiscordSource(Source):
     """Import Discord guild channels and threads: messages, replies, attachments, headers.
 
@@ -248,7 +260,7 @@ class DiscordSource(Source):
         run = self._run = _RunState()
         svc = self._service(ctx)
         r = await svc.get(f"/guilds/{cfg.guild_id}/channels")
-        for ch in r.data if isinstance(r.data, list) else []:
+        for ch in require_list(r.data, "guild channels", service="discord"):
             if isinstance(ch, Mapping) and isinstance(ch.get("id"), str):
                 run.channels[ch["id"]] = dict(ch)
         if cfg.channel_ids is None:
@@ -268,14 +280,43 @@ class DiscordSource(Source):
             wanted = set(selected)
             r = await svc.get(f"/guilds/{cfg.guild_id}/threads/active")
             threads = r.data.get("threads") if isinstance(r.data, Mapping) else None
-            for th in threads or []:
+            for th in require_list(threads, "active threads", service="discord"):
                 if isinstance(th, Mapping) and th.get("parent_id") in wanted:
                     run.threads[str(th["id"])] = dict(th)
             if cfg.include_archived_threads:
-                for cid in selected:
-                    await self._archived_threads(svc, cid, run)
-            out += [f"thread:{tid}" for tid in run.threads]
+                for cid in list(selected):
+                    try:
+                        await self._archived_threads(svc, cid, run)
+                    except AuthError as exc:
+                        if not _forbidden(exc):
+                            raise
+                        if cfg.channel_ids is None:  # found in the guild: skip it, import the rest
+                            self._skip_unreadable(ctx, "channel", cid, exc)
+                            selected.remove(cid)
+                            out.remove(f"channel:{cid}")
+                        # a channel listed in channel_ids: its own partition fails, clearly
+            out += [
+                f"thread:{tid}"
+                for tid in run.threads
+                if run.threads[tid].get("parent_id") in selected
+            ]
         return out
+
+    def _skip_unreadable(self, ctx: SourceContext, kind: str, cid: str, exc: BaseException) -> None:
+        """Leave out a channel or thread the bot cannot read (found, not asked for): warn, count."""
+        ctx.skipped()
+        ctx.warn(
+            f"skipped Discord {kind} {self._channel_name(cid)} ({cid}): the bot cannot read it "
+            f"(403 {_reason(exc)}); give the bot View Channel and Read Message History there to "
+            "import it"
+        )
+
+    def _unreadable_error(self, cid: str, exc: BaseException) -> PartitionError:
+        return PartitionError(
+            f"the bot cannot read Discord channel {self._channel_name(cid)} ({cid}) listed in "
+            f"`channel_ids` (403 {_reason(exc)}): give the bot View Channel and Read Message "
+            "History in that channel, or remove it from `channel_ids`",
+        )
 
     async def _archived_threads(self, svc: Service, channel_id: str, run: _RunState) -> None:
         before: str | None = None
@@ -284,8 +325,16 @@ class DiscordSource(Source):
             if before is not None:
                 params["before"] = before
             r = await svc.get(f"/channels/{channel_id}/threads/archived/public", params=params)
-            data = r.data if isinstance(r.data, Mapping) else {}
-            threads = [t for t in data.get("threads") or [] if isinstance(t, Mapping)]
+            data = r.data
+            if not isinstance(data, Mapping):
+                raise ResponseFormatError(
+                    "the archived threads answer is not a JSON object", service="discord"
+                )
+            threads = [
+                t
+                for t in require_list(data.get("threads"), "archived threads", service="discord")
+                if isinstance(t, Mapping)
+            ]
             for th in threads:
                 run.threads.setdefault(str(th["id"]), dict(th))
             if not data.get("has_more") or not threads:
@@ -498,7 +547,11 @@ class DiscordSource(Source):
         info = table.get(cid)
         if info is None:
             r = await self._service(ctx).get(f"/channels/{cid}")
-            info = dict(r.data) if isinstance(r.data, Mapping) else {"id": cid}
+            if not isinstance(r.data, Mapping):
+                raise ResponseFormatError(
+                    f"the answer for channel {cid} is not a JSON object", service="discord"
+                )
+            info = dict(r.data)
             table[cid] = info
         return info
 
@@ -513,7 +566,15 @@ class DiscordSource(Source):
                 f"unknown Discord partition {partition!r} (expected channel:<id> or thread:<id>)",
                 source=self.name,
             )
-        info = await self._info(ctx, kind, cid)
+        try:
+            info = await self._info(ctx, kind, cid)
+        except AuthError as exc:
+            if not _forbidden(exc):
+                raise
+            if kind == "channel" and self.config.channel_ids is not None:
+                raise self._unreadable_error(cid, exc) from None
+            self._skip_unreadable(ctx, kind, cid, exc)
+            return
         state = _State.from_cursor(cursor)
         out: list[Item] = []
         header = self._header(kind, info)
@@ -545,17 +606,29 @@ class DiscordSource(Source):
         pages = self._service(ctx).paginate(
             paginator, f"/channels/{cid}/messages", params={"after": str(current.after)}
         )
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                items = paginator.items(page)
-                items.sort(key=_id_order)
-                for m in items:
-                    out.extend(self._one(ctx, kind, info, m, state, current))
-                out.append(Checkpoint(state.to_cursor()))
-                yield out
-                out = []
-                if ctx.stopping:
-                    return
+        got_page = False
+        try:
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    got_page = True
+                    # a page that is not a list is no answer: never "no more messages", which
+                    # would tombstone the rest of the lookback window
+                    items = list(require_list(page.data, "messages", service="discord"))
+                    items.sort(key=_id_order)
+                    for m in items:
+                        out.extend(self._one(ctx, kind, info, m, state, current))
+                    out.append(Checkpoint(state.to_cursor()))
+                    yield out
+                    out = []
+                    if ctx.stopping:
+                        return
+        except AuthError as exc:
+            if got_page or not _forbidden(exc):
+                raise
+            if kind == "channel" and self.config.channel_ids is not None:
+                raise self._unreadable_error(cid, exc) from None
+            self._skip_unreadable(ctx, kind, cid, exc)
+            return
 
         low = current.floor
         for mid in state.seen.keys() - current.seen.keys():
@@ -616,6 +689,15 @@ class DiscordSource(Source):
             ctx.skipped_unchanged()
             return []
         return [doc]
+
+
+def _reason(exc: BaseException) -> str:
+    """Discord's own words for a refusal (``Missing Access``), else a generic one."""
+    text = str(exc)
+    for reason in ("Missing Access", "Missing Permissions"):
+        if reason in text:
+            return reason
+    return "Forbidden"
 
 
 def _id_order(m: Any) -> int:

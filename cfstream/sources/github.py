@@ -34,7 +34,7 @@ import anyio
 from pydantic import Field, field_validator, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, NotFoundError, ResponseFormatError
+from cfstream.errors import ConfigError, HTTPError, NotFoundError, ResponseFormatError
 from cfstream.http import (
     BearerAuth,
     GitHubPolicy,
@@ -46,7 +46,15 @@ from cfstream.http import (
 from cfstream.records import Checkpoint, Document, Item, Tombstone, record_uuid
 from cfstream.secrets import Secret
 from cfstream.sources._files import matches_any, validate_options
-from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.base import (
+    Source,
+    SourceConfig,
+    SourceOutput,
+    fetch_verified,
+    is_transient,
+    require_list,
+    size_and_digest_problem,
+)
 
 __all__ = ("GitHubConfig", "GitHubSource")
 
@@ -500,7 +508,14 @@ class GitHubSource(Source):
             folder, sha = pending.pop()
             sub = await svc.get(f"{repo.api}/git/trees/{sha}")
             items = sub.data.get("tree") if isinstance(sub.data, Mapping) else None
-            for e in items if isinstance(items, list) else []:
+            if not isinstance(items, list):
+                # never an empty folder: its files would turn into tombstones
+                raise ResponseFormatError(
+                    f"the git tree of {folder or '/'} has no `tree` list",
+                    service="github",
+                    url=repo.api,
+                )
+            for e in items:
                 if not isinstance(e, Mapping) or not isinstance(e.get("path"), str):
                     continue
                 path = f"{folder}{e['path']}"
@@ -565,13 +580,16 @@ class GitHubSource(Source):
         files = {p: s for p, s in old_files.items() if p in wanted}
         binary = {p: s for p, s in old_binary.items() if p in wanted}
 
+        #: paths whose blob failed for a transient reason: the tree is not done until they are in
+        retry: set[str] = set()
+
         def snapshot(done: bool) -> Checkpoint:
             return Checkpoint(
                 {
                     "ref": ref,
                     "header": header,
                     "filter": filter_key,
-                    "tree": root if done else None,
+                    "tree": root if done and not retry else None,
                     "files": dict(files),
                     "binary": dict(binary),
                 }
@@ -605,11 +623,17 @@ class GitHubSource(Source):
             for (path, sha), blob in zip(chunk, blobs, strict=True):
                 sid = self._sid(repo, "file", path)
                 if isinstance(blob, BaseException):
-                    ctx.dead_letter(
-                        f"cannot fetch blob {sha} of {path}: {blob}",
-                        {"path": path, "sha": sha},
-                        source_id=sid,
-                    )
+                    if is_transient(blob):
+                        # not done: `files` keeps its old sha (or none), the tree stays open,
+                        # so the next run fetches this blob again
+                        retry.add(path)
+                        ctx.retry_next_run(f"blob {sha} of {path}: {blob}", source_id=sid)
+                    else:
+                        ctx.dead_letter(
+                            f"cannot fetch blob {sha} of {path}: {blob}",
+                            {"path": path, "sha": sha},
+                            source_id=sid,
+                        )
                     continue
                 try:
                     text = self._decode_blob(blob, path)
@@ -641,33 +665,71 @@ class GitHubSource(Source):
         ] * len(chunk)
 
         async def fetch(i: int, sha: str) -> None:
+            url = f"{repo.api}/git/blobs/{sha}"
             try:
-                r = await svc.get(f"{repo.api}/git/blobs/{sha}")
+                r = await fetch_verified(
+                    svc, lambda: svc.get(url), lambda r: self._blob_problem(r.data, sha), what=url
+                )
             except NotFoundError as exc:  # gone between the tree listing and now
                 results[i] = exc
                 return
-            results[i] = r.data if isinstance(r.data, Mapping) else ValueError("not an object")
+            except HTTPError as exc:
+                if not is_transient(exc):
+                    raise
+                results[i] = exc
+                return
+            results[i] = r.data
 
         async with anyio.create_task_group() as tg:
             for i, (_path, sha) in enumerate(chunk):
                 tg.start_soon(fetch, i, sha)
         return results
 
-    def _decode_blob(self, blob: Mapping[str, Any], path: str) -> str | None:
-        """The blob's text; None for binary content; ValueError when it cannot be decoded."""
+    @staticmethod
+    def _blob_bytes(blob: Mapping[str, Any], path: str) -> bytes:
+        """The blob's bytes; ValueError when it has no content or an unknown encoding."""
         encoding = blob.get("encoding")
         content = blob.get("content")
         if not isinstance(content, str):
             raise ValueError(f"blob of {path} has no `content` string")
         if encoding == "base64":
             try:
-                data = base64.b64decode(content.replace("\n", ""), validate=True)
+                return base64.b64decode(content.replace("\n", ""), validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise ValueError(f"blob of {path} is not valid base64: {exc}") from None
-        elif encoding in ("utf-8", "utf8"):
-            data = content.encode()
-        else:
-            raise ValueError(f"blob of {path} has unknown encoding {encoding!r}")
+        if encoding in ("utf-8", "utf8"):
+            return content.encode()
+        raise ValueError(f"blob of {path} has unknown encoding {encoding!r}")
+
+    def _blob_problem(self, blob: Any, sha: str) -> str | None:
+        """Why a blob answer is not the blob ``sha`` (retried as a transient fault), or None.
+
+        A body that is not a JSON object, content that does not decode, or bytes whose size or git
+        sha differ from the blob's stated ``size`` and the sha asked for (a short body). A blob
+        with no content or an unknown encoding passes: it is bad in itself (a dead letter).
+        """
+        if not isinstance(blob, Mapping):
+            return "the blob answer is not a JSON object"
+        if not isinstance(blob.get("content"), str) or blob.get("encoding") not in (
+            "base64",
+            "utf-8",
+            "utf8",
+        ):
+            return None
+        try:
+            data = self._blob_bytes(blob, sha)
+        except ValueError as exc:
+            return str(exc)
+        size = blob.get("size")
+        return size_and_digest_problem(
+            data,
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            git_sha=sha or None,
+        )
+
+    def _decode_blob(self, blob: Mapping[str, Any], path: str) -> str | None:
+        """The blob's text; None for binary content; ValueError when it cannot be decoded."""
+        data = self._blob_bytes(blob, path)
         if len(data) > self.config.max_file_size:
             return None
         if b"\0" in data[:_BINARY_SNIFF]:
@@ -837,8 +899,13 @@ class GitHubSource(Source):
         )
         async with contextlib.aclosing(pages) as it:
             async for page in it:
-                if isinstance(page.data, list):
-                    out.extend(c for c in page.data if isinstance(c, Mapping))
+                # only a complete, well-formed answer says which comments exist: anything else
+                # would turn the stored comments into tombstones
+                out.extend(
+                    c
+                    for c in require_list(page.data, "comments", service="github")
+                    if isinstance(c, Mapping)
+                )
         return out
 
     async def _read_issues(
@@ -880,6 +947,9 @@ class GitHubSource(Source):
         if since:
             params["since"] = since
         processed: set[int] = set()
+        # the first issue whose comments failed for a transient reason; the frontier holds there
+        first_failed: Mapping[str, Any] | None = None
+        held = False
         # what the last sync saw; the frontier below moves as pages arrive
         base_since, base_at = since, frozenset(at_since)
 
@@ -898,7 +968,7 @@ class GitHubSource(Source):
         pages = svc.paginate(LinkHeaderPaginator(), f"{repo.api}/issues", params=params)
         async with contextlib.aclosing(pages) as it:
             async for page in it:
-                items = page.data if isinstance(page.data, list) else []
+                items = require_list(page.data, "issues", service="github")
                 out: list[Item] = []
                 selected: list[tuple[int, Mapping[str, Any]]] = []
                 skipped = unchanged = 0
@@ -944,7 +1014,13 @@ class GitHubSource(Source):
                     sid = self._sid(repo, "issue", number)
                     got = fetched.get(number)
                     ids: list[int] = list(known.get(str(number), []))
-                    if isinstance(got, BaseException):
+                    if isinstance(got, BaseException) and is_transient(got):
+                        # not done: its stored comments stay (no tombstones), and the frontier
+                        # stops before it so the next run lists this issue and fetches them again
+                        ctx.retry_next_run(f"the comments of #{number}: {got}", source_id=sid)
+                        if first_failed is None:
+                            first_failed = item
+                    elif isinstance(got, BaseException):
                         ctx.dead_letter(
                             f"cannot fetch the comments of #{number}: {got}",
                             {"number": number},
@@ -984,7 +1060,12 @@ class GitHubSource(Source):
                             source_id=sid,
                         )
                     processed.add(number)
-                since, at_since = self._frontier(items, since, at_since)
+                if not held:
+                    done = items
+                    if first_failed is not None:
+                        done = items[: next(i for i, x in enumerate(items) if x is first_failed)]
+                        held = True  # later issues are listed again next run (upserts)
+                    since, at_since = self._frontier(done, since, at_since)
                 out.append(snapshot())
                 yield out
                 if ctx.stopping:
@@ -1006,7 +1087,7 @@ class GitHubSource(Source):
         async with contextlib.aclosing(pages) as it:
             async for page in it:
                 out = []
-                for raw in page.data if isinstance(page.data, list) else []:
+                for raw in require_list(page.data, "comments", service="github"):
                     if not isinstance(raw, Mapping):
                         continue
                     try:
@@ -1066,7 +1147,9 @@ class GitHubSource(Source):
         async def fetch(number: int) -> None:
             try:
                 out[number] = await self._issue_comments(svc, repo, number)
-            except NotFoundError as exc:
+            except HTTPError as exc:
+                if not (isinstance(exc, NotFoundError) or is_transient(exc)):
+                    raise
                 out[number] = exc
 
         async with anyio.create_task_group() as tg:

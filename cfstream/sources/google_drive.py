@@ -23,7 +23,12 @@ The cursor (JSON)::
 
     {"v": 1, "phase": "full" | "changes", "token": "<changes page token>",
      "queue": ["<folder ids still to list>"], "page_token": "<files.list page of queue[0]>",
-     "folders": {"<id>": ["<name>", "<parent id>"]}, "files": {"<id>": ["<fingerprint>", "<parent id>"]}}
+     "folders": {"<id>": ["<name>", "<parent id>"]}, "files": {"<id>": ["<fingerprint>", "<parent id>"]},
+     "retry": {"<id>": "<parent id>"}}
+
+A file whose content fetch failed for a transient reason (a 5xx or an empty, short or
+mismatching body after the retries) is not entered in ``files``: it goes to ``retry``, the run
+reports it, and the next run fetches that file again before anything else.
 
 A checkpoint follows every page (a crash refetches at most one page). See
 ``docs/connectors/google_drive.md``.
@@ -43,7 +48,14 @@ import orjson
 from pydantic import Field, model_validator
 
 from cfstream.context import RunContext, SourceContext
-from cfstream.errors import AuthError, ClientError, NotFoundError, SourceError
+from cfstream.errors import (
+    AuthError,
+    ClientError,
+    HTTPError,
+    NotFoundError,
+    ResponseFormatError,
+    SourceError,
+)
 from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, Service
 from cfstream.http.policies import Problem, RawResponse
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp, record_uuid
@@ -56,7 +68,14 @@ from cfstream.sources._google_auth import (
     OAuthCredentials,
     ServiceAccountCredentials,
 )
-from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.base import (
+    Source,
+    SourceConfig,
+    SourceOutput,
+    fetch_verified,
+    is_transient,
+    size_and_digest_problem,
+)
 
 __all__ = (
     "AccessTokenCredentials",
@@ -224,6 +243,8 @@ class _State:
     page_token: str | None = None
     folders: dict[str, list[str | None]] = field(default_factory=dict)
     files: dict[str, list[str | None]] = field(default_factory=dict)
+    #: files not done: their content fetch failed for a transient reason (id -> parent id)
+    retry: dict[str, str] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -234,6 +255,7 @@ class _State:
             "page_token": self.page_token,
             "folders": dict(self.folders),
             "files": dict(self.files),
+            "retry": dict(self.retry),
         }
 
     @classmethod
@@ -252,6 +274,7 @@ class _State:
                 page_token=cursor.get("page_token"),
                 folders={str(k): list(v) for k, v in (cursor.get("folders") or {}).items()},
                 files={str(k): list(v) for k, v in (cursor.get("files") or {}).items()},
+                retry={str(k): str(v) for k, v in (cursor.get("retry") or {}).items()},
             )
         except (KeyError, TypeError, AttributeError):
             return None
@@ -263,6 +286,10 @@ class _Skip(Exception):
 
 class _Bad(Exception):
     """A file that cannot be mapped: dead-lettered with this reason."""
+
+
+class _Retry:
+    """A file whose content fetch failed for a transient reason: not done, fetched next run."""
 
 
 class _Api:
@@ -541,16 +568,19 @@ class _PartitionReader:
         if page_token:
             params["pageToken"] = page_token
         resp = await self.api.get(f"{_DRIVE}/files", params)
-        data = resp.data if isinstance(resp.data, Mapping) else {}
+        data = resp.data
+        if not isinstance(data, Mapping) or not isinstance(data.get("files"), list):
+            # never an empty folder: an absence is only concluded from a complete answer
+            raise ResponseFormatError(
+                f"files.list of folder {folder} answered without a `files` list",
+                service="google_drive",
+            )
         if data.get("incompleteSearch"):
             self.ctx.logger.warning(
                 "google_drive: Drive reported an incomplete search listing folder %s", folder
             )
-        files = data.get("files")
         nxt = data.get("nextPageToken")
-        return (files if isinstance(files, list) else []), (
-            nxt if isinstance(nxt, str) and nxt else None
-        )
+        return list(data["files"]), (nxt if isinstance(nxt, str) and nxt else None)
 
     # -- the two phases ------------------------------------------------------------------------
 
@@ -563,6 +593,9 @@ class _PartitionReader:
             state.folders[self.root] = [str(root.get("name", "")), None]
             header = self._map_safely(root, state)
             yield [*([header] if header else []), Checkpoint(state.snapshot())]
+        elif state.retry:
+            items = await self._retry(state)
+            yield [*items, Checkpoint(state.snapshot())]
         if state.phase == "full":
             async for out in self._full(state):
                 yield out
@@ -611,12 +644,15 @@ class _PartitionReader:
                 **self._scope(),
             }
             resp = await self.api.get(f"{_DRIVE}/changes", params)
-            data = resp.data if isinstance(resp.data, Mapping) else {}
-            changes = data.get("changes")
+            data = resp.data
+            if not isinstance(data, Mapping) or not isinstance(data.get("changes"), list):
+                # never "nothing changed": the page token must not move past unread changes
+                raise ResponseFormatError(
+                    "changes.list answered without a `changes` list", service="google_drive"
+                )
+            changes = data["changes"]
             out: list[Item] = []
-            async for items in self._apply_changes(
-                changes if isinstance(changes, list) else [], state
-            ):
+            async for items in self._apply_changes(changes, state):
                 out.extend(items)
                 if len(out) >= _FLUSH_ITEMS:  # a folder that came in can hold a lot
                     yield out
@@ -636,6 +672,35 @@ class _PartitionReader:
             yield [*out, Checkpoint(state.snapshot())]
             if done:
                 return
+
+    async def _retry(self, state: _State) -> list[Item]:
+        """Fetch again the files a previous run could not fetch (``state.retry``)."""
+        pending: list[dict[str, Any]] = []
+        out: list[Item] = []
+        for fid in list(state.retry):
+            try:
+                resp = await self.api.get(
+                    f"{_DRIVE}/files/{fid}", {"fields": FILE_FIELDS, "supportsAllDrives": True}
+                )
+            except NotFoundError:
+                del state.retry[fid]
+                out += self._remove(fid, state)
+                continue
+            except HTTPError as exc:
+                if not is_transient(exc):
+                    raise
+                self.ctx.retry_next_run(exc, source_id=fid)
+                continue
+            f = resp.data
+            if not isinstance(f, dict) or f.get("trashed") or self._in_tree(f, state) is None:
+                # gone from the tree meanwhile (the changes feed may not say so again)
+                del state.retry[fid]
+                out += self._remove(fid, state)
+                continue
+            pending.append(f)
+        if pending:
+            out += await self._import_files(pending, state, force=True, discovered=None)
+        return out
 
     # -- applying changes ----------------------------------------------------------------------
 
@@ -712,6 +777,7 @@ class _PartitionReader:
     def _remove(self, fid: str, state: _State) -> list[Item]:
         """Tombstones for ``fid`` and, for a folder, everything known below it."""
         out: list[Item] = []
+        state.retry.pop(fid, None)
         if fid in state.files:
             del state.files[fid]
             out.append(Tombstone(fid))
@@ -731,6 +797,8 @@ class _PartitionReader:
         for k in [k for k, (_fp, parent) in state.files.items() if parent in gone]:
             del state.files[k]
             out.append(Tombstone(k))
+        for k in [k for k, parent in state.retry.items() if parent in gone]:
+            del state.retry[k]
         return out
 
     def _remove_root(self, state: _State) -> list[Item]:
@@ -739,6 +807,7 @@ class _PartitionReader:
         out += [Tombstone(k) for k in sorted(state.files)]
         state.folders = {self.root: ["", None]}  # keep the root so it comes back if restored
         state.files = {}
+        state.retry = {}
         return out
 
     # -- importing files -----------------------------------------------------------------------
@@ -773,11 +842,17 @@ class _PartitionReader:
                 continue
             to_fetch.append((f, fp, parent))
         if to_fetch:
-            fns: list[Callable[[], Awaitable[Document | None]]] = [
+            fns: list[Callable[[], Awaitable[Document | _Retry | None]]] = [
                 functools.partial(self._document, f, state) for f, _fp, _p in to_fetch
             ]
             results = await _gather(fns, self.api.slots)
             for (f, fp, parent), doc in zip(to_fetch, results, strict=True):
+                # the point where a file is done: entered in state.files (or dropped from it)
+                if isinstance(doc, _Retry):
+                    # not done: its old row and fingerprint stay, the next run fetches it again
+                    state.retry[f["id"]] = parent
+                    continue
+                state.retry.pop(f["id"], None)
                 if doc is not None:
                     state.files[f["id"]] = [fp, parent]
                     docs.append(doc)
@@ -786,11 +861,17 @@ class _PartitionReader:
                     docs.append(Tombstone(f["id"]))
         return docs
 
-    async def _document(self, f: dict[str, Any], state: _State) -> Document | None:
-        """The record of one file (content included), or None (skipped or dead-lettered)."""
+    async def _document(self, f: dict[str, Any], state: _State) -> Document | _Retry | None:
+        """The record of one file (content included), None (skipped or dead-lettered), or
+        :class:`_Retry` when its content fetch failed for a transient reason."""
         try:
             content, fmt, note = await self._content(f)
             return self._map(f, state, content, fmt, note)
+        except HTTPError as exc:
+            if not is_transient(exc):
+                raise
+            self.ctx.retry_next_run(exc, source_id=f.get("id"))
+            return _Retry()
         except _Skip:
             self.ctx.skipped()
             return None
@@ -825,11 +906,19 @@ class _PartitionReader:
             size = _int(f.get("size"))
             if size is not None and size > self.cfg.max_export_bytes:
                 return None, None, "too_large"
+            md5 = f.get("md5Checksum")
+            url = f"{_DRIVE}/files/{fid}"
             try:
-                resp = await self.api.get(
-                    f"{_DRIVE}/files/{fid}",
-                    {"alt": "media", "supportsAllDrives": True},
-                    expect="bytes",
+                # a body that is not the size and MD5 Drive states is retried, never stored
+                resp = await fetch_verified(
+                    self.api.svc,
+                    lambda: self.api.get(
+                        url, {"alt": "media", "supportsAllDrives": True}, expect="bytes"
+                    ),
+                    lambda r: size_and_digest_problem(
+                        r.content, size=size, md5=md5 if isinstance(md5, str) else None
+                    ),
+                    what=f"the download of {fid}",
                 )
             except NotFoundError:
                 raise _Skip("deleted while syncing") from None

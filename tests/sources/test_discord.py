@@ -12,6 +12,7 @@ import lance
 import orjson
 import pytest
 
+from cfstream.cli import EXIT_OK, EXIT_PARTIAL, exit_code
 from cfstream.deadletter import read_dead_letters
 from cfstream.errors import AuthError, ConfigError, RateLimitWaitTooLong, SourceError
 from cfstream.http import HttpClient, RetryPolicy
@@ -349,3 +350,109 @@ async def test_replays_the_real_discord_payloads(api: FakeAPI, tmp_path: Path) -
     )
     with pytest.raises(AuthError, match="Invalid authentication token"):
         await sync(source, tmp_path / "other.lance")
+
+
+# -- channels the bot cannot read -------------------------------------------------------------------
+
+
+def _ids_of(fake: FakeDiscord, cid: str) -> set[str]:
+    """Source ids of a channel, its messages, its threads and their messages."""
+    threads = [t for t, th in fake.threads.items() if th["parent_id"] == cid]
+    out = {f"channel:{cid}"} | {f"thread:{t}" for t in threads}
+    for c in [cid, *threads]:
+        out |= {f"{c}:{m['id']}" for m in fake.messages[c]}
+    return out
+
+
+async def test_unreadable_channel_found_in_the_guild_is_skipped_and_reported(
+    api: FakeAPI, fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mod-only channel (403 Missing Access) found by listing the guild is left out with a
+    warning in the log and the report; every other channel is imported."""
+    hidden = fake.text_channels()[0]
+    assert any(th["parent_id"] == hidden for th in fake.threads.values())
+    fake.forbid(hidden)
+    path = tmp_path / "kb.lance"
+    with caplog.at_level(logging.WARNING, logger="cfstream"):
+        report = await sync(make_source(fake, api, channel_ids=None), path)
+    stats = report.sources["discord"]
+    assert report.error is None and stats.error is None and report.dead_lettered == 0
+    assert report.ok and exit_code(report) == EXIT_OK
+    [warning] = stats.warnings
+    assert hidden in warning and "View Channel" in warning and "Missing Access" in warning
+    assert any(hidden in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert set(rows(path)) == expected_ids(fake) - _ids_of(fake, hidden)
+    assert hidden in str(report)
+
+
+async def test_unreadable_channel_listed_in_channel_ids_fails_only_its_partition(
+    api: FakeAPI, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    """A channel the user listed that the bot cannot read fails its own partition with a message
+    that says what to do; the other channels are imported and the run says it partly failed."""
+    hidden, *others = fake.text_channels()
+    fake.forbid(hidden)
+    path = tmp_path / "kb.lance"
+    report = await sync(make_source(fake, api), path)
+    stats = report.sources["discord"]
+    assert list(stats.failed_partitions) == [f"channel:{hidden}"]
+    message = stats.failed_partitions[f"channel:{hidden}"]
+    assert "Read Message History" in message and "remove it from `channel_ids`" in message
+    assert stats.error is not None and hidden in stats.error
+    assert not report.ok and exit_code(report) == EXIT_PARTIAL
+    got = set(rows(path))
+    for cid in others:
+        assert _ids_of(fake, cid) <= got
+    assert f"channel:{hidden}" not in got
+    assert not {f"{hidden}:{m['id']}" for m in fake.messages[hidden]} & got
+
+
+async def test_unreadable_channel_found_when_reading_its_messages_is_skipped(
+    api: FakeAPI, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    """Without the archived-threads listing, the 403 first shows on the messages request: the
+    channel is skipped there, with the same warning."""
+    hidden, *others = fake.text_channels()
+    fake.forbid(hidden)
+    path = tmp_path / "kb.lance"
+    source = make_source(fake, api, channel_ids=None, include_archived_threads=False)
+    report = await sync(source, path)
+    stats = report.sources["discord"]
+    assert report.ok and stats.error is None and not stats.failed_partitions
+    assert len(stats.warnings) == 1 and hidden in stats.warnings[0]
+    got = set(rows(path))
+    assert (
+        f"channel:{hidden}" not in got and f"{hidden}:{fake.messages[hidden][0]['id']}" not in got
+    )
+    for cid in others:
+        assert {f"channel:{cid}"} | {f"{cid}:{m['id']}" for m in fake.messages[cid]} <= got
+
+
+async def test_empty_messages_answer_tombstones_nothing(
+    api: FakeAPI, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    """An empty 200 for a channel's messages is no answer: it does not end the listing (which
+    would tombstone the lookback window); that channel fails and is read again next run, the
+    other channels finish. (This also holds once the HTTP client retries empty 200s itself.)"""
+    path = tmp_path / "kb.lance"
+    source = make_source(fake, api)
+    assert (await sync(source, path)).ok
+    before = set(rows(path))
+    cid, *others = fake.text_channels()
+    fake.add_message(others[0], "a new message while one channel misbehaves")
+    api.route(
+        "GET",
+        f"/discord/api/v10/channels/{cid}/messages",
+        Reply(body=b"", content_type="application/json"),
+    )
+    second = await sync(source, path)
+    stats = second.sources["discord"]
+    assert stats.tombstones == 0 and second.sink.deleted == 0
+    assert list(stats.failed_partitions) == [f"channel:{cid}"] and not second.ok
+    assert before < set(rows(path))  # the other channels went on
+
+    fake.mount(api)
+    assert (await sync(source, path)).ok
+    fresh = tmp_path / "fresh.lance"
+    await sync(make_source(fake, api, name="fresh"), fresh)
+    assert hashes(path) == hashes(fresh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import lance
 import pytest
 
+from cfstream.cli import EXIT_PARTIAL, exit_code
 from cfstream.deadletter import read_dead_letters
 from cfstream.errors import AuthError, ConfigError, NotFoundError
 from cfstream.http import HttpClient, RetryPolicy
@@ -495,11 +497,21 @@ async def test_real_github_payloads_replay(api: FakeAPI, http: HttpClient, tmp_p
             "html_url": "https://github.com/sferik/rails_admin",
         },
     )
+    # every file is served the one recorded blob: the tree names that blob's real sha and size,
+    # since downloads are checked against them
+    for e in tree["tree"]:
+        if e["type"] == "blob":
+            e.update(sha=blob["sha"], size=blob["size"])
     api.route("GET", "/repos/sferik/rails_admin/git/trees/master", tree)
     api.route(
         "GET",
         "/repos/sferik/rails_admin/git/blobs/{sha}",
-        lambda r: {"sha": r.match_info["sha"], "content": blob["content"], "encoding": "base64"},
+        lambda r: {
+            "sha": r.match_info["sha"],
+            "size": blob["size"],
+            "content": blob["content"],
+            "encoding": "base64",
+        },
     )
     ds2 = tmp_path / "files.lance"
     files_src = source(
@@ -550,3 +562,116 @@ async def test_demo_hooks_sync_then_change(api: FakeAPI, http: HttpClient, tmp_p
     third = await sync(GitHubSource.from_config(options), ds, http)
     assert third.sink.inserted >= 2 and third.sink.deleted == 1
     assert third.sink.upserted <= 12
+
+
+# -- hostile answers: nothing lost, nothing stuck --------------------------------------------------
+
+
+def _bad_reply(kind: str, good: bytes = b"") -> Reply:
+    """A persistent failure: 500, an empty 200, or a blob answer whose content is cut short."""
+    if kind == "500":
+        return Reply({"message": "Server Error"}, status=500)
+    if kind == "empty":
+        return Reply(body=b"", content_type="application/json")
+    short = good[: len(good) // 2]
+    return Reply(
+        {
+            "sha": git_blob_sha(good),
+            "size": len(good),
+            "content": base64.b64encode(short).decode(),
+            "encoding": "base64",
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", ["500", "empty", "short"])
+async def test_blob_that_keeps_failing_is_fetched_again_next_run(
+    api: FakeAPI, http: HttpClient, tmp_path: Path, kind: str
+) -> None:
+    """A blob that fails for a transient reason after the retries (5xx, empty 200, a body shorter
+    than the blob's size) is neither stored, nor dead-lettered, nor marked done: the run says so
+    and the next run fetches it. (``empty`` also holds with the HTTP client retrying empty 200s.)"""
+    fake = FakeGitHub(files=8, issues=0)
+    fake.mount(api)
+    path = "docs/testing.md"
+    good = fake.repo().files[path]
+    blob_url = f"/repos/{REPO}/git/blobs/{git_blob_sha(good)}"
+    api.route("GET", blob_url, _bad_reply(kind, good))
+    ds = tmp_path / "kb.lance"
+    src = source(api, content=["files"])
+
+    first = await sync(src, ds, http)
+    assert first.error is None and first.dead_lettered == 0
+    assert first.sources["github"].retry_next_run == 1
+    assert not first.ok and exit_code(first) == EXIT_PARTIAL
+    rows = by_source_id(ds)
+    assert f"{REPO}:file:{path}" not in rows
+    others = {f"{REPO}:file:{p}" for p in fake.repo().files if p != path and p.endswith(".md")}
+    assert others and others <= set(rows)  # the rest of the tree flowed
+
+    fake.mount(api)  # healthy again
+    api.clear()
+    second = await sync(src, ds, http)
+    assert second.ok, second
+    assert [r.path for r in api.requests_for("GET", "*/git/blobs/*")] == [blob_url]
+    assert by_source_id(ds)[f"{REPO}:file:{path}"]["text_content"] == good.decode()
+
+    clean = tmp_path / "clean.lance"
+    await sync(source(api, content=["files"], name="clean"), clean, http)
+    assert hashes(ds) == hashes(clean)
+
+
+async def test_short_blob_once_is_retried_not_stored(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    """A blob answer shorter than its stated size (and so with another git sha) is fetched again;
+    the good content is stored."""
+    fake = FakeGitHub(files=8, issues=0)
+    fake.mount(api)
+    path = "docs/testing.md"
+    good = fake.repo().files[path]
+    blob_url = f"/repos/{REPO}/git/blobs/{git_blob_sha(good)}"
+    short = _bad_reply("short", good).data
+    api.faults.script("GET", blob_url, [Fault.error(200, body=short)])
+    ds = tmp_path / "kb.lance"
+    report = await sync(source(api, content=["files"]), ds, http)
+    assert api.faults.pending() == 0
+    assert report.ok, report
+    assert by_source_id(ds)[f"{REPO}:file:{path}"]["text_content"] == good.decode()
+    assert http.metrics.retries.get("content_mismatch") == 1
+
+
+@pytest.mark.parametrize("kind", ["500", "empty"])
+async def test_failed_comments_page_keeps_the_stored_comments(
+    api: FakeAPI, http: HttpClient, tmp_path: Path, kind: str
+) -> None:
+    """A comments page of one issue that fails (a 5xx after the retries, or an empty 200) is no
+    answer: the issue's stored comments are not tombstoned, nothing is dead-lettered, and the next
+    healthy run fetches that issue's comments again. (``empty`` also holds with the HTTP client
+    retrying empty 200s.)"""
+    fake = FakeGitHub(files=0, issues=12)
+    fake.mount(api)
+    repo = fake.repo()
+    number = next(n for n, i in repo.issues.items() if i["comments"] >= 2)
+    ds = tmp_path / "kb.lance"
+    src = source(api, content=["issues", "pulls"])
+    assert (await sync(src, ds, http)).ok
+    before = {c for c, v in repo.comments.items() if v["issue"] == number}
+    assert {f"{REPO}:comment:{c}" for c in before} <= set(by_source_id(ds))
+
+    new = fake.add_comment(number, "One more thing.")  # the issue's updated_at moves
+    api.route("GET", f"/repos/{REPO}/issues/{number}/comments", _bad_reply(kind))
+    second = await sync(src, ds, http)
+    assert second.error is None and second.dead_lettered == 0
+    assert second.sources["github"].tombstones == 0 and second.sink.deleted == 0
+    assert second.sources["github"].retry_next_run == 1
+    assert not second.ok and exit_code(second) == EXIT_PARTIAL
+    assert {f"{REPO}:comment:{c}" for c in before} <= set(by_source_id(ds))
+
+    fake.mount(api)  # healthy again
+    third = await sync(src, ds, http)
+    assert third.ok, third
+    assert f"{REPO}:comment:{new}" in by_source_id(ds)
+    clean = tmp_path / "clean.lance"
+    await sync(source(api, content=["issues", "pulls"], name="clean"), clean, http)
+    assert hashes(ds) == hashes(clean)

@@ -9,6 +9,7 @@ from typing import Any
 
 import lance
 import pytest
+from aiohttp import web
 
 from cfstream.deadletter import read_dead_letters
 from cfstream.errors import AuthError, ClientError, ConfigError
@@ -18,7 +19,7 @@ from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources import load_source_class
 from cfstream.sources.google_drive import FILE_FIELDS, GoogleDriveSource
-from cfstream.testing import FakeAPI, Fault
+from cfstream.testing import FakeAPI, Fault, Reply
 from cfstream.testing.fakes.google_drive import (
     DOC,
     FOLDER,
@@ -688,3 +689,96 @@ async def test_real_google_error_bodies_mid_sync(
     api.faults.script("GET", "/drive/v3/changes", [Fault.error(400, bodies[400])])
     with pytest.raises(ClientError, match="Bad Request"):
         await sync(source(fake, api), faulty, http)
+
+
+# -- downloads that fail or do not match what Drive states ------------------------------------------
+
+
+def _download_route(
+    api: FakeAPI, fake: FakeGoogleDrive, fid: str, kind: str, *, times: int | None = None
+) -> None:
+    """Serve ``alt=media`` of ``fid`` badly (``short``: half the body, ``500``, ``empty``), the
+    first ``times`` requests (None: always); metadata and later downloads as the fake would."""
+    served = 0
+
+    def handler(request: web.Request) -> Reply:
+        nonlocal served
+        if request.query.get("alt") != "media":
+            return Reply(fake.files[fid])
+        served += 1
+        good = fake.contents[fid]
+        if times is not None and served > times:
+            return Reply(body=good, content_type=fake.files[fid]["mimeType"])
+        if kind == "500":
+            return Reply({"error": {"code": 500, "message": "Backend Error"}}, status=500)
+        body = b"" if kind == "empty" else good[: len(good) // 2]
+        return Reply(body=body, content_type=fake.files[fid]["mimeType"])
+
+    api.route("GET", f"/drive/v3/files/{fid}", handler)
+
+
+async def test_short_download_once_is_retried_and_the_good_body_stored(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path
+) -> None:
+    fid = fake.find("README.md")
+    _download_route(api, fake, fid, "short", times=1)
+    ds = tmp_path / "kb.lance"
+    report = await sync(source(fake, api), ds, http)
+    assert report.ok, report
+    assert rows(ds)[fid]["text_content"] == fake.contents[fid].decode()
+    assert content_requests(api).count(fid) == 2
+    assert http.metrics.retries.get("content_mismatch") == 1
+
+
+@pytest.mark.parametrize("kind", ["short", "500", "empty"])
+async def test_download_that_keeps_failing_is_fetched_again_next_run(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path, kind: str
+) -> None:
+    """A download that still fails after the retries (a body shorter than Drive's ``size`` or
+    with another ``md5Checksum``, a 5xx, an empty body) is not stored, not dead-lettered and not
+    marked done: the run reports it and the next run fetches that file again."""
+    fid = fake.find("README.md")
+    _download_route(api, fake, fid, kind)
+    ds = tmp_path / "kb.lance"
+    src = source(fake, api)
+    first = await sync(src, ds, http)
+    assert first.failed_sources == [] and first.dead_lettered == 0
+    assert first.sources[ST].retry_next_run == 1 and not first.ok
+    got = rows(ds)
+    assert fid not in got
+    assert set(got) == fake.tree_ids(ROOT_ID) - {fid}  # the rest of the tree flowed
+
+    fake.mount(api)  # healthy again
+    api.requests.clear()
+    second = await sync(src, ds, http)
+    assert second.ok, second
+    assert content_requests(api) == [fid]
+    assert rows(ds)[fid]["text_content"] == fake.contents[fid].decode()
+    clean = tmp_path / "clean.lance"
+    await sync(source(fake, api, name="clean"), clean, http)
+    assert hashes(ds) == hashes(clean)
+
+
+async def test_failed_download_of_a_change_keeps_the_old_row_and_is_fetched_again(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path
+) -> None:
+    """In the changes phase the page token moves on; the file whose download failed is kept in
+    the cursor's ``retry`` list and fetched first by the next run. Its old row stays meanwhile."""
+    fid = fake.find("notes.txt")
+    ds = tmp_path / "kb.lance"
+    src = source(fake, api)
+    assert (await sync(src, ds, http)).ok
+    old = fake.contents[fid].decode()
+    fake.edit_file(fid, "new notes\n" * 20)
+    _download_route(api, fake, fid, "short")
+    second = await sync(src, ds, http)
+    assert second.sources[ST].retry_next_run == 1 and second.dead_lettered == 0
+    assert second.sink.deleted == 0 and rows(ds)[fid]["text_content"] == old
+
+    fake.mount(api)
+    third = await sync(src, ds, http)
+    assert third.ok, third
+    assert rows(ds)[fid]["text_content"] == "new notes\n" * 20
+    clean = tmp_path / "clean.lance"
+    await sync(source(fake, api, name="clean"), clean, http)
+    assert hashes(ds) == hashes(clean)

@@ -105,6 +105,8 @@ class FakeDiscord:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         #: responses answered with 429 by the bucket emulation
         self.limited = 0
+        #: channels and threads the bot may not read (see :meth:`forbid`)
+        self.forbidden: set[str] = set()
         self._ms = _START_MS
         self._seq = 0
         self._changes = 0
@@ -282,6 +284,12 @@ class FakeDiscord:
         meta["archived"] = True
         meta["archive_timestamp"] = _iso(self._ms)
 
+    def forbid(self, channel_id: str) -> None:
+        """Take View Channel / Read Message History away from the bot in ``channel_id`` (a
+        mod-only channel): it stays in the guild's channel list, but the channel, its messages
+        and its archived threads answer 403 ``{"message": "Missing Access", "code": 50001}``."""
+        self.forbidden.add(channel_id)
+
     def text_channels(self) -> list[str]:
         """Ids of the text channels."""
         return [cid for cid, ch in self.channels.items() if ch["type"] == 0]
@@ -332,6 +340,8 @@ class FakeDiscord:
             if limited is not None:
                 self.limited += 1
                 return Reply(limited, status=429, headers=headers)
+            if request.match_info.get("channel_id") in self.forbidden:
+                return Reply({"message": "Missing Access", "code": 50001}, 403, headers)
             result = handler(request)
             if isinstance(result, Reply):
                 result.headers = {**headers, **result.headers}
