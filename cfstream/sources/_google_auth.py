@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import anyio
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cfstream.errors import AuthError, ClientError, HTTPError, RateLimitError, TransientError
 from cfstream.http import Auth, HttpClient, NoAuth, Problem, RawResponse, ResponsePolicy, Service
@@ -39,10 +39,12 @@ __all__ = (
     "DRIVE_READONLY_SCOPE",
     "REFRESH_MARGIN",
     "AccessTokenCredentials",
+    "CredentialsFile",
     "GoogleCredentials",
     "GoogleTokenAuth",
     "OAuthCredentials",
     "ServiceAccountCredentials",
+    "credentials_from_file",
 )
 
 #: the read-only Drive scope the connector asks for
@@ -91,10 +93,67 @@ class AccessTokenCredentials(_Cred):
     access_token: Secret = Field(description="an OAuth 2.0 access token")
 
 
+class CredentialsFile(_Cred):
+    """A credential file written by Google's own tools (``type: file``), by path: the
+    ``authorized_user`` JSON of ``gcloud auth application-default login`` or a service account's
+    JSON key. In YAML, ``credentials: path/to/file.json`` is short for this."""
+
+    type: Literal["file"] = "file"
+    path: str = path_option("path of the JSON credential file", kind="file")
+    subject: str | None = Field(
+        default=None, description="service accounts: a Workspace user to impersonate"
+    )
+
+
+def _file_shorthand(value: Any) -> Any:
+    return {"type": "file", "path": value} if isinstance(value, str) else value
+
+
 GoogleCredentials = Annotated[
-    OAuthCredentials | ServiceAccountCredentials | AccessTokenCredentials,
+    OAuthCredentials | ServiceAccountCredentials | AccessTokenCredentials | CredentialsFile,
     Field(discriminator="type"),
+    BeforeValidator(_file_shorthand),
 ]
+
+
+def credentials_from_file(
+    c: CredentialsFile,
+) -> OAuthCredentials | ServiceAccountCredentials:
+    """The credential a Google credential file holds, by its ``type`` (as google-auth reads it).
+
+    Raises ValueError, saying what to do, for a file that is not such a credential.
+    """
+    path = Path(c.path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the credential file {path}: {exc.strerror}") from None
+    try:
+        info = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        info = None
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind == "service_account":
+        return ServiceAccountCredentials(key_file=str(path), subject=c.subject)
+    if kind == "authorized_user":
+        assert isinstance(info, dict)
+        missing = [k for k in ("client_id", "client_secret", "refresh_token") if not info.get(k)]
+        if missing:
+            raise ValueError(
+                f"the authorized_user file {path} lacks {', '.join(missing)}: run "
+                "`gcloud auth application-default login --scopes="
+                f"{DRIVE_READONLY_SCOPE},https://www.googleapis.com/auth/cloud-platform` again"
+            )
+        return OAuthCredentials(
+            client_id=str(info["client_id"]),
+            client_secret=Secret(str(info["client_secret"])),
+            refresh_token=Secret(str(info["refresh_token"])),
+        )
+    raise ValueError(
+        f'{path} is not a Google credential file (expected JSON with "type": '
+        '"authorized_user" from `gcloud auth application-default login`, or '
+        '"service_account", a key from the Cloud console)'
+    )
 
 
 def _digest(*parts: str) -> str:
@@ -111,12 +170,19 @@ class GoogleTokenAuth(Auth):
 
     def __init__(
         self,
-        credentials: OAuthCredentials | ServiceAccountCredentials | AccessTokenCredentials,
+        credentials: OAuthCredentials
+        | ServiceAccountCredentials
+        | AccessTokenCredentials
+        | CredentialsFile,
         *,
         token_url: str,
         clock: Any = time.time,
     ) -> None:
-        self.credentials = credentials
+        if isinstance(credentials, CredentialsFile):
+            credentials = credentials_from_file(credentials)
+        self.credentials: OAuthCredentials | ServiceAccountCredentials | AccessTokenCredentials = (
+            credentials
+        )
         self.token_url = token_url
         self._clock = clock
         self._token: str | None = None

@@ -63,6 +63,7 @@ from cfstream.sources._files import validate_options
 from cfstream.sources._google_auth import (
     DRIVE_READONLY_SCOPE,
     AccessTokenCredentials,
+    CredentialsFile,
     GoogleCredentials,
     GoogleTokenAuth,
     OAuthCredentials,
@@ -79,6 +80,7 @@ from cfstream.sources.base import (
 
 __all__ = (
     "AccessTokenCredentials",
+    "CredentialsFile",
     "GoogleDriveConfig",
     "GoogleDriveSource",
     "OAuthCredentials",
@@ -155,7 +157,8 @@ class GoogleDriveConfig(SourceConfig):
     )
     drive_id: str | None = Field(default=None, description="a shared drive to import whole")
     credentials: GoogleCredentials = Field(
-        description="type: oauth | service_account | access_token (see the docs page)"
+        description="type: oauth | service_account | access_token | file, or the path of a "
+        "credential file from gcloud or the Cloud console (see the docs page)"
     )
     base_url: str = Field(
         default="https://www.googleapis.com", description="the Drive API origin (tests: a fake)"
@@ -405,10 +408,12 @@ class GoogleDriveSource(Source):
     def __init__(
         self,
         *,
-        credentials: Mapping[str, Any]
+        credentials: str
+        | Mapping[str, Any]
         | OAuthCredentials
         | ServiceAccountCredentials
-        | AccessTokenCredentials,
+        | AccessTokenCredentials
+        | CredentialsFile,
         folder_ids: Sequence[str] | None = None,
         drive_id: str | None = None,
         base_url: str = "https://www.googleapis.com",

@@ -782,3 +782,80 @@ async def test_failed_download_of_a_change_keeps_the_old_row_and_is_fetched_agai
     clean = tmp_path / "clean.lance"
     await sync(source(fake, api, name="clean"), clean, http)
     assert hashes(ds) == hashes(clean)
+
+
+async def test_credential_files_written_by_googles_tools_by_path(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path
+) -> None:
+    # `gcloud auth application-default login` writes an authorized_user file
+    oauth = fake.demo_config(api.url)["credentials"]
+    adc = tmp_path / "application_default_credentials.json"
+    adc.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": oauth["client_id"],
+                "client_secret": oauth["client_secret"],
+                "refresh_token": oauth["refresh_token"],
+                "quota_project_id": "my-project",
+            }
+        )
+    )
+    for creds in (str(adc), {"type": "file", "path": str(adc)}):
+        ds = tmp_path / f"kb-{type(creds).__name__}.lance"
+        report = await sync(source(fake, api, credentials=creds), ds, http)
+        assert report.failed_sources == []
+        assert set(rows(ds)) == fake.tree_ids()
+
+    # a service-account key file by path, as google-auth's load_credentials_from_file reads it
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    email = "reader@project.iam.gserviceaccount.com"
+    fake.accept_service_account(
+        email,
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
+    sa = tmp_path / "sa-key.json"
+    sa.write_text(
+        json.dumps({"type": "service_account", "client_email": email, "private_key": pem})
+    )
+    report = await sync(source(fake, api, credentials=str(sa)), tmp_path / "sa.lance", http)
+    assert report.failed_sources == []
+
+    # anything else is refused at once, saying what file is expected
+    other = tmp_path / "other.json"
+    other.write_text('{"type": "external_account"}')
+    with pytest.raises(ValueError, match="authorized_user"):
+        source(fake, api, credentials=str(other))
+
+
+def test_a_credential_file_in_a_config_is_relative_to_it(tmp_path: Path) -> None:
+    from cfstream.config import load_config
+
+    (tmp_path / "adc.json").write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "i",
+                "client_secret": "s",
+                "refresh_token": "r",
+            }
+        )
+    )
+    cfg = tmp_path / "cfstream.yaml"
+    cfg.write_text(
+        "dataset: ./kb.lance\nsources:\n  drive:\n    type: google_drive\n"
+        "    folder_ids: [f1]\n    credentials: ./adc.json\n"
+    )
+    spec = load_config(cfg).sources["drive"]
+    assert spec.options["credentials"].path == str(tmp_path / "adc.json")
+    cfg.write_text(cfg.read_text().replace("./adc.json", "./missing.json"))
+    with pytest.raises(ConfigError, match="sources.drive.credentials.path"):
+        load_config(cfg)
