@@ -44,7 +44,7 @@ import pyarrow as pa
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext
-from cfstream.errors import CommitError, DatasetError
+from cfstream.errors import CommitError, DatasetError, RecordError
 from cfstream.records import (
     DEFAULT_EMBED_DIM,
     Checkpoint,
@@ -59,10 +59,12 @@ from cfstream.records import (
     uuid_digest,
     uuid_digests,
     uuid_keys,
+    without_surrogates,
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.state import local_path
+from cfstream.transforms.validate import check_document
 
 __all__ = ("LanceSink", "UuidKeySet")
 
@@ -177,6 +179,25 @@ def _dedupe_batch(
     apply_tombstones(len(docs))
     kept = [(d, g) for d, g in zip(out, out_digests, strict=True) if d is not None]
     return [d for d, _ in kept], [g for _, g in kept]
+
+
+def _builds(sink: LanceSink, doc: Document, uid: str) -> bool:
+    try:
+        sink._build_table([doc], [uid])
+    except Exception:  # still not storable: dead-lettered with its first error
+        return False
+    return True
+
+
+def _clear_error(doc: Document, exc: Exception) -> Exception:
+    """The reason ``doc`` cannot be stored: the field ``check_document`` names, else ``exc``."""
+    try:
+        check_document(doc)
+    except RecordError as named:
+        return named
+    except Exception:  # the checker tripping over the value: keep the original
+        return exc
+    return exc
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -514,13 +535,13 @@ class LanceSink(Sink):
         docs = batch.docs
         try:
             digests = uuid_digests(docs)
-        except (ValueError, TypeError):  # e.g. lone surrogates in some id: find those documents
+        except Exception:  # an id that cannot be formatted: find those documents
             keep: list[Document] = []
             digests = []
             for d in docs:
                 try:
                     digests.append(uuid_digest(d.source_type or "", d.source_id))
-                except (ValueError, TypeError) as exc:
+                except Exception as exc:  # dead-lettered with its error
                     batch.rejected.append((d, exc))
                     continue
                 keep.append(d)
@@ -549,7 +570,7 @@ class LanceSink(Sink):
         build = bool(batch.docs) and not ctx.dry_run
         try:
             self._resolve_and_build(batch, build)
-        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+        except Exception:  # whatever a wrong-typed field raises, find its document
             self._build_one_by_one(batch)
             batch.table = self._build_table(batch.docs, batch.uuids) if batch.docs else None
         finally:
@@ -560,17 +581,23 @@ class LanceSink(Sink):
 
     def _build_one_by_one(self, batch: _Batch) -> None:
         """A batch failed to build (no validate stage before the sink): move the documents that
-        fail on their own to ``batch.rejected`` (dead-lettered by :meth:`_prepare`), keep the
-        others."""
+        fail on their own, whatever they raise, to ``batch.rejected`` (dead-lettered by
+        :meth:`_prepare`), keep the others."""
+        if batch.uuids is None or batch.keys is None:
+            self._resolve(batch)  # cannot fail: _resolve rejects what it cannot handle
         assert batch.uuids is not None and batch.keys is not None
         uuids = batch.uuids.to_pylist() if isinstance(batch.uuids, pa.Array) else list(batch.uuids)
         good: list[int] = []
         for i, (doc, uid) in enumerate(zip(batch.docs, uuids, strict=True)):
             try:
                 self._build_table([doc], [uid])
-            except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-                batch.rejected.append((doc, exc))
-                continue
+            except Exception as exc:  # any failure is this document's own
+                escaped = without_surrogates(doc)
+                if escaped is not None and _builds(self, escaped, uid):
+                    batch.docs[i] = escaped  # stored with its lone surrogates escaped
+                else:
+                    batch.rejected.append((doc, _clear_error(doc, exc)))
+                    continue
             good.append(i)
         batch.docs = [batch.docs[i] for i in good]
         batch.uuids = [uuids[i] for i in good]
@@ -855,8 +882,8 @@ def _newer_or_equal(new: Document, old: Document) -> bool:
         return True
     try:
         ta, tb = parse_timestamp(a), parse_timestamp(b)
-    except ValueError:
+        if ta is None or tb is None:
+            return True
+        return ta >= tb
+    except (ValueError, TypeError, AttributeError):  # not a timestamp: the sink dead-letters it
         return True
-    if ta is None or tb is None:
-        return True
-    return ta >= tb
