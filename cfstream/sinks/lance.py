@@ -17,7 +17,15 @@ How it works:
    repeats within the run (it keeps 8 bytes per written uuid to know) and no other writer
    commits: nothing can match, and an append costs a fraction of a merge in time and, unlike a
    merge against a growing index, in memory. The first repeat switches the run to merging.
+   Lance does not check an append against other commits, so before each append and after it
+   the sink compares the dataset's latest version with the last one it checked (one look per
+   commit) and reads the transactions of any version it did not make itself: once another
+   writer has added rows, the load merges from then on, and when rows may already be stored
+   twice it deletes the extra ones (:func:`heal_duplicates`). A merge that another writer's
+   append overtook is checked the same way.
 4. Only after a batch's commit are the checkpoints that arrived before it saved to the sync state.
+   A merge that reports more rows written than it was given has met a uuid stored twice, and a
+   ``--full`` run checks the whole dataset once at its end: both heal the duplicates.
 5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once a merging run
    finds it past ``index_threshold`` rows (appends and a fresh load need none),
    ``optimize_indices`` every ``optimize_every`` commits, and every ``maintenance_every`` commits
@@ -31,6 +39,7 @@ import contextlib
 import errno
 import fcntl
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +50,7 @@ import anyio
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext
@@ -66,7 +76,7 @@ from cfstream.sinks.base import Sink
 from cfstream.state import local_path
 from cfstream.transforms.validate import check_document
 
-__all__ = ("LanceSink", "UuidKeySet")
+__all__ = ("LanceSink", "UuidKeySet", "heal_duplicates")
 
 log = get_logger("cfstream.sinks.lance")
 
@@ -88,6 +98,51 @@ def upsert_table(ds: lance.LanceDataset, table: pa.Table) -> tuple[int, int]:
         .execute(table)
     )
     return int(stats.get("num_inserted_rows", 0)), int(stats.get("num_updated_rows", 0))
+
+
+#: the transaction property that marks a commit as this sink's own (one id per LanceSink)
+WRITER_PROPERTY = "cfstream.writer"
+#: Lance operations that may add rows (a transaction that cannot be read counts too)
+_ADDS_ROWS = frozenset({"Append", "Update", "Overwrite", "Merge", "Restore", "DataReplacement"})
+_APPENDS = frozenset({"Append", "Overwrite", "Restore"})
+_KEEP_ORDER = [
+    ("uuid", "ascending"),
+    ("source_updated_at", "descending"),
+    ("ingested_at", "descending"),
+    ("_rowid", "descending"),
+]
+
+
+def heal_duplicates(ds: lance.LanceDataset) -> int:
+    """Keep one row per uuid: delete the others; rows deleted (``ds`` moves to the new version).
+
+    The row kept is the one with the newest ``source_updated_at``, then the newest
+    ``ingested_at``, then the last written. Reads the ``uuid`` column once; costs a commit only
+    when something is deleted. The delete is made against the version read, so a concurrent
+    rewrite of those rows conflicts (and the caller retries) instead of deleting the wrong ones.
+    """
+    counts = pc.value_counts(ds.to_table(columns=["uuid"]).column("uuid"))
+    many = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(many):
+        return 0
+    quoted = ",".join(f"'{u}'" for u in many.to_pylist())
+    rows = ds.to_table(
+        columns=["uuid", "source_updated_at", "ingested_at"],
+        filter=f"uuid IN ({quoted})",
+        with_row_id=True,
+    ).sort_by(_KEEP_ORDER)
+    drop: list[int] = []
+    last = None
+    for uid, rowid in zip(
+        rows.column("uuid").to_pylist(), rows.column("_rowid").to_pylist(), strict=True
+    ):
+        if uid == last:
+            drop.append(rowid)
+        last = uid
+    if drop:
+        ds.delete(f"_rowid IN ({','.join(map(str, drop))})")
+        log.warning("removed %d duplicated rows from %s", len(drop), ds.uri)
+    return len(drop)
 
 
 def delete_uuids(ds: lance.LanceDataset, uuids: Sequence[str]) -> int:
@@ -287,6 +342,10 @@ class LanceSink(Sink):
         self._fresh = False
         self._written = UuidKeySet()
         self._version: int | None = None
+        # the newest version checked for other writers' rows (see _others_added_rows)
+        self._checked = 0
+        self._heal = False
+        self._tx = {WRITER_PROPERTY: uuid.uuid4().hex}
         self._rows = 0
         self._indexed = False
         self._commits = 0
@@ -374,6 +433,8 @@ class LanceSink(Sink):
         self._fresh = self.mode == "upsert"
         self._written = UuidKeySet()
         self._version = None
+        self._checked = 0
+        self._heal = False
         ds = self._open_dataset()
         if ds is None:
             self._exists = False
@@ -430,9 +491,11 @@ class LanceSink(Sink):
                         for batch in leftovers:
                             await self._process(batch, ctx)
                         if not ctx.dry_run:
-                            version = await anyio.to_thread.run_sync(self._finish)
-                            if version is not None:
-                                ctx.report.sink.dataset_version = version
+                            removed = await anyio.to_thread.run_sync(self._finish, ctx.full_refresh)
+                            if removed:
+                                ctx.report.sink.duplicates_removed += removed
+                                ctx.report.sink.dataset_rows = self._rows
+                                ctx.report.sink.dataset_version = self._version
                 receive_job.close()
 
     _pending: _Batch | None = None
@@ -638,6 +701,7 @@ class LanceSink(Sink):
                 stats.unchanged += result.get("unchanged", 0)
                 stats.appended += result.get("appended", 0)
                 stats.deleted += result.get("deleted", 0)
+                stats.duplicates_removed += result.get("duplicates_removed", 0)
                 stats.maintenance_runs += result.get("maintenance", 0)
                 stats.dataset_version = result.get("version", stats.dataset_version)
                 stats.dataset_rows = self._rows
@@ -685,6 +749,7 @@ class LanceSink(Sink):
                                 mode="create",
                                 storage_options=self.storage_options,
                                 session=self._session(),
+                                transaction_properties=self._tx,
                             )
                         except OSError as exc:
                             if "already exists" not in str(exc):
@@ -696,29 +761,55 @@ class LanceSink(Sink):
                     self._fresh = False
                     return self._commit_once(batch)
                 self._exists = True
+                assert ds is not None
+                self._checked = ds.version
                 out["inserted" if self.mode == "upsert" else "appended"] = n
                 self._rows += n
                 self._remember(batch.key_array())
-            elif self.mode == "append" or (self._fresh and self._is_new(batch.key_array())):
+            elif self.mode == "append" or (
+                self._fresh and self._alone() and self._is_new(batch.key_array())
+            ):
                 ds = lance.write_dataset(
                     table,
                     self.uri,
                     mode="append",
                     storage_options=self.storage_options,
                     session=self._session(),
+                    transaction_properties=self._tx,
                 )
-                if self._fresh and ds.version != (self._version or 0) + 1:
-                    self._fresh = False  # another writer committed meanwhile: merge from now on
+                if self._fresh:
+                    # appends rebase on whatever was committed meanwhile: rows another writer
+                    # added between the check and this commit may be these rows' twins
+                    if ds.version != self._checked + 1 and self._others_added_rows(
+                        ds, self._checked + 1, ds.version - 1, _ADDS_ROWS
+                    ):
+                        self._fresh = False
+                        self._heal = True
+                    else:
+                        self._checked = ds.version
                 out["appended" if self.mode == "append" else "inserted"] = n
                 self._rows += n
             else:
                 ds = self._handle()
+                read = ds.version
                 ins, upd = upsert_table(ds, table)  # moves ds to the new version
                 out["inserted"] = ins
                 out["updated"] = upd
                 out["unchanged"] = n - ins - upd
                 self._rows += ins
+                if ins + upd > n:  # a uuid matched two rows: heal it
+                    self._heal = True
+                elif ds.version != read + 1 and self._others_added_rows(
+                    ds, read + 1, ds.version - 1, _APPENDS
+                ):
+                    self._heal = True  # an append overtook this merge: its rows may be twins
             out["commits"] += 1
+        if self._heal and ds is not None:
+            removed = heal_duplicates(ds)  # moves ds to the new version when it deletes
+            self._heal = False
+            out["duplicates_removed"] = removed
+            self._rows -= removed
+            out["commits"] += removed > 0
         if batch.deletes and self._exists:
             ds = ds or self._handle()
             deleted = delete_uuids(ds, batch.deletes)  # moves ds to the new version
@@ -747,16 +838,70 @@ class LanceSink(Sink):
             self._ds = self._dataset()
         return self._ds
 
-    def _finish(self) -> int | None:
-        """End of a run: leave fresh-load mode.
+    def _finish(self, full_refresh: bool = False) -> int:
+        """End of a run: leave fresh-load mode; rows deleted as duplicates.
+
+        A fresh load checks once more that no other writer added rows after its last append,
+        and a full re-sync (``--full``) checks the whole dataset for uuids stored twice (by an
+        earlier version, or a writer killed between its append and its check): either deletes
+        the extra rows (:func:`heal_duplicates`).
 
         The uuid index is not built here: building it costs a burst of memory proportional to
         the dataset, which would make a bulk import's peak grow with its size. The next run
         builds it at its first commit (see ``_maintain``), when merges start to need it.
         """
+        removed = 0
+        if self._exists and self.mode == "upsert" and (self._fresh or full_refresh):
+            heal = full_refresh or not self._alone()
+            for attempt in range(self.conflict_retries + 1) if heal else ():
+                try:
+                    ds = self._ds = self._dataset()
+                    removed = heal_duplicates(ds)
+                    self._rows -= removed
+                    self._version = ds.version
+                    break
+                except OSError as exc:
+                    if not _is_conflict(exc) or attempt == self.conflict_retries:
+                        raise CommitError(_os_error_message(exc, self.uri)) from exc
+                    time.sleep(min(2.0, 0.05 * 2 ** (attempt + 1)))
         self._fresh = False
         self._written = UuidKeySet()
-        return None
+        return removed
+
+    def _alone(self) -> bool:
+        """In a fresh load: False when another writer added rows since the last check.
+
+        Then the load stops appending (it merges from now on) and heals the dataset at its next
+        commit: that writer may have stored some of the rows this load appended before.
+        """
+        ds = self._handle()
+        latest = ds.latest_version
+        if latest != self._checked and self._others_added_rows(
+            ds, self._checked + 1, latest, _ADDS_ROWS
+        ):
+            self._fresh = False
+            self._heal = True
+            return False
+        self._checked = latest
+        return True
+
+    def _others_added_rows(
+        self, ds: lance.LanceDataset, first: int, last: int, kinds: frozenset[str]
+    ) -> bool:
+        """True when a version in ``first..last`` is another writer's operation of ``kinds``
+        (or cannot be read). Only runs when the versions moved by more than this sink's commits."""
+        for version in range(first, last + 1):
+            try:
+                tx = ds.read_transaction(version)
+            except (OSError, ValueError):
+                return True
+            if tx is None:
+                return True
+            if (tx.transaction_properties or {}).get(WRITER_PROPERTY) == self._tx[WRITER_PROPERTY]:
+                continue
+            if type(tx.operation).__name__ in kinds:
+                return True
+        return False
 
     def _remember(self, keys: pa.Array) -> None:
         if self._fresh:
