@@ -26,7 +26,11 @@ How it works:
 4. Only after a batch's commit are the checkpoints that arrived before it saved to the sync state.
    A merge that reports more rows written than it was given has met a uuid stored twice, and a
    ``--full`` run checks the whole dataset once at its end: both heal the duplicates.
-5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once a merging run
+5. A document the batch cannot convert (a wrong-typed field and no ``validate`` stage) is found
+   by converting the batch one document at a time, only then: it is dead-lettered with the field
+   at fault and the rest of the batch is stored. Text holding lone surrogates (a file name that is
+   not valid UTF-8) is stored with them escaped (``records.escape_surrogates``).
+6. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once a merging run
    finds it past ``index_threshold`` rows (appends and a fresh load need none),
    ``optimize_indices`` every ``optimize_every`` commits, and every ``maintenance_every`` commits
    a compaction and a cleanup of versions older than ``cleanup_older_than``. It keeps its dataset

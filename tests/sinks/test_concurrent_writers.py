@@ -168,3 +168,30 @@ def test_full_resync_heals_duplicated_uuids(tmp_path: Path) -> None:
     assert len(uuids) == len(set(uuids)) == 300
     assert set(table.column("text_content").to_pylist()) == {"newer"}
     assert report.ok and report.sink.duplicates_removed == 110
+
+
+def test_heal_duplicates_keeps_the_newest_row(tmp_path: Path) -> None:
+    dataset = str(tmp_path / "kb.lance")
+    schema = frame_schema()
+
+    def table(text: str, when: str, ids: range = range(5)) -> Any:
+        docs = _docs(ids, text)
+        for d in docs:
+            d.source_updated_at = when
+        return documents_to_table(docs, schema)
+
+    lance.write_dataset(table("middle", "2024-02-01T00:00:00Z"), dataset, schema=schema)
+    lance.write_dataset(table("newest", "2024-03-01T00:00:00Z"), dataset, mode="append")
+    lance.write_dataset(table("oldest", "2024-01-01T00:00:00Z"), dataset, mode="append")
+    lance.write_dataset(
+        table("single", "2024-01-01T00:00:00Z", range(5, 8)), dataset, mode="append"
+    )
+    ds = lance.dataset(dataset)
+    assert lance_sink.heal_duplicates(ds) == 10
+    version = ds.version
+    assert lance_sink.heal_duplicates(ds) == 0 and ds.version == version  # no commit needed
+    rows = lance.dataset(dataset).to_table(columns=["source_id", "text_content"]).to_pylist()
+    assert sorted((r["source_id"], r["text_content"]) for r in rows) == [
+        *((f"n{i:05d}", "newest") for i in range(5)),
+        *((f"n{i:05d}", "single") for i in range(5, 8)),
+    ]
