@@ -195,3 +195,19 @@ def test_heal_duplicates_keeps_the_newest_row(tmp_path: Path) -> None:
         *((f"n{i:05d}", "newest") for i in range(5)),
         *((f"n{i:05d}", "single") for i in range(5, 8)),
     ]
+
+
+def test_an_incremental_merge_that_meets_a_duplicate_heals_it(tmp_path: Path) -> None:
+    """Lance rewrites both rows of a uuid stored twice; the merge reports more rows than it was
+    given, and the sink deletes the extra one there and then."""
+    dataset = tmp_path / "kb.lance"
+    schema = frame_schema()
+    lance.write_dataset(documents_to_table(_docs(range(50), "v1"), schema), str(dataset))
+    twins = documents_to_table(_docs(range(10), "v1"), schema)
+    lance.write_dataset(twins, str(dataset), mode="append")
+    report = cf.run(_notes(range(20), "v2") | LanceSink(str(dataset)))  # not --full
+    table = lance.dataset(str(dataset)).to_table(columns=["uuid", "text_content"])
+    uuids = table.column("uuid").to_pylist()
+    assert len(uuids) == len(set(uuids)) == 50
+    assert table.column("text_content").to_pylist().count("v2") == 20
+    assert report.sink.duplicates_removed == 10
