@@ -2,6 +2,11 @@
 
 Each line holds ``time``, ``source``, ``source_id``, ``stage``, ``error`` and ``payload`` (the raw
 item, with every registered secret redacted). The run goes on; the report counts the lines.
+
+No value can stop a letter from being written: text with lone surrogates (a file name that is not
+valid UTF-8) is written with them escaped (``\\xff``, see
+:func:`cfstream.records.escape_surrogates`), dict keys that are not strings as their text, and any
+other value JSON cannot hold (an integer past 64 bits, an object) as its ``repr``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 
+from cfstream.records import escape_surrogates
 from cfstream.secrets import redact
 
 __all__ = ("DeadLetterWriter", "read_dead_letters")
@@ -35,6 +41,43 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
     return repr(obj)
+
+
+_INT64 = range(-(2**63), 2**64)
+
+
+def _jsonable(obj: Any, depth: int = 0) -> Any:
+    """``obj`` made of what orjson always serialises (the slow path, after orjson refused)."""
+    if obj is None or type(obj) in (bool, float):
+        return obj
+    if isinstance(obj, str):
+        return escape_surrogates(str(obj))
+    if isinstance(obj, int):
+        return int(obj) if obj in _INT64 else str(obj)
+    if depth > 50:
+        return escape_surrogates(repr(obj))
+    if isinstance(obj, dict):
+        return {_key(k): _jsonable(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_jsonable(v, depth + 1) for v in obj]
+    if isinstance(obj, bytes | bytearray | memoryview) or (
+        dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+    ):
+        return _jsonable(_default(obj), depth + 1)
+    try:
+        return orjson.loads(orjson.dumps(obj))  # datetimes, dates, uuids, enums...
+    except (TypeError, ValueError):
+        return escape_surrogates(repr(obj))
+
+
+def _key(key: Any) -> str:
+    return escape_surrogates(key if isinstance(key, str) else repr(key))
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return escape_surrogates(value if isinstance(value, str) else repr(value))
 
 
 class DeadLetterWriter:
@@ -59,26 +102,33 @@ class DeadLetterWriter:
         error: BaseException | str,
         payload: Any = None,
     ) -> None:
-        """Record one failed item. Never raises for an unserialisable payload."""
-        err = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        """Record one failed item. Never raises for what the item or the error holds."""
+        err = _error_text(error)
         try:
             payload_json = orjson.dumps(payload, default=_default).decode()
-        except (TypeError, ValueError) as exc:
-            payload_json = orjson.dumps(f"<unserialisable payload: {exc}>").decode()
+        except (TypeError, ValueError):  # lone surrogates, a huge int, a non-str key...
+            try:
+                payload_json = orjson.dumps(_jsonable(payload)).decode()
+            except (TypeError, ValueError) as exc:
+                payload_json = orjson.dumps(f"<unserialisable payload: {exc}>").decode()
         if len(payload_json) > MAX_PAYLOAD_CHARS:
             payload_json = orjson.dumps(
                 {"truncated": True, "head": payload_json[:MAX_PAYLOAD_CHARS]}
             ).decode()
-        line = orjson.dumps(
-            {
-                "time": time.time(),
-                "source": source,
-                "source_id": source_id,
-                "stage": stage,
-                "error": redact(err),
-                "payload": orjson.Fragment(redact(payload_json)),
-            }
-        ).decode()
+        letter = {
+            "time": time.time(),
+            "source": source,
+            "source_id": source_id,
+            "stage": stage,
+            "error": redact(err),
+            "payload": orjson.Fragment(redact(payload_json)),
+        }
+        try:
+            line = orjson.dumps(letter).decode()
+        except (TypeError, ValueError):  # an id or a message with lone surrogates, a non-str id
+            for name in ("source", "source_id", "stage", "error"):
+                letter[name] = _text(letter[name])
+            line = orjson.dumps(letter).decode()
         with self._lock:
             self.count += 1
             if self.path is None:
@@ -96,6 +146,15 @@ class DeadLetterWriter:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+
+
+def _error_text(error: BaseException | str) -> str:
+    if not isinstance(error, BaseException):
+        return str(error)
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:  # an exception whose str() fails still gets its letter
+        return f"{type(error).__name__}: <message unavailable>"
 
 
 def read_dead_letters(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

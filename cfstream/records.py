@@ -15,7 +15,9 @@ re-imports hit the same row.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import uuid as _uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ __all__ = (
     "Relationship",
     "Tombstone",
     "documents_to_table",
+    "escape_surrogates",
     "frame_schema",
     "parse_timestamp",
     "record_uuid",
@@ -47,6 +50,7 @@ __all__ = (
     "uuid_digest",
     "uuid_digests",
     "uuid_keys",
+    "without_surrogates",
 )
 
 #: The fixed namespace of every cfstream uuid: ``uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}")``.
@@ -71,14 +75,42 @@ CFSTREAM_COLUMNS: Final = ("source_id", "content_hash", "source_updated_at", "in
 _VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot encode) written as a backslash escape.
+
+    A file name that is not valid UTF-8 reaches Python (``os.fsdecode``) with each undecodable byte
+    as a surrogate ``U+DC80``-``U+DCFF``: it becomes ``\\xNN``, the byte itself (``b"a\\xff.md"``
+    -> ``"a\\\\xff.md"``); any other lone surrogate becomes ``\\uDNNN``. Valid text is returned
+    unchanged. This is how cfstream stores such text, and the text its uuid is derived from.
+    """
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def _id_bytes(source_type: str, source_id: str) -> bytes:
+    text = f"{source_type}:{source_id}"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # lone surrogates: derive it from the stored (escaped) form
+        return escape_surrogates(text).encode()
+
+
 def record_uuid(source_type: str, source_id: str) -> str:
     """Return the deterministic, lowercase uuid5 of ``"{source_type}:{source_id}"``.
 
     Same result as ``str(uuid.uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}"))``, computed
     without building a UUID object (it runs once per record): the SHA-1 digest with the version
-    nibble set to 5 and the variant bits to ``10``.
+    nibble set to 5 and the variant bits to ``10``. An id holding lone surrogates (a file name that
+    is not valid UTF-8) is taken in its stored form, :func:`escape_surrogates`.
     """
-    h = hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).hexdigest()
+    h = hashlib.sha1(_NS_BYTES + _id_bytes(source_type, source_id)).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
@@ -86,7 +118,7 @@ def uuid_digest(source_type: str, source_id: str) -> bytes:
     """The SHA-1 digest behind :func:`record_uuid` (20 bytes; the uuid is its first 16, with the
     version and variant bits set). Cheaper than the uuid string: batches format them at once with
     :func:`uuid_array`."""
-    return hashlib.sha1(_NS_BYTES + f"{source_type}:{source_id}".encode()).digest()
+    return hashlib.sha1(_NS_BYTES + _id_bytes(source_type, source_id)).digest()
 
 
 _SOURCE_TYPE = attrgetter("source_type")
@@ -95,8 +127,7 @@ _SOURCE_ID = attrgetter("source_id")
 
 def uuid_digests(docs: Sequence[Document]) -> list[bytes]:
     """:func:`uuid_digest` of every document (a missing ``source_type`` counts as ``""``),
-    hashing a shared prefix when the documents share one ``source_type`` (the usual batch).
-    Raises ``UnicodeEncodeError`` when some id cannot be encoded (lone surrogates)."""
+    hashing a shared prefix when the documents share one ``source_type`` (the usual batch)."""
     if not docs:
         return []
     types = list(map(_SOURCE_TYPE, docs))
@@ -105,7 +136,7 @@ def uuid_digests(docs: Sequence[Document]) -> list[bytes]:
         sha1 = hashlib.sha1
         try:
             return [sha1(prefix + sid.encode()).digest() for sid in map(_SOURCE_ID, docs)]
-        except AttributeError:  # an id that is not a str: format it as uuid_digest does
+        except (AttributeError, UnicodeEncodeError):  # not a str, or lone surrogates
             pass
     return [uuid_digest(st or "", d.source_id) for st, d in zip(types, docs, strict=True)]
 
@@ -224,6 +255,43 @@ class Document:
         else:
             self.relationships.append(rel)
         self.content_hash = None
+
+
+def _escaped(value: Any) -> Any:
+    if type(value) is str:
+        return escape_surrogates(value)
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, Relationship):
+        return dataclasses.replace(
+            value, **{f.name: _escaped(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        )
+    return value
+
+
+_NOT_TEXT: Final = frozenset({"raw_data", "vector", "position", "content_hash", "source_name"})
+
+
+def without_surrogates(doc: Document) -> Document | None:
+    """A copy of ``doc`` with every lone surrogate in its text escaped (:func:`escape_surrogates`),
+    or None when it holds none. Its uuid does not change; its ``content_hash`` is the original's.
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(doc):
+        old = getattr(doc, f.name)
+        if f.name not in _NOT_TEXT and old is not None:
+            new = _escaped(old)
+            try:
+                changed = bool(new != old)
+            except Exception:  # a value whose comparison fails: keep the copy
+                changed = True
+            if changed:
+                changes[f.name] = new
+    if not changes:
+        return None
+    return dataclasses.replace(doc, content_hash=doc.compute_hash(), **changes)
 
 
 @dataclass(slots=True, frozen=True)
@@ -574,11 +642,21 @@ def _empty_lists(n: int, value_type: pa.DataType) -> pa.Array:
     )
 
 
-def _string_lists(values: list[list[str] | None]) -> pa.Array:
-    """A ``list<string>`` column; ``None`` becomes an empty list."""
+_LIST_TYPES: Final = frozenset({list, tuple, _NONE_TYPE})
+
+
+def _string_lists(values: list[list[str] | None], name: str) -> pa.Array:
+    """A ``list<string>`` column; ``None`` becomes an empty list.
+
+    Raises ``TypeError`` for a value that is not a list (Arrow would split a string into its
+    characters)."""
     nones = values.count(None)
     if nones == len(values):
         return _empty_lists(len(values), pa.string())
+    kinds = set(map(type, values))  # one C-level pass
+    if not kinds <= _LIST_TYPES:
+        bad = sorted(k.__name__ for k in kinds - _LIST_TYPES)
+        raise TypeError(f"{name} must be a list of strings, not {', '.join(bad)}")
     if nones:
         values = [v or _EMPTY for v in values]
     return pa.array(values, _STRING_LIST)
@@ -595,8 +673,10 @@ def documents_to_table(
     """Build an Arrow table of ``schema`` from ``docs``, column by column.
 
     Every document must have its ``source_type`` set. ``content_hash`` is computed when missing.
-    Raises ``ValueError``/``TypeError``/``pa.ArrowException`` when a document holds a value of the
-    wrong type (run ``transforms.validate()`` before the sink to dead-letter those earlier).
+    Raises an exception (``ValueError``, ``TypeError``, ``AttributeError``, ``pa.ArrowException``...)
+    when a document holds a value of the wrong type or lacks a required value (``title``,
+    ``source_id``); ``LanceSink`` then converts the batch one document at a time and dead-letters
+    the ones that fail (``transforms.validate()`` before the sink catches them earlier).
     """
     now = ingested_at or datetime.now(UTC)
     n = len(docs)
@@ -613,8 +693,8 @@ def documents_to_table(
     else:
         arrays["uuid"] = pa.array(uuids, s)
     arrays["position"] = pa.array(list(map(g["position"], docs)), pa.int32())
-    arrays["contributors"] = _string_lists(list(map(g["contributors"], docs)))
-    arrays["tags"] = _string_lists(list(map(g["tags"], docs)))
+    arrays["contributors"] = _string_lists(list(map(g["contributors"], docs)), "contributors")
+    arrays["tags"] = _string_lists(list(map(g["tags"], docs)), "tags")
     arrays["created_at"] = _day_column(list(map(g["created_at"], docs)))
     updated = list(map(g["updated_at"], docs))
     arrays["updated_at"] = _day_column(updated)
@@ -645,4 +725,7 @@ def documents_to_table(
         raise ValueError(
             "documents carry vectors but the dataset has no vector column: set embed_dim"
         )
+    for f in schema:
+        if not f.nullable and arrays[f.name].null_count:  # O(1): Arrow keeps the count
+            raise ValueError(f"{f.name} is missing (None); every record needs one")
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)

@@ -71,6 +71,8 @@ class SinkStats:
     unchanged: int = 0
     appended: int = 0
     deleted: int = 0
+    #: extra rows of a uuid stored more than once (another writer raced a first load) deleted
+    duplicates_removed: int = 0
     commits: int = 0
     checkpoints_saved: int = 0
     maintenance_runs: int = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import time
@@ -77,8 +78,8 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot read the sync state {self.path}: {exc}") from exc
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            data = _loads(raw)
+        except ValueError as exc:
             raise StateError(
                 f"the sync state {self.path} is corrupt ({exc}). Nothing was changed. Delete the "
                 "file to sync everything again from scratch (re-imports are upserts, so no record "
@@ -131,7 +132,7 @@ class StateStore:
 
     def _write(self, data: dict[str, Any]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        payload = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        payload = _dumps(data)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(payload)
@@ -224,3 +225,24 @@ class StateStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
         self._locks.clear()
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    """The state as JSON. A cursor holding lone surrogates (a file name that is not valid UTF-8,
+    as ``os.fsdecode`` gives it) is written with ``\\udcXX`` escapes, which :func:`_loads` reads
+    back to the same text: the file's entry still matches on the next run."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        if "surrogates" not in str(exc):
+            raise
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" not in str(exc):
+            raise
+        return json.loads(raw)  # lone surrogate escapes, written by _dumps

@@ -17,8 +17,20 @@ How it works:
    repeats within the run (it keeps 8 bytes per written uuid to know) and no other writer
    commits: nothing can match, and an append costs a fraction of a merge in time and, unlike a
    merge against a growing index, in memory. The first repeat switches the run to merging.
+   Lance does not check an append against other commits, so before each append and after it
+   the sink compares the dataset's latest version with the last one it checked (one look per
+   commit) and reads the transactions of any version it did not make itself: once another
+   writer has added rows, the load merges from then on, and when rows may already be stored
+   twice it deletes the extra ones (:func:`heal_duplicates`). A merge that another writer's
+   append overtook is checked the same way.
 4. Only after a batch's commit are the checkpoints that arrived before it saved to the sync state.
-5. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once a merging run
+   A merge that reports more rows written than it was given has met a uuid stored twice, and a
+   ``--full`` run checks the whole dataset once at its end: both heal the duplicates.
+5. A document the batch cannot convert (a wrong-typed field and no ``validate`` stage) is found
+   by converting the batch one document at a time, only then: it is dead-lettered with the field
+   at fault and the rest of the batch is stored. Text holding lone surrogates (a file name that is
+   not valid UTF-8) is stored with them escaped (``records.escape_surrogates``).
+6. The writer keeps the dataset healthy itself: a BTREE index on ``uuid`` once a merging run
    finds it past ``index_threshold`` rows (appends and a fresh load need none),
    ``optimize_indices`` every ``optimize_every`` commits, and every ``maintenance_every`` commits
    a compaction and a cleanup of versions older than ``cleanup_older_than``. It keeps its dataset
@@ -31,6 +43,7 @@ import contextlib
 import errno
 import fcntl
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,10 +54,11 @@ import anyio
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext
-from cfstream.errors import CommitError, DatasetError
+from cfstream.errors import CommitError, DatasetError, RecordError
 from cfstream.records import (
     DEFAULT_EMBED_DIM,
     Checkpoint,
@@ -59,12 +73,14 @@ from cfstream.records import (
     uuid_digest,
     uuid_digests,
     uuid_keys,
+    without_surrogates,
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.state import local_path
+from cfstream.transforms.validate import check_document
 
-__all__ = ("LanceSink", "UuidKeySet")
+__all__ = ("LanceSink", "UuidKeySet", "heal_duplicates")
 
 log = get_logger("cfstream.sinks.lance")
 
@@ -86,6 +102,51 @@ def upsert_table(ds: lance.LanceDataset, table: pa.Table) -> tuple[int, int]:
         .execute(table)
     )
     return int(stats.get("num_inserted_rows", 0)), int(stats.get("num_updated_rows", 0))
+
+
+#: the transaction property that marks a commit as this sink's own (one id per LanceSink)
+WRITER_PROPERTY = "cfstream.writer"
+#: Lance operations that may add rows (a transaction that cannot be read counts too)
+_ADDS_ROWS = frozenset({"Append", "Update", "Overwrite", "Merge", "Restore", "DataReplacement"})
+_APPENDS = frozenset({"Append", "Overwrite", "Restore"})
+_KEEP_ORDER = [
+    ("uuid", "ascending"),
+    ("source_updated_at", "descending"),
+    ("ingested_at", "descending"),
+    ("_rowid", "descending"),
+]
+
+
+def heal_duplicates(ds: lance.LanceDataset) -> int:
+    """Keep one row per uuid: delete the others; rows deleted (``ds`` moves to the new version).
+
+    The row kept is the one with the newest ``source_updated_at``, then the newest
+    ``ingested_at``, then the last written. Reads the ``uuid`` column once; costs a commit only
+    when something is deleted. The delete is made against the version read, so a concurrent
+    rewrite of those rows conflicts (and the caller retries) instead of deleting the wrong ones.
+    """
+    counts = pc.value_counts(ds.to_table(columns=["uuid"]).column("uuid"))
+    many = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(many):
+        return 0
+    quoted = ",".join(f"'{u}'" for u in many.to_pylist())
+    rows = ds.to_table(
+        columns=["uuid", "source_updated_at", "ingested_at"],
+        filter=f"uuid IN ({quoted})",
+        with_row_id=True,
+    ).sort_by(_KEEP_ORDER)
+    drop: list[int] = []
+    last = None
+    for uid, rowid in zip(
+        rows.column("uuid").to_pylist(), rows.column("_rowid").to_pylist(), strict=True
+    ):
+        if uid == last:
+            drop.append(rowid)
+        last = uid
+    if drop:
+        ds.delete(f"_rowid IN ({','.join(map(str, drop))})")
+        log.warning("removed %d duplicated rows from %s", len(drop), ds.uri)
+    return len(drop)
 
 
 def delete_uuids(ds: lance.LanceDataset, uuids: Sequence[str]) -> int:
@@ -179,6 +240,25 @@ def _dedupe_batch(
     return [d for d, _ in kept], [g for _, g in kept]
 
 
+def _builds(sink: LanceSink, doc: Document, uid: str) -> bool:
+    try:
+        sink._build_table([doc], [uid])
+    except Exception:  # still not storable: dead-lettered with its first error
+        return False
+    return True
+
+
+def _clear_error(doc: Document, exc: Exception) -> Exception:
+    """The reason ``doc`` cannot be stored: the field ``check_document`` names, else ``exc``."""
+    try:
+        check_document(doc)
+    except RecordError as named:
+        return named
+    except Exception:  # the checker tripping over the value: keep the original
+        return exc
+    return exc
+
+
 def _is_conflict(exc: BaseException) -> bool:
     text = str(exc)
     return (
@@ -266,6 +346,10 @@ class LanceSink(Sink):
         self._fresh = False
         self._written = UuidKeySet()
         self._version: int | None = None
+        # the newest version checked for other writers' rows (see _others_added_rows)
+        self._checked = 0
+        self._heal = False
+        self._tx = {WRITER_PROPERTY: uuid.uuid4().hex}
         self._rows = 0
         self._indexed = False
         self._commits = 0
@@ -353,6 +437,8 @@ class LanceSink(Sink):
         self._fresh = self.mode == "upsert"
         self._written = UuidKeySet()
         self._version = None
+        self._checked = 0
+        self._heal = False
         ds = self._open_dataset()
         if ds is None:
             self._exists = False
@@ -409,9 +495,11 @@ class LanceSink(Sink):
                         for batch in leftovers:
                             await self._process(batch, ctx)
                         if not ctx.dry_run:
-                            version = await anyio.to_thread.run_sync(self._finish)
-                            if version is not None:
-                                ctx.report.sink.dataset_version = version
+                            removed = await anyio.to_thread.run_sync(self._finish, ctx.full_refresh)
+                            if removed:
+                                ctx.report.sink.duplicates_removed += removed
+                                ctx.report.sink.dataset_rows = self._rows
+                                ctx.report.sink.dataset_version = self._version
                 receive_job.close()
 
     _pending: _Batch | None = None
@@ -514,13 +602,13 @@ class LanceSink(Sink):
         docs = batch.docs
         try:
             digests = uuid_digests(docs)
-        except (ValueError, TypeError):  # e.g. lone surrogates in some id: find those documents
+        except Exception:  # an id that cannot be formatted: find those documents
             keep: list[Document] = []
             digests = []
             for d in docs:
                 try:
                     digests.append(uuid_digest(d.source_type or "", d.source_id))
-                except (ValueError, TypeError) as exc:
+                except Exception as exc:  # dead-lettered with its error
                     batch.rejected.append((d, exc))
                     continue
                 keep.append(d)
@@ -549,7 +637,7 @@ class LanceSink(Sink):
         build = bool(batch.docs) and not ctx.dry_run
         try:
             self._resolve_and_build(batch, build)
-        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+        except Exception:  # whatever a wrong-typed field raises, find its document
             self._build_one_by_one(batch)
             batch.table = self._build_table(batch.docs, batch.uuids) if batch.docs else None
         finally:
@@ -560,17 +648,23 @@ class LanceSink(Sink):
 
     def _build_one_by_one(self, batch: _Batch) -> None:
         """A batch failed to build (no validate stage before the sink): move the documents that
-        fail on their own to ``batch.rejected`` (dead-lettered by :meth:`_prepare`), keep the
-        others."""
+        fail on their own, whatever they raise, to ``batch.rejected`` (dead-lettered by
+        :meth:`_prepare`), keep the others."""
+        if batch.uuids is None or batch.keys is None:
+            self._resolve(batch)  # cannot fail: _resolve rejects what it cannot handle
         assert batch.uuids is not None and batch.keys is not None
         uuids = batch.uuids.to_pylist() if isinstance(batch.uuids, pa.Array) else list(batch.uuids)
         good: list[int] = []
         for i, (doc, uid) in enumerate(zip(batch.docs, uuids, strict=True)):
             try:
                 self._build_table([doc], [uid])
-            except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
-                batch.rejected.append((doc, exc))
-                continue
+            except Exception as exc:  # any failure is this document's own
+                escaped = without_surrogates(doc)
+                if escaped is not None and _builds(self, escaped, uid):
+                    batch.docs[i] = escaped  # stored with its lone surrogates escaped
+                else:
+                    batch.rejected.append((doc, _clear_error(doc, exc)))
+                    continue
             good.append(i)
         batch.docs = [batch.docs[i] for i in good]
         batch.uuids = [uuids[i] for i in good]
@@ -611,6 +705,7 @@ class LanceSink(Sink):
                 stats.unchanged += result.get("unchanged", 0)
                 stats.appended += result.get("appended", 0)
                 stats.deleted += result.get("deleted", 0)
+                stats.duplicates_removed += result.get("duplicates_removed", 0)
                 stats.maintenance_runs += result.get("maintenance", 0)
                 stats.dataset_version = result.get("version", stats.dataset_version)
                 stats.dataset_rows = self._rows
@@ -658,6 +753,7 @@ class LanceSink(Sink):
                                 mode="create",
                                 storage_options=self.storage_options,
                                 session=self._session(),
+                                transaction_properties=self._tx,
                             )
                         except OSError as exc:
                             if "already exists" not in str(exc):
@@ -669,29 +765,55 @@ class LanceSink(Sink):
                     self._fresh = False
                     return self._commit_once(batch)
                 self._exists = True
+                assert ds is not None
+                self._checked = ds.version
                 out["inserted" if self.mode == "upsert" else "appended"] = n
                 self._rows += n
                 self._remember(batch.key_array())
-            elif self.mode == "append" or (self._fresh and self._is_new(batch.key_array())):
+            elif self.mode == "append" or (
+                self._fresh and self._alone() and self._is_new(batch.key_array())
+            ):
                 ds = lance.write_dataset(
                     table,
                     self.uri,
                     mode="append",
                     storage_options=self.storage_options,
                     session=self._session(),
+                    transaction_properties=self._tx,
                 )
-                if self._fresh and ds.version != (self._version or 0) + 1:
-                    self._fresh = False  # another writer committed meanwhile: merge from now on
+                if self._fresh:
+                    # appends rebase on whatever was committed meanwhile: rows another writer
+                    # added between the check and this commit may be these rows' twins
+                    if ds.version != self._checked + 1 and self._others_added_rows(
+                        ds, self._checked + 1, ds.version - 1, _ADDS_ROWS
+                    ):
+                        self._fresh = False
+                        self._heal = True
+                    else:
+                        self._checked = ds.version
                 out["appended" if self.mode == "append" else "inserted"] = n
                 self._rows += n
             else:
                 ds = self._handle()
+                read = ds.version
                 ins, upd = upsert_table(ds, table)  # moves ds to the new version
                 out["inserted"] = ins
                 out["updated"] = upd
                 out["unchanged"] = n - ins - upd
                 self._rows += ins
+                if ins + upd > n:  # a uuid matched two rows: heal it
+                    self._heal = True
+                elif ds.version != read + 1 and self._others_added_rows(
+                    ds, read + 1, ds.version - 1, _APPENDS
+                ):
+                    self._heal = True  # an append overtook this merge: its rows may be twins
             out["commits"] += 1
+        if self._heal and ds is not None:
+            removed = heal_duplicates(ds)  # moves ds to the new version when it deletes
+            self._heal = False
+            out["duplicates_removed"] = removed
+            self._rows -= removed
+            out["commits"] += removed > 0
         if batch.deletes and self._exists:
             ds = ds or self._handle()
             deleted = delete_uuids(ds, batch.deletes)  # moves ds to the new version
@@ -720,16 +842,70 @@ class LanceSink(Sink):
             self._ds = self._dataset()
         return self._ds
 
-    def _finish(self) -> int | None:
-        """End of a run: leave fresh-load mode.
+    def _finish(self, full_refresh: bool = False) -> int:
+        """End of a run: leave fresh-load mode; rows deleted as duplicates.
+
+        A fresh load checks once more that no other writer added rows after its last append,
+        and a full re-sync (``--full``) checks the whole dataset for uuids stored twice (by an
+        earlier version, or a writer killed between its append and its check): either deletes
+        the extra rows (:func:`heal_duplicates`).
 
         The uuid index is not built here: building it costs a burst of memory proportional to
         the dataset, which would make a bulk import's peak grow with its size. The next run
         builds it at its first commit (see ``_maintain``), when merges start to need it.
         """
+        removed = 0
+        if self._exists and self.mode == "upsert" and (self._fresh or full_refresh):
+            heal = full_refresh or not self._alone()
+            for attempt in range(self.conflict_retries + 1) if heal else ():
+                try:
+                    ds = self._ds = self._dataset()
+                    removed = heal_duplicates(ds)
+                    self._rows -= removed
+                    self._version = ds.version
+                    break
+                except OSError as exc:
+                    if not _is_conflict(exc) or attempt == self.conflict_retries:
+                        raise CommitError(_os_error_message(exc, self.uri)) from exc
+                    time.sleep(min(2.0, 0.05 * 2 ** (attempt + 1)))
         self._fresh = False
         self._written = UuidKeySet()
-        return None
+        return removed
+
+    def _alone(self) -> bool:
+        """In a fresh load: False when another writer added rows since the last check.
+
+        Then the load stops appending (it merges from now on) and heals the dataset at its next
+        commit: that writer may have stored some of the rows this load appended before.
+        """
+        ds = self._handle()
+        latest = ds.latest_version
+        if latest != self._checked and self._others_added_rows(
+            ds, self._checked + 1, latest, _ADDS_ROWS
+        ):
+            self._fresh = False
+            self._heal = True
+            return False
+        self._checked = latest
+        return True
+
+    def _others_added_rows(
+        self, ds: lance.LanceDataset, first: int, last: int, kinds: frozenset[str]
+    ) -> bool:
+        """True when a version in ``first..last`` is another writer's operation of ``kinds``
+        (or cannot be read). Only runs when the versions moved by more than this sink's commits."""
+        for version in range(first, last + 1):
+            try:
+                tx = ds.read_transaction(version)
+            except (OSError, ValueError):
+                return True
+            if tx is None:
+                return True
+            if (tx.transaction_properties or {}).get(WRITER_PROPERTY) == self._tx[WRITER_PROPERTY]:
+                continue
+            if type(tx.operation).__name__ in kinds:
+                return True
+        return False
 
     def _remember(self, keys: pa.Array) -> None:
         if self._fresh:
@@ -855,8 +1031,8 @@ def _newer_or_equal(new: Document, old: Document) -> bool:
         return True
     try:
         ta, tb = parse_timestamp(a), parse_timestamp(b)
-    except ValueError:
+        if ta is None or tb is None:
+            return True
+        return ta >= tb
+    except (ValueError, TypeError, AttributeError):  # not a timestamp: the sink dead-letters it
         return True
-    if ta is None or tb is None:
-        return True
-    return ta >= tb

@@ -6,8 +6,8 @@
   root with its size and mtime. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``, dotfiles)
   are skipped; a symlink is followed only when its resolved target is inside the root (a symlinked
   folder is entered once, so link cycles end). ``include``/``exclude`` globs (``**`` spans folders)
-  decide which files become documents. A file or folder whose name is not valid UTF-8 cannot be a
-  record id: it is left out and named (with ``\\xNN`` escapes) in a warning.
+  decide which files become documents. A file or folder whose name is not valid UTF-8 is imported:
+  the stored ids hold each undecodable byte as ``\\xNN`` (see :func:`cfstream.records.escape_surrogates`).
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
   folder that disappeared since the last sync stays a partition for one more run, so its files are
   tombstoned.
@@ -213,8 +213,6 @@ class TreeScan:
     others: dict[str, list[str]] = field(default_factory=dict)
     all_files: set[str] = field(default_factory=set)
     escaping_symlinks: list[str] = field(default_factory=list)
-    #: files and folders left out because their names are not UTF-8 (shown with ``\xNN`` escapes)
-    bad_names: list[str] = field(default_factory=list)
 
     @property
     def partitions(self) -> list[str]:
@@ -240,13 +238,6 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
             if name.startswith("."):
                 continue
             rel = f"{prefix}{name}"
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:  # undecodable bytes (surrogate escapes) in the name
-                scan.bad_names.append(
-                    rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                )
-                continue
             try:
                 is_link = entry.is_symlink()
                 if is_link:
@@ -445,14 +436,6 @@ class FileTreeSource(Source):
                 self.name,
                 len(scan.escaping_symlinks),
                 ", ".join(scan.escaping_symlinks[:5]),
-            )
-        if ctx is not None and scan.bad_names:
-            ctx.logger.warning(
-                "%s: skipped %d file(s) or folder(s) whose names are not valid UTF-8 (a record "
-                "id must be text); rename them to import them: %s",
-                self.name,
-                len(scan.bad_names),
-                ", ".join(scan.bad_names[:5]),
             )
         self._scan = scan
         return scan

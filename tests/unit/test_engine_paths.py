@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import anyio
+import lance
 import pytest
 
 import cfstream as cf
@@ -170,15 +171,19 @@ def test_batch_resolution_keeps_newest_and_honours_tombstone_order() -> None:
     assert batch.deletes == [record_uuid("r", "b")]
 
 
-async def test_sink_dead_letters_a_document_without_a_usable_uuid(tmp_path) -> None:
+async def test_sink_stores_an_id_with_lone_surrogates_escaped(tmp_path) -> None:
     @cf.source(source_type="bad")
     async def src():
         yield [Document(source_id="ok", title="fine"), Document(source_id="\ud800", title="x")]
         yield Tombstone(source_id="gone")
 
     report = await (src() | LanceSink(str(tmp_path / "ds.lance"))).run()
-    assert report.sink.inserted == 1
-    assert report.dead_lettered == 1
+    assert report.sink.inserted == 2
+    assert report.dead_lettered == 0
+    table = lance.dataset(str(tmp_path / "ds.lance")).to_table(columns=["uuid", "source_id"])
+    ids, uuids = table.column("source_id").to_pylist(), table.column("uuid").to_pylist()
+    stored = dict(zip(ids, uuids, strict=True))
+    assert stored["\\ud800"] == record_uuid("bad", "\ud800") == record_uuid("bad", "\\ud800")
 
 
 async def test_fragment_sink_batches_like_lance_sink() -> None:
