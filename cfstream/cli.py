@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import traceback
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -681,13 +682,55 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_SIMPLE_TYPES: dict[Any, str] = {
+    str: "text",
+    int: "integer",
+    float: "number",
+    bool: "true/false",
+    dt.datetime: "date-time (ISO 8601)",
+    dt.date: "date (YYYY-MM-DD)",
+    Path: "path",
+    dict: "mapping",
+}
+
+
 def _type_name(annotation: Any) -> str:
+    """An option's type as a user writes it in YAML (``list of text``, ``secret``, ...)."""
+    import types as _types
+
+    from pydantic import BaseModel, SecretStr
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, _types.UnionType):
+        parts = list(dict.fromkeys(_type_name(a) for a in args if a is not type(None)))
+        tagged = "mapping with type: "
+        if len(parts) > 1 and all(x.startswith(tagged) for x in parts):
+            return tagged + " | ".join(x[len(tagged) :] for x in parts)
+        return " or ".join(parts)
+    if origin is typing.Literal:
+        return "one of " + " | ".join(str(a) for a in args)
+    if origin in (list, tuple, set, frozenset) or (
+        origin is not None and getattr(origin, "__name__", "") in ("Sequence", "Iterable")
+    ):
+        inner = [a for a in args if a is not Ellipsis]
+        return "list of " + (_type_name(inner[0]) if inner else "values")
+    if origin in (dict, typing.Mapping) or annotation is dict:
+        return "mapping"
     if isinstance(annotation, type):
+        if issubclass(annotation, SecretStr):
+            return "secret (e.g. ${VAR})"
+        if issubclass(annotation, BaseModel):
+            kind = annotation.model_fields.get("type")
+            lit = typing.get_args(kind.annotation) if kind is not None else ()
+            return f"mapping with type: {lit[0]}" if lit else "mapping"
+        for base, name in _SIMPLE_TYPES.items():
+            if issubclass(annotation, base):
+                return name
         return annotation.__name__
-    text = str(annotation)
-    for prefix in ("typing.", "cfstream.secrets.", "pathlib.", "pydantic.types."):
-        text = text.replace(prefix, "")
-    return text
+    return str(annotation).replace("typing.", "")
 
 
 def describe_sources() -> dict[str, Any]:
@@ -796,11 +839,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for spec in specs:
             log.info("watching %s every %.0fs", spec.name, intervals[spec.name])
 
+    interrupted = False
+
     async def go() -> None:
         stop = anyio.Event()
         active: set[RunControl] = set()
         create_lock = anyio.Lock()
-        on_signal = _stopper(lambda: list(active), stop.set)
+
+        def stop_watching() -> None:
+            nonlocal interrupted
+            interrupted = True
+            stop.set()
+
+        on_signal = _stopper(lambda: list(active), stop_watching)
         with _signals(on_signal):
             async with anyio.create_task_group() as tg:
                 for spec in specs:
@@ -818,7 +869,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     anyio.run(go, backend="asyncio")
     if not args.quiet:
         log.info("watch stopped")
-    return EXIT_OK
+    return EXIT_STOPPED if interrupted else EXIT_OK  # Ctrl-C: 130, as documented
 
 
 async def _watch_source(

@@ -57,7 +57,7 @@ class FilesConfig(SourceConfig):
 
 
 class FilesSource(FileTreeSource):
-    """Import the text files of a folder; see the module docstring.
+    """Import the text files of a folder (Markdown, text, ...), one record per file.
 
     Args:
         path: the folder.

@@ -283,7 +283,7 @@ class VaultIndex:
 
 
 class ObsidianSource(FileTreeSource):
-    """Import an Obsidian vault; see the module docstring.
+    """Import an Obsidian vault: notes, their frontmatter, tags and links.
 
     Args:
         vault_path: the vault folder.

@@ -213,8 +213,19 @@ def test_sources_lists_a_plugins_options_and_scopes(
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
     assert "required scopes: notes:read" in out
-    assert "token: Secret | None, default null, secret" in out
-    assert "count: int, default 3" in out
+    assert "token: secret (e.g. ${VAR}), default null, secret" in out
+    assert "count: integer, default 3" in out
+
+
+def test_sources_shows_option_types_as_users_write_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert "cfstream." not in out and "docstring" not in out and "typing" not in out
+    assert "credentials: mapping with type: oauth | service_account | access_token | file" in out
+    assert "include: list of text" in out and "since: date-time (ISO 8601)" in out
+    assert "state: one of open | closed | all" in out
 
 
 def test_ray_engine_without_ray_is_a_usage_error(
@@ -329,7 +340,7 @@ def test_watch_runs_a_1s_schedule_twice_and_stops_on_sigint(
     rest = []
     while not lines.empty():
         rest.append(lines.get())
-    assert code == 0, "".join(seen + rest)
+    assert code == 130, "".join(seen + rest)  # stopped by Ctrl-C, as the README documents
     assert any("watch stopped" in line for line in rest), "".join(rest)
     messages = [json.loads(line)["message"] for line in seen if line.startswith("{")]
     assert "run notes #1: fetched 3, written 3" in messages[1]
