@@ -302,6 +302,8 @@ def _translate(
                 msg += f"; expected one of: {', '.join(allowed)}"
         elif kind == "missing":
             msg = f"missing required key {last!r}"
+        elif kind == "value_error" and not loc:  # a rule across several options: say the rule
+            msg = str(err["msg"]).removeprefix("Value error, ")
         else:
             msg = f"expected {err['msg'][0].lower()}{err['msg'][1:]}"
             msg = msg.replace("expected input should be", "expected")
@@ -835,6 +837,7 @@ def build_source(spec: SourceSpec) -> Source:
         ) from exc
     if spec.max_concurrency is not None:
         src.max_concurrency = spec.max_concurrency
+    src.config_key = f"sources.{spec.name}"  # messages name the YAML keys
     return src
 
 

@@ -88,10 +88,21 @@ class Source(ABC):
         """Build the source from config options (validated by :attr:`config_model`)."""
         return cls(name=name, **dict(options))
 
+    #: where this source's options were written, for messages: ``"sources.<name>"`` when the
+    #: source came from a YAML config (set by the config loader), None for a Python-built source
+    config_key: str | None = None
+
     def __init__(self, *, name: str | None = None, max_concurrency: int | None = None) -> None:
         self.name = name or self.source_type
         if max_concurrency is not None:
             self.max_concurrency = max_concurrency
+
+    def option_name(self, key: str) -> str:
+        """How a message names one of this source's options: ``sources.NAME.KEY`` for a source
+        from a config, ``ClassName(key=...)`` for one built in Python."""
+        if self.config_key is not None:
+            return f"{self.config_key}.{key}"
+        return f"{type(self).__name__}({key}=...)"
 
     async def partitions(self, ctx: SourceContext) -> Sequence[str]:
         """The independent parts of this source, each with its own cursor. Default: one, ``""``."""

@@ -59,7 +59,7 @@ _THREAD_TYPES = frozenset({10, 11, 12})
 _FORUM_TYPES = frozenset({15, 16})
 _MENTION = re.compile(r"<(@!?|#|@&)(\d+)>")
 _AUTH_HINT = (
-    "check the Discord bot token given as DiscordSource(token=...) (sent as 'Authorization: Bot "
+    "check the Discord bot token given as {token} (sent as 'Authorization: Bot "
     "<token>'), that the bot is in the guild, has the View Channel and Read Message History "
     "permissions, and that the Message Content intent is enabled for it"
 )
@@ -244,7 +244,7 @@ class DiscordSource(Source):
             base_url=cfg.base_url,
             auth=BearerAuth(cfg.token, scheme=cfg.token_type),
             rate=RateLimit(per_second=cfg.rate_per_second, burst=max(1, int(cfg.rate_per_second))),
-            policy=DiscordPolicy(auth_hint=_AUTH_HINT),
+            policy=DiscordPolicy(auth_hint=_AUTH_HINT.format(token=self.option_name("token"))),
         )
 
     def _run_state(self) -> _RunState:

@@ -133,7 +133,7 @@ class NotionConfig(SourceConfig):
     @model_validator(mode="after")
     def _something(self) -> NotionConfig:
         if not (self.database_ids or self.page_ids or self.search):
-            raise ValueError("give database_ids, page_ids or search=True (what to import)")
+            raise ValueError("give `database_ids`, `page_ids` or `search: true` (what to import)")
         return self
 
 

@@ -50,7 +50,7 @@ _HASH_CHARS = 16
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _MARKUP = re.compile(r"<([^<>]+)>")
 _AUTH_HINT = (
-    "check the Slack token given as SlackSource(token=...) (an xoxb- bot or xoxp- user token) and "
+    "check the Slack token given as {token} (an xoxb- bot or xoxp- user token) and "
     "that the app has scopes channels:read, groups:read, channels:history, groups:history and "
     "users:read, and is installed in the workspace"
 )
@@ -99,7 +99,9 @@ class SlackConfig(SourceConfig):
     @model_validator(mode="after")
     def _one_selection(self) -> SlackConfig:
         if bool(self.channels) == self.all_channels:
-            raise ValueError("give either channels=[...] (ids or names) or all_channels=True")
+            raise ValueError(
+                "give either `channels` (a list of ids or names) or `all_channels: true`"
+            )
         return self
 
 
@@ -301,7 +303,7 @@ class SlackSource(Source):
             base_url=cfg.base_url,
             auth=BearerAuth(cfg.token),
             rate=_rate(rate),
-            policy=SlackPolicy(auth_hint=_AUTH_HINT),
+            policy=SlackPolicy(auth_hint=_AUTH_HINT.format(token=self.option_name("token"))),
         )
 
     # -- partitions ----------------------------------------------------------------------------

@@ -205,3 +205,23 @@ def test_validate_checks_local_paths(write_config: Callable[..., Path]) -> None:
     cfg.write_text(cfg.read_text().replace("/nonexistent/vault", "./afile"))
     proc = run_cli("validate", str(cfg), cwd=cfg.parent)
     _one_line_error(proc, 2, "sources.vault.vault_path", "not a folder")
+
+
+def test_option_messages_name_the_yaml_keys(write_config: Callable[..., Path]) -> None:
+    cfg = write_config("""
+        dataset: ./kb.lance
+        sources:
+          team-chat: {type: slack, token: "xoxb-0000-secret-value", channels: []}
+    """)
+    line = _one_line_error(run_cli("validate", str(cfg), cwd=cfg.parent), 2, "sources.team-chat")
+    assert "`channels`" in line and "`all_channels: true`" in line
+    assert "=" not in line.split("team-chat:", 1)[1]  # no Python keyword-argument spelling
+    assert "xoxb-0000-secret-value" not in line
+
+    from cfstream.config import build_source, load_config
+    from cfstream.sources import SlackSource
+
+    cfg.write_text(cfg.read_text().replace("channels: []", "channels: [general]"))
+    src = build_source(load_config(cfg).sources["team-chat"])
+    assert src.option_name("token") == "sources.team-chat.token"
+    assert SlackSource(token="t", channels=["c"]).option_name("token") == "SlackSource(token=...)"
