@@ -56,6 +56,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 #: query parameters: values are sent with ``str()``; None dropped; bools as true/false; lists repeat
 Params = Mapping[str, object]
+#: a check of a decoded body: None when it is what the endpoint promises, else why not
+Check = Callable[[Any], str | None]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -64,6 +66,18 @@ _MiB = 1024 * 1024
 #: default caps on a decompressed body: JSON answers, and ``expect="bytes"`` downloads
 DEFAULT_MAX_BODY_BYTES = 64 * _MiB
 DEFAULT_MAX_DOWNLOAD_BYTES = 256 * _MiB
+
+
+def _shape_problem(why: str | None) -> Problem | None:
+    if why is None:
+        return None
+    return Problem(
+        ResponseFormatError,
+        f"the answer is not what the endpoint returns ({why}): a faulty answer, never taken as "
+        "'nothing there'",
+        "unexpected_shape",
+        scope="request",
+    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -347,10 +361,17 @@ class Service:
         headers: Mapping[str, str] | None = None,
         expect: Literal["json", "bytes"] = "json",
         max_bytes: int | None = None,
+        check: Check | None = None,
     ) -> JsonResponse:
         """``GET url``; see :meth:`request`."""
         return await self.request(
-            "GET", url, params=params, headers=headers, expect=expect, max_bytes=max_bytes
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            expect=expect,
+            max_bytes=max_bytes,
+            check=check,
         )
 
     async def post(
@@ -363,6 +384,7 @@ class Service:
         headers: Mapping[str, str] | None = None,
         expect: Literal["json", "bytes"] = "json",
         max_bytes: int | None = None,
+        check: Check | None = None,
     ) -> JsonResponse:
         """``POST url`` with a JSON body (or raw ``data``); see :meth:`request`."""
         return await self.request(
@@ -374,6 +396,7 @@ class Service:
             headers=headers,
             expect=expect,
             max_bytes=max_bytes,
+            check=check,
         )
 
     async def request(
@@ -387,6 +410,7 @@ class Service:
         headers: Mapping[str, str] | None = None,
         expect: Literal["json", "bytes"] = "json",
         max_bytes: int | None = None,
+        check: Check | None = None,
     ) -> JsonResponse:
         """Send a request with rate limiting, retries and auth scoping.
 
@@ -402,6 +426,9 @@ class Service:
             in ``content`` unjudged.
         :param max_bytes: the cap on the decompressed body (default: the client's
             ``max_body_bytes`` for JSON, ``max_download_bytes`` for bytes).
+        :param check: what the endpoint promises: called with the decoded 2xx body, it returns
+            None when the body is that, or why not; a body that fails it is a faulty answer,
+            retried like a 5xx and finally a :class:`~cfstream.errors.ResponseFormatError`.
         :raises ~cfstream.errors.AuthError: 401/403: check the credential and its scopes.
         :raises ~cfstream.errors.NotFoundError: 404 or the service's equivalent.
         :raises ~cfstream.errors.ClientError: another 4xx, or a service error code.
@@ -440,6 +467,8 @@ class Service:
                 for gate in verdict.gates:
                     self._state.gates.close(gate)
                 problem = verdict.problem
+                if problem is None and check is not None and expect_json:
+                    problem = _shape_problem(check(verdict.data))
                 if problem is None:
                     return JsonResponse(raw.status, raw.headers, verdict.data, raw.url, raw.body)
             assert problem is not None
@@ -461,7 +490,9 @@ class Service:
 
         The paginator decides the first request and each next one from the previous page; use
         ``paginator.items(page)`` to get a page's items. Drive the iterator under
-        ``contextlib.aclosing`` when you may stop early.
+        ``contextlib.aclosing`` when you may stop early. A page whose items are not where the
+        paginator expects them (:meth:`Paginator.check`) is a faulty answer, retried, and never
+        yielded as an empty page.
 
         A next request that points at another origin (a next link naming a proxied server's
         internal host) is sent to this service's own origin with its credential instead: see
@@ -494,6 +525,7 @@ class Service:
                 params=request.params,
                 json=request.json,
                 headers=headers,
+                check=paginator.check,
             )
             yield page
             request = paginator.next(request, page)

@@ -139,6 +139,19 @@ class Paginator(ABC):
         found = get_path(page.data, self.items_path)
         return found if isinstance(found, list) else []
 
+    def check(self, data: Any) -> str | None:
+        """Why a decoded page is not a complete page (its items are not a list), or None.
+
+        :meth:`Service.paginate <cfstream.http.Service.paginate>` retries a page that fails
+        this, so a faulty answer (``{}`` where a list was due) is never read as "no items".
+        """
+        found = get_path(data, self.items_path)
+        if isinstance(found, list):
+            return None
+        where = f"`{self.items_path}`" if self.items_path else "the body"
+        what = "missing" if found is None else f"a {type(found).__name__}"
+        return f"{where} should be a list of items but is {what}"
+
 
 class LinkHeaderPaginator(Paginator):
     """Follow the ``Link`` header's ``rel="next"`` URL verbatim (GitHub, and many REST APIs).
@@ -271,6 +284,15 @@ class GraphQLPaginator(Paginator):
         variables[self.variable] = cursor
         body["variables"] = variables
         return replace(request, json=body)
+
+    def check(self, data: Any) -> str | None:
+        """Why a page has no ``nodes`` or ``edges`` list in its connection, or None."""
+        connection = get_path(data, f"data.{self.connection_path}")
+        if isinstance(connection, Mapping) and (
+            isinstance(connection.get("nodes"), list) or isinstance(connection.get("edges"), list)
+        ):
+            return None
+        return f"`data.{self.connection_path}` should hold a `nodes` or `edges` list"
 
     def items(self, page: JsonResponse) -> list[Any]:
         """``nodes`` of the connection, or the ``node`` of each edge."""

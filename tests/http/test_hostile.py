@@ -89,6 +89,51 @@ async def test_an_empty_page_inside_a_pagination_is_retried(api: FakeAPI, http: 
     assert [r.query.get("page") for r in api.requests] == [None, "2", "2", "3"]
 
 
+@pytest.mark.parametrize(
+    ("name", "paginator", "faulty", "good"),
+    [
+        ("github", LinkHeaderPaginator(), {}, [1, 2]),
+        ("slack", BodyCursorPaginator.slack(items_path="channels"), {"ok": True}, None),
+        ("linear", GraphQLPaginator("issues"), {"data": {"issues": None}}, None),
+    ],
+    ids=["list-body-is-object", "slack-items-missing", "graphql-connection-null"],
+)
+async def test_a_page_without_its_items_is_retried_not_read_as_empty(
+    api: FakeAPI, http: HttpClient, name: str, paginator: Paginator, faulty: Any, good: Any
+) -> None:
+    if good is None:
+        good = (
+            {"ok": True, "channels": [1, 2], "response_metadata": {"next_cursor": ""}}
+            if name == "slack"
+            else {"data": {"issues": {"nodes": [1, 2], "pageInfo": {"hasNextPage": False}}}}
+        )
+    method = "POST" if name == "linear" else "GET"
+    api.replies(method, "/items", [Reply(faulty), Reply(good)])
+    svc = http.service(name, base_url=api.url)
+    json = {"query": "q"} if method == "POST" else None
+    pages = [page async for page in svc.paginate(paginator, "/items", method=method, json=json)]
+    assert [paginator.items(p) for p in pages] == [[1, 2]]
+    assert http.metrics.retries == {"unexpected_shape": 1}
+
+    api.replies(method, "/items", [Reply(faulty)])
+    with pytest.raises(ResponseFormatError, match="not what the endpoint returns") as info:
+        async for _page in svc.paginate(paginator, "/items", method=method, json=json):
+            pass
+    assert isinstance(info.value, TransientError)
+
+
+async def test_a_caller_check_makes_a_wrong_shape_a_retried_fault(
+    api: FakeAPI, http: HttpClient
+) -> None:
+    api.replies("GET", "/blob", [Reply({"sha": "x"}), Reply({"sha": "x", "content": "aGk="})])
+
+    def blob(data: Any) -> str | None:
+        return None if isinstance(data, dict) and "content" in data else "no `content`"
+
+    r = await http.service("github", base_url=api.url).get("/blob", check=blob)
+    assert r.data["content"] == "aGk=" and len(api.requests) == 2
+
+
 async def test_no_body_is_fine_where_none_is_promised(api: FakeAPI, http: HttpClient) -> None:
     api.route("DELETE", "/thing", lambda _r: web.Response(status=204))
     api.route("GET", "/empty-file", lambda _r: _empty())
