@@ -494,9 +494,10 @@ class Service:
         paginator expects them (:meth:`Paginator.check`) is a faulty answer, retried, and never
         yielded as an empty page.
 
-        A next request that points at another origin (a next link naming a proxied server's
-        internal host) is sent to this service's own origin with its credential instead: see
-        :meth:`own_origin`. Credentials never go to another origin.
+        When ``url`` is on this service's origin, a next request that points at another origin
+        (a next link naming a proxied server's internal host) is sent to this service's own
+        origin with its credential instead: see :meth:`own_origin`. Credentials never go to
+        another origin.
 
         :raises ~cfstream.errors.PaginationLoopError: the service returned a cursor or next link
             it had already returned in this run (``a -> b -> a`` or a cursor that does not
@@ -507,6 +508,8 @@ class Service:
         )
         seen = SeenRequests()
         endpoint = redact_url(self._target(url, None).path)
+        # next links are kept on the service's origin when the pagination started there
+        home = origin_of(self._target(url, None)) == self._origin
         while request is not None:
             target = self._target(request.url, request.params)
             if not seen.add(request.method, str(target), request.json):
@@ -529,7 +532,7 @@ class Service:
             )
             yield page
             request = paginator.next(request, page)
-            if request is not None:
+            if request is not None and home:
                 request = replace(request, url=self.own_origin(request.url))
 
     def own_origin(self, url: str) -> str:
@@ -608,6 +611,8 @@ class Service:
         """The decompressed body, read in chunks; stops as soon as it passes ``limit``."""
         length = resp.content_length
         encoded = bool(resp.headers.get("Content-Encoding"))
+        if method == "HEAD" or resp.status in (204, 304):
+            return await resp.read()  # no body, whatever Content-Length says
         if length is not None and length <= limit and not encoded:
             return await resp.read()  # the parser stops at Content-Length: it cannot pass limit
         size = 0
@@ -624,9 +629,10 @@ class Service:
         self.client.metrics.bytes_received += min(size, limit)
         url = redact_url(str(resp.url))
         read = f"stopped reading after {size:,} bytes" if size else f"Content-Length is {length:,}"
+        mib = f" ({limit / _MiB:.0f} MiB)" if limit >= _MiB else ""
         raise ResponseTooLargeError(
-            f"the response body is larger than the limit of {limit:,} bytes "
-            f"({limit / _MiB:.1f} MiB, counted after decompression; {read}); if such answers are "
+            f"the response body is larger than the limit of {limit:,} bytes{mib} "
+            f"(counted after decompression; {read}); if such answers are "
             "legitimate, raise HttpClient(max_body_bytes=...) for JSON answers, "
             "HttpClient(max_download_bytes=...) for downloads, or pass max_bytes= to the request",
             limit=limit,

@@ -46,6 +46,18 @@ async def test_next_link_to_another_origin_is_fetched_from_the_own_origin_with_a
     ]
 
 
+async def test_a_pagination_started_on_another_origin_follows_its_links_there(
+    api: FakeAPI, other_api: FakeAPI, http: HttpClient
+) -> None:
+    other_api.paginate_link("/public/items", [{"n": i} for i in range(4)], per_page=2)
+    svc = http.service("svc", base_url=api.url, auth=BearerAuth(Secret(TOKEN)))
+    pages = svc.paginate(LinkHeaderPaginator(), f"{other_api.url}/public/items")
+    got = [i async for page in pages for i in page.data]
+    assert got == [{"n": i} for i in range(4)]
+    assert api.requests == [] and len(other_api.requests) == 2
+    assert all("Authorization" not in r.headers for r in other_api.requests)
+
+
 @pytest.mark.parametrize(
     ("base", "link", "moved"),
     [

@@ -402,6 +402,13 @@ async def test_a_declared_length_over_the_cap_is_refused_before_reading(api: Fak
         assert http.metrics.bytes_received == 0
 
 
+async def test_a_head_answer_declaring_a_large_length_is_fine(api: FakeAPI) -> None:
+    api.route("HEAD", "/big", lambda _r: web.Response(headers={"Content-Length": "5000"}))
+    async with HttpClient(max_download_bytes=1000) as http:
+        r = await http.service("svc", base_url=api.url).request("HEAD", "/big", expect="bytes")
+    assert r.status == 200 and r.content == b""
+
+
 async def test_a_compressed_answer_under_the_cap_is_read_whole(api: FakeAPI) -> None:
     data = [{"id": n, "text": "x" * 50} for n in range(2000)]
     api.route("GET", "/gz", _gzip_route(zlib.compress(orjson.dumps(data), wbits=31)))
