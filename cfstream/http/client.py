@@ -87,7 +87,8 @@ class JsonResponse:
     Attributes:
         status: the HTTP status (2xx).
         headers: response headers (case-insensitive).
-        data: the orjson-decoded body (None for an empty body or when bytes were asked for).
+        data: the orjson-decoded body (None for a 204/205 or ``HEAD`` answer, or when bytes were
+            asked for; an empty 2xx body where JSON was expected is retried, never None).
         url: the final URL (after redirects). It may contain secrets in its query: pass it through
             :func:`cfstream.secrets.redact_url` before showing it.
         content: the raw body bytes (for ``TypeAdapter.validate_json`` or binary downloads).
