@@ -19,7 +19,9 @@ condition is worth retrying (``retryable``).
     │       ├── RateLimitError   429 or a service's own rate-limit signal        (retryable)
     │       │   └── RateLimitWaitTooLong  the wait asked exceeds the configured cap
     │       ├── TransientError   5xx, timeouts, dropped connections              (retryable)
-    │       └── ResponseFormatError  truncated, non-JSON or error-in-200 body    (retryable)
+    │       │   └── ResponseFormatError  empty, truncated or non-JSON 2xx body  (retryable)
+    │       ├── ResponseTooLargeError  a body over the client's size cap: that one answer
+    │       └── PaginationLoopError  the service sent a page cursor it had already sent
     ├── SinkError                the dataset could not be written
     │   ├── DatasetError         the path is not a Lance dataset or its schema is incompatible
     │   ├── DatasetBusyError     another writer holds the dataset
@@ -40,12 +42,14 @@ __all__ = (
     "DatasetError",
     "HTTPError",
     "NotFoundError",
+    "PaginationLoopError",
     "PartitionError",
     "PipelineError",
     "RateLimitError",
     "RateLimitWaitTooLong",
     "RecordError",
     "ResponseFormatError",
+    "ResponseTooLargeError",
     "SinkError",
     "SourceError",
     "StateError",
@@ -148,10 +152,36 @@ class TransientError(HTTPError):
     retryable = True
 
 
-class ResponseFormatError(HTTPError):
-    """The body was truncated, not JSON, an HTML error page, or a 200 carrying an error."""
+class ResponseFormatError(TransientError):
+    """A 2xx body was empty, truncated, not JSON or an HTML page where JSON was expected.
+
+    A :class:`TransientError`: the answer was faulty, not the record, so it is retried like a
+    5xx, and after the last try it must neither dead-letter the record nor advance a cursor.
+    """
 
     retryable = True
+
+
+class ResponseTooLargeError(HTTPError):
+    """A response body (after decompression) exceeded the client's cap; reading stopped there.
+
+    It concerns that one answer: a file download can be skipped or dead-lettered as too large,
+    while a listing page fails its partition. ``limit`` is the cap in bytes; raise
+    ``HttpClient(max_body_bytes=...)`` (JSON) or ``max_download_bytes=...`` (bytes) to allow more.
+    """
+
+    def __init__(self, message: str, *, limit: int | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.limit = limit
+
+
+class PaginationLoopError(HTTPError, PartitionError):
+    """The service returned a pagination cursor or next link it had already returned.
+
+    Following it would loop forever, so the pagination stops; re-running the same request will
+    not help (the service's paging is at fault). It fails that partition only (a
+    :class:`PartitionError`): the others finish and its cursor stays at what was committed.
+    """
 
 
 class SinkError(CfStreamError):

@@ -35,6 +35,7 @@ from cfstream.http.paginate import LinkHeaderPaginator as LinkHeaderPaginator
 from cfstream.http.paginate import PageRequest as PageRequest
 from cfstream.http.paginate import PageTokenPaginator as PageTokenPaginator
 from cfstream.http.paginate import Paginator as Paginator
+from cfstream.http.paginate import SeenRequests as SeenRequests
 from cfstream.http.paginate import SnowflakePaginator as SnowflakePaginator
 from cfstream.http.paginate import get_path as get_path
 from cfstream.http.paginate import parse_link_header as parse_link_header
@@ -82,6 +83,7 @@ __all__ = (
     "RawResponse",
     "ResponsePolicy",
     "RetryPolicy",
+    "SeenRequests",
     "Service",
     "SlackPolicy",
     "SnowflakePaginator",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -33,14 +33,16 @@ from yarl import URL
 from cfstream.errors import (
     ClientError,
     HTTPError,
+    PaginationLoopError,
     RateLimitError,
     RateLimitWaitTooLong,
     ResponseFormatError,
+    ResponseTooLargeError,
     TransientError,
 )
 from cfstream.http.auth import Auth, NoAuth, origin_of
 from cfstream.http.metrics import HttpMetrics
-from cfstream.http.paginate import PageRequest, Paginator, parse_link_header
+from cfstream.http.paginate import PageRequest, Paginator, SeenRequests, parse_link_header
 from cfstream.http.policies import Problem, RawResponse, ResponsePolicy, policy_for
 from cfstream.http.ratelimit import Gate, RateLimit, RateLimitState
 from cfstream.http.retry import RetryPolicy
@@ -54,10 +56,28 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 #: query parameters: values are sent with ``str()``; None dropped; bools as true/false; lists repeat
 Params = Mapping[str, object]
+#: a check of a decoded body: None when it is what the endpoint promises, else why not
+Check = Callable[[Any], str | None]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _USER_AGENT = "cfstream/0.1 (+https://github.com/cfstream)"
+_MiB = 1024 * 1024
+#: default caps on a decompressed body: JSON answers, and ``expect="bytes"`` downloads
+DEFAULT_MAX_BODY_BYTES = 64 * _MiB
+DEFAULT_MAX_DOWNLOAD_BYTES = 256 * _MiB
+
+
+def _shape_problem(why: str | None) -> Problem | None:
+    if why is None:
+        return None
+    return Problem(
+        ResponseFormatError,
+        f"the answer is not what the endpoint returns ({why}): a faulty answer, never taken as "
+        "'nothing there'",
+        "unexpected_shape",
+        scope="request",
+    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,7 +87,8 @@ class JsonResponse:
     Attributes:
         status: the HTTP status (2xx).
         headers: response headers (case-insensitive).
-        data: the orjson-decoded body (None for an empty body or when bytes were asked for).
+        data: the orjson-decoded body (None for a 204/205 or ``HEAD`` answer, or when bytes were
+            asked for; an empty 2xx body where JSON was expected is retried, never None).
         url: the final URL (after redirects). It may contain secrets in its query: pass it through
             :func:`cfstream.secrets.redact_url` before showing it.
         content: the raw body bytes (for ``TypeAdapter.validate_json`` or binary downloads).
@@ -129,6 +150,12 @@ class HttpClient:
     :param rate_share: the fraction of every service's ``rate`` this client may use (``1/k`` when
         ``k`` workers share one credential, as the Ray engine does); never below one request
         of burst.
+    :param max_body_bytes: the largest body of a JSON answer, counted after decompression
+        (default 64 MiB). The body is read in chunks and reading stops as soon as it is passed:
+        a :class:`~cfstream.errors.ResponseTooLargeError` (not retried). A gzip bomb costs at
+        most this much memory.
+    :param max_download_bytes: the same cap for ``expect="bytes"`` requests (file downloads;
+        default 256 MiB). A request can set its own cap with ``max_bytes=``.
     """
 
     def __init__(
@@ -148,9 +175,15 @@ class HttpClient:
         sleep: Sleep = anyio.sleep,
         session: aiohttp.ClientSession | None = None,
         rate_share: float = 1.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
         if not 0 < rate_share <= 1:
             raise ValueError("rate_share must be in (0, 1]")
+        if max_body_bytes < 1 or max_download_bytes < 1:
+            raise ValueError("max_body_bytes and max_download_bytes must be at least 1")
+        self.max_body_bytes = max_body_bytes
+        self.max_download_bytes = max_download_bytes
         self.rate_share = rate_share
         self.timeout = aiohttp.ClientTimeout(
             total=timeout, connect=connect_timeout, sock_read=read_timeout
@@ -328,9 +361,19 @@ class Service:
         params: Params | None = None,
         headers: Mapping[str, str] | None = None,
         expect: Literal["json", "bytes"] = "json",
+        max_bytes: int | None = None,
+        check: Check | None = None,
     ) -> JsonResponse:
         """``GET url``; see :meth:`request`."""
-        return await self.request("GET", url, params=params, headers=headers, expect=expect)
+        return await self.request(
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            expect=expect,
+            max_bytes=max_bytes,
+            check=check,
+        )
 
     async def post(
         self,
@@ -341,10 +384,20 @@ class Service:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         expect: Literal["json", "bytes"] = "json",
+        max_bytes: int | None = None,
+        check: Check | None = None,
     ) -> JsonResponse:
         """``POST url`` with a JSON body (or raw ``data``); see :meth:`request`."""
         return await self.request(
-            "POST", url, json=json, params=params, data=data, headers=headers, expect=expect
+            "POST",
+            url,
+            json=json,
+            params=params,
+            data=data,
+            headers=headers,
+            expect=expect,
+            max_bytes=max_bytes,
+            check=check,
         )
 
     async def request(
@@ -357,6 +410,8 @@ class Service:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         expect: Literal["json", "bytes"] = "json",
+        max_bytes: int | None = None,
+        check: Check | None = None,
     ) -> JsonResponse:
         """Send a request with rate limiting, retries and auth scoping.
 
@@ -367,14 +422,22 @@ class Service:
         :param json: a body encoded with orjson (``Content-Type: application/json``).
         :param data: a raw body instead of ``json``.
         :param headers: extra headers for this request.
-        :param expect: ``"json"`` decodes the body (non-JSON is a
-            :class:`~cfstream.errors.ResponseFormatError`); ``"bytes"`` leaves it in ``content``.
+        :param expect: ``"json"`` decodes the body (an empty or non-JSON 2xx body is a retried
+            :class:`~cfstream.errors.ResponseFormatError`; 204 is fine); ``"bytes"`` leaves it
+            in ``content`` unjudged.
+        :param max_bytes: the cap on the decompressed body (default: the client's
+            ``max_body_bytes`` for JSON, ``max_download_bytes`` for bytes).
+        :param check: what the endpoint promises: called with the decoded 2xx body, it returns
+            None when the body is that, or why not; a body that fails it is a faulty answer,
+            retried like a 5xx and finally a :class:`~cfstream.errors.ResponseFormatError`.
         :raises ~cfstream.errors.AuthError: 401/403: check the credential and its scopes.
         :raises ~cfstream.errors.NotFoundError: 404 or the service's equivalent.
         :raises ~cfstream.errors.ClientError: another 4xx, or a service error code.
         :raises ~cfstream.errors.RateLimitWaitTooLong: a wait above ``max_wait`` or past ``max_elapsed``.
         :raises ~cfstream.errors.TransientError: 5xx/timeouts/disconnects after the last try.
-        :raises ~cfstream.errors.ResponseFormatError: bad bodies after the last try.
+        :raises ~cfstream.errors.ResponseFormatError: empty, cut-off or non-JSON bodies after the
+            last try (a :class:`~cfstream.errors.TransientError`: never the record's fault).
+        :raises ~cfstream.errors.ResponseTooLargeError: the body passed ``max_bytes`` (not retried).
         """
         method = method.upper()
         target = self._target(url, params)
@@ -385,6 +448,8 @@ class Service:
             extra.setdefault("Content-Type", "application/json")
         expect_json = expect == "json"
         client = self.client
+        if max_bytes is None:
+            max_bytes = client.max_body_bytes if expect_json else client.max_download_bytes
         attempt = _Attempt(start=client.clock(), delays=self.retry.delays())
         route = f"{method} {target.path}"
         while True:
@@ -393,7 +458,7 @@ class Service:
             async with self._state.slots:
                 if self._state.limiter is not None:
                     await self._state.limiter.acquire()
-                raw, problem = await self._send(method, target, body, extra)
+                raw, problem = await self._send(method, target, body, extra, max_bytes)
             if raw is not None:
                 verdict = self.policy.judge(
                     raw, service=self.name, now=client.clock(), expect_json=expect_json
@@ -403,6 +468,8 @@ class Service:
                 for gate in verdict.gates:
                     self._state.gates.close(gate)
                 problem = verdict.problem
+                if problem is None and check is not None and expect_json:
+                    problem = _shape_problem(check(verdict.data))
                 if problem is None:
                     return JsonResponse(raw.status, raw.headers, verdict.data, raw.url, raw.body)
             assert problem is not None
@@ -424,22 +491,36 @@ class Service:
 
         The paginator decides the first request and each next one from the previous page; use
         ``paginator.items(page)`` to get a page's items. Drive the iterator under
-        ``contextlib.aclosing`` when you may stop early.
+        ``contextlib.aclosing`` when you may stop early. A page whose items are not where the
+        paginator expects them (:meth:`Paginator.check`) is a faulty answer, retried, and never
+        yielded as an empty page.
 
-        :raises ~cfstream.errors.ResponseFormatError: the service repeated a page request (a cursor
-            that does not advance), which would loop forever.
+        When ``url`` is on this service's origin, a next request that points at another origin
+        (a next link naming a proxied server's internal host) is sent to this service's own
+        origin with its credential instead: see :meth:`own_origin`. Credentials never go to
+        another origin.
+
+        :raises ~cfstream.errors.PaginationLoopError: the service returned a cursor or next link
+            it had already returned in this run (``a -> b -> a`` or a cursor that does not
+            advance): paging stops instead of looping forever. Not retryable.
         """
         request: PageRequest | None = paginator.first(
             PageRequest(method.upper(), url, dict(params or {}), json)
         )
-        seen_previous: PageRequest | None = None
+        seen = SeenRequests()
+        endpoint = redact_url(self._target(url, None).path)
+        # next links are kept on the service's origin when the pagination started there
+        home = origin_of(self._target(url, None)) == self._origin
         while request is not None:
-            if request == seen_previous:
-                raise ResponseFormatError(
-                    "pagination did not advance (the same next page was returned twice); stopping "
-                    "to avoid an endless loop",
+            target = self._target(request.url, request.params)
+            if not seen.add(request.method, str(target), request.json):
+                raise PaginationLoopError(
+                    f"the service returned a pagination cursor (next link or page token) it had "
+                    f"already returned, after {len(seen)} pages of {endpoint!r}; stopped "
+                    "instead of requesting the same pages forever. Re-running will not help: "
+                    "the service's paging of this endpoint is broken",
                     service=self.name,
-                    url=redact_url(self._target(request.url, None).human_repr()),
+                    url=redact_url(target.human_repr()),
                     method=request.method,
                 )
             page = await self.request(
@@ -448,9 +529,51 @@ class Service:
                 params=request.params,
                 json=request.json,
                 headers=headers,
+                check=paginator.check,
             )
             yield page
-            seen_previous, request = request, paginator.next(request, page)
+            request = paginator.next(request, page)
+            if request is not None and home:
+                request = replace(request, url=self.own_origin(request.url))
+
+    def own_origin(self, url: str) -> str:
+        """``url`` moved onto this service's origin when it names another one.
+
+        Services behind a proxy send next links with their internal host
+        (``http://ghe.internal:8080/api/v3/...``). The link's path and query are kept and the
+        scheme, host and port of ``base_url`` used. When the link's path does not start with
+        ``base_url``'s path, the proxy is taken to strip a prefix: the leading part of
+        ``base_url``'s path that the link lacks is put in front (base ``/ghe/api/v3`` and link
+        ``/api/v3/x`` give ``/ghe/api/v3/x``; base ``/api/v3`` and link ``/x`` give
+        ``/api/v3/x``). Relative URLs and URLs on this origin are returned unchanged.
+        """
+        if not url.startswith(("http://", "https://")):
+            return url
+        link = URL(url, encoded=True)
+        if origin_of(link) == self._origin:
+            return url
+        base = URL(self.base_url, encoded=True)
+        base_parts = [p for p in base.raw_path.split("/") if p]
+        link_parts = [p for p in link.raw_path.split("/") if p]
+        keep = len(base_parts)
+        for k in range(len(base_parts) + 1):
+            suffix = base_parts[k:]
+            if link_parts[: len(suffix)] == suffix:
+                keep = k
+                break
+        path = "/" + "/".join(base_parts[:keep] + link_parts)
+        if link.raw_path.endswith("/") and link_parts:
+            path += "/"
+        query = f"?{link.raw_query_string}" if link.raw_query_string else ""
+        moved = f"{base.origin()}{path}{query}"
+        log.warning(
+            "%s: a next-page link named another origin (%s); fetching %s from the configured "
+            "origin instead (credentials never go to another origin)",
+            self.name,
+            redact_url(str(link.origin())),
+            redact_url(moved),
+        )
+        return moved
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -485,8 +608,48 @@ class Service:
             hdrs = {k: v for k, v in hdrs.items() if k.lower() not in private}
         return hdrs
 
+    async def _read_body(self, resp: aiohttp.ClientResponse, method: str, limit: int) -> bytes:
+        """The decompressed body, read in chunks; stops as soon as it passes ``limit``."""
+        length = resp.content_length
+        encoded = bool(resp.headers.get("Content-Encoding"))
+        if method == "HEAD" or resp.status in (204, 304):
+            return await resp.read()  # no body, whatever Content-Length says
+        if length is not None and length <= limit and not encoded:
+            return await resp.read()  # the parser stops at Content-Length: it cannot pass limit
+        size = 0
+        chunks: list[bytes] = []
+        if length is None or encoded:
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        resp.close()  # drop the connection instead of draining the rest
+        self.client.metrics.bytes_received += min(size, limit)
+        url = redact_url(str(resp.url))
+        read = f"stopped reading after {size:,} bytes" if size else f"Content-Length is {length:,}"
+        mib = f" ({limit / _MiB:.0f} MiB)" if limit >= _MiB else ""
+        raise ResponseTooLargeError(
+            f"the response body is larger than the limit of {limit:,} bytes{mib} "
+            f"(counted after decompression; {read}); if such answers are "
+            "legitimate, raise HttpClient(max_body_bytes=...) for JSON answers, "
+            "HttpClient(max_download_bytes=...) for downloads, or pass max_bytes= to the request",
+            limit=limit,
+            service=self.name,
+            status=resp.status,
+            url=url,
+            method=method,
+        )
+
     async def _send(
-        self, method: str, target: URL, body: bytes | None, extra: Mapping[str, str]
+        self,
+        method: str,
+        target: URL,
+        body: bytes | None,
+        extra: Mapping[str, str],
+        max_bytes: int,
     ) -> tuple[RawResponse | None, Problem | None]:
         """One attempt, redirects included; aiohttp errors become problems here."""
         session = self.client.session
@@ -502,7 +665,7 @@ class Service:
                 ) as resp:
                     location = resp.headers.get("Location")
                     if resp.status in _REDIRECTS and location:
-                        await resp.read()
+                        await self._read_body(resp, method, max_bytes)
                         nxt = url.join(URL(location, encoded=True))
                         log.debug(
                             "%s: %s %s -> %d redirect to %s",
@@ -517,7 +680,7 @@ class Service:
                             extra = {k: v for k, v in extra.items() if k.lower() != "content-type"}
                         url = nxt
                         continue
-                    content = await resp.read()
+                    content = await self._read_body(resp, method, max_bytes)
                     metrics.bytes_received += len(content)
                     log.debug(
                         "%s: %s %s -> %d (%d bytes, %.3f s)",

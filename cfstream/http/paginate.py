@@ -16,11 +16,15 @@ instance can serve many concurrent paginations.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from yarl import URL
 
 if TYPE_CHECKING:
     from cfstream.http.client import JsonResponse
@@ -32,6 +36,7 @@ __all__ = (
     "PageRequest",
     "PageTokenPaginator",
     "Paginator",
+    "SeenRequests",
     "SnowflakePaginator",
     "get_path",
     "parse_link_header",
@@ -79,6 +84,34 @@ class PageRequest:
     json: Any = None
 
 
+class SeenRequests:
+    """The page requests one pagination run has made, as 16-byte digests (never the pages).
+
+    :meth:`Service.paginate <cfstream.http.Service.paginate>` uses one per run to stop a cursor
+    or next link that comes back to an earlier one (``a -> b -> a``), which would loop forever.
+    A connector that pages by hand can use one the same way with its own cursor values.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, *parts: Any) -> bool:
+        """Record a request made of ``parts`` (JSON-able values); False when it was seen before."""
+        raw = orjson.dumps(
+            parts, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        )
+        key = hashlib.blake2b(raw, digest_size=16).digest()
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
 class Paginator(ABC):
     """A pagination style: :meth:`first` shapes the first request, :meth:`next` derives the next.
 
@@ -106,13 +139,28 @@ class Paginator(ABC):
         found = get_path(page.data, self.items_path)
         return found if isinstance(found, list) else []
 
+    def check(self, data: Any) -> str | None:
+        """Why a decoded page is not a complete page (its items are not a list), or None.
+
+        :meth:`Service.paginate <cfstream.http.Service.paginate>` retries a page that fails
+        this, so a faulty answer (``{}`` where a list was due) is never read as "no items".
+        """
+        found = get_path(data, self.items_path)
+        if isinstance(found, list):
+            return None
+        where = f"`{self.items_path}`" if self.items_path else "the body"
+        what = "missing" if found is None else f"a {type(found).__name__}"
+        return f"{where} should be a list of items but is {what}"
+
 
 class LinkHeaderPaginator(Paginator):
     """Follow the ``Link`` header's ``rel="next"`` URL verbatim (GitHub, and many REST APIs).
 
     The next URL already carries every query parameter, so the original ``params`` are dropped.
     Real GitHub chains switch from ``/repos/{o}/{r}/issues`` to ``/repositories/{id}/issues``;
-    the URL is never rebuilt. A link to another origin is followed without the auth header.
+    the URL is never rebuilt. A relative link is resolved against the page's URL. A link to
+    another origin (a server behind a proxy naming its internal host) is fetched from the
+    service's own origin by :meth:`Service.paginate <cfstream.http.Service.paginate>`.
     """
 
     def __init__(self, *, rel: str = "next", items_path: str | None = None) -> None:
@@ -124,6 +172,8 @@ class LinkHeaderPaginator(Paginator):
         url = parse_link_header(page.headers.get("Link")).get(self.rel)
         if not url:
             return None
+        if not url.startswith(("http://", "https://")):
+            url = str(URL(page.url, encoded=True).join(URL(url, encoded=True)))
         return PageRequest(request.method, url, {}, request.json)
 
 
@@ -234,6 +284,15 @@ class GraphQLPaginator(Paginator):
         variables[self.variable] = cursor
         body["variables"] = variables
         return replace(request, json=body)
+
+    def check(self, data: Any) -> str | None:
+        """Why a page has no ``nodes`` or ``edges`` list in its connection, or None."""
+        connection = get_path(data, f"data.{self.connection_path}")
+        if isinstance(connection, Mapping) and (
+            isinstance(connection.get("nodes"), list) or isinstance(connection.get("edges"), list)
+        ):
+            return None
+        return f"`data.{self.connection_path}` should hold a `nodes` or `edges` list"
 
     def items(self, page: JsonResponse) -> list[Any]:
         """``nodes`` of the connection, or the ``node`` of each edge."""

@@ -15,6 +15,7 @@ family when it is one of these names, else ``generic``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from cfstream.errors import (
 )
 from cfstream.http.ratelimit import Gate
 from cfstream.http.retry import parse_reset, parse_retry_after
-from cfstream.secrets import redact
+from cfstream.secrets import get_logger, redact, redact_url
 
 __all__ = (
     "DiscordPolicy",
@@ -49,12 +50,17 @@ __all__ = (
     "SlackPolicy",
     "Verdict",
     "policy_for",
+    "repair_json",
 )
 
 #: statuses retried with backoff (529 is Notion's "service_overload")
 RETRY_STATUSES = frozenset({500, 502, 503, 504, 529})
+#: 2xx statuses that carry no body by definition
+_NO_BODY = frozenset({204, 205})
 
 Scope = Literal["service", "bucket", "request"]
+
+log = get_logger("cfstream.http")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,35 @@ class Verdict:
 
 
 _UNDECODED: Any = object()
+_EMPTY: Any = object()
+
+#: one JSON escape: a valid surrogate pair (1), a lone surrogate (2), or any other escape (kept)
+_ESCAPE = re.compile(
+    rb"\\(?:(u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)",
+    re.DOTALL,
+)
+
+
+def _escape_fix(match: re.Match[bytes]) -> bytes:
+    return b"\\ufffd" if match.group(2) is not None else match.group(0)
+
+
+def repair_json(body: bytes) -> Any:
+    """Decode a JSON body that orjson rejected, repairing what real APIs send broken.
+
+    Lone surrogate escapes (``"\\ud83d"``, half of a cut emoji) become U+FFFD; valid surrogate
+    pairs and escaped backslashes (``"\\\\ud83d"`` is literal text) are kept; raw bytes that
+    are not UTF-8 become U+FFFD. Only the failing body pays for this; normal pages take
+    ``orjson.loads`` directly.
+
+    :raises orjson.JSONDecodeError: the body is still not JSON (truncated, HTML, ...).
+    """
+    fixed = _ESCAPE.sub(_escape_fix, body) if b"\\u" in body else body
+    try:
+        return orjson.loads(fixed)
+    except orjson.JSONDecodeError:
+        text = fixed.decode("utf-8", errors="replace")
+        return orjson.loads(text)
 
 
 def _get(data: Any, *keys: str) -> Any:
@@ -218,12 +253,13 @@ class ResponsePolicy:
         """Interpret ``raw``: decode the body and decide whether it is data or a problem."""
         verdict = Verdict(gates=self.gates(raw, now), learned_bucket=self.learned_bucket(raw))
         data = self._decode(raw) if expect_json or raw.status >= 300 else None
+        empty = data is _EMPTY
         decoded = data is not _UNDECODED
-        problem = self.inspect(raw, data if decoded else None, service, now)
+        if empty or not decoded:
+            data = None
+        problem = self.inspect(raw, data, service, now)
         if problem is None:
-            problem = self._by_status(
-                raw, data if decoded else None, decoded, service, now, expect_json
-            )
+            problem = self._by_status(raw, data, decoded, service, now, expect_json, empty)
         verdict.problem = problem
         if problem is None:
             verdict.data = data
@@ -232,12 +268,23 @@ class ResponsePolicy:
     @staticmethod
     def _decode(raw: RawResponse) -> Any:
         body = raw.body
-        if not body.strip():
-            return None
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
+            pass
+        if not body or body.isspace():
+            return _EMPTY
+        try:
+            data = repair_json(body)
+        except orjson.JSONDecodeError:
             return _UNDECODED
+        log.warning(
+            "%s %s: the body held broken text (a lone surrogate escape or bytes that are not "
+            "UTF-8); decoded it with U+FFFD in their place",
+            raw.method,
+            redact_url(raw.url),
+        )
+        return data
 
     def _by_status(
         self,
@@ -247,10 +294,19 @@ class ResponsePolicy:
         service: str,
         now: float,
         expect_json: bool,
+        empty: bool = False,
     ) -> Problem | None:
         status = raw.status
         detail = self.error_message(data)
         if 200 <= status < 300:
+            if expect_json and empty and status not in _NO_BODY and raw.method != "HEAD":
+                return Problem(
+                    ResponseFormatError,
+                    "the body is empty where JSON was expected (a faulty or cut-off answer; "
+                    "an empty answer is never taken as 'nothing there')",
+                    "empty_body",
+                    scope="request",
+                )
             if expect_json and not decoded:
                 if _looks_html(raw):
                     return Problem(

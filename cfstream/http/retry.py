@@ -29,7 +29,7 @@ class RetryPolicy:
 
     Attributes:
         max_tries: attempts in total for transient failures (5xx, timeouts, dropped connections,
-            truncated or non-JSON bodies), the first one included.
+            empty, truncated or non-JSON bodies), the first one included.
         max_rate_limit_tries: attempts in total while the service keeps answering "rate limited".
             Those waits are usually announced and bounded by ``max_elapsed`` anyway.
         base: the first backoff step, in seconds.

@@ -192,7 +192,9 @@ class RateMeter:
 
 # -- faults ----------------------------------------------------------------------------------------
 
-FaultKind = Literal["ok", "status", "drop", "rate_limit", "truncate", "html", "garbage", "latency"]
+FaultKind = Literal[
+    "ok", "status", "drop", "rate_limit", "truncate", "html", "garbage", "empty", "latency"
+]
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,8 @@ class Fault:
 
     ``500``/``502``/``503`` (any int: that status with a JSON error body), ``429`` (no
     Retry-After), ``"drop"``, ``"truncate"``, ``"html"``, ``"garbage"`` (200 with a non-JSON
-    body), ``"ok"`` or ``None`` (serve normally), a float (latency in seconds, then serve normally).
+    body), ``"empty"`` (200 with an empty JSON body), ``"ok"`` or ``None`` (serve normally), a
+    float (latency in seconds, then serve normally).
     """
 
     kind: FaultKind
@@ -269,6 +272,11 @@ class Fault:
         return cls("garbage", status=200)
 
     @classmethod
+    def empty(cls) -> Fault:
+        """HTTP 200 ``application/json`` with an empty body (a faulty answer, not "no items")."""
+        return cls("empty", status=200)
+
+    @classmethod
     def latency(cls, seconds: float) -> Fault:
         """Wait ``seconds`` before serving normally (drive client timeouts with it)."""
         return cls("latency", seconds=seconds)
@@ -292,6 +300,7 @@ class Fault:
             "truncate": cls.truncate,
             "html": cls.html,
             "garbage": cls.garbage,
+            "empty": cls.empty,
         }
         if spec in named:
             return named[spec]()
@@ -432,6 +441,8 @@ async def _apply(fault: Fault, request: web.Request) -> web.StreamResponse | Non
         ).to_response()
     if fault.kind == "garbage":
         return Reply(body=b"this is not JSON {", content_type="application/json").to_response()
+    if fault.kind == "empty":
+        return Reply(body=b"", content_type="application/json").to_response()
     transport = request.transport
     if fault.kind == "truncate":
         body = b'{"items": [{"id": 1, "name": "first"}, {"id": 2, "na'

@@ -23,24 +23,75 @@ from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 TOKEN = "cfs-tok-SEKRIT-9f8e7d6c5b4a"
 
 
-async def test_next_link_to_another_origin_gets_no_authorization(
+async def test_next_link_to_another_origin_is_fetched_from_the_own_origin_with_auth(
     api: FakeAPI, other_api: FakeAPI, http: HttpClient
 ) -> None:
+    # a GitHub Enterprise behind a proxy names its internal host in the Link header
     api.paginate_link(
-        "/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2, next_base=other_api.url
+        "/repos/o/r/issues", [{"n": i} for i in range(6)], per_page=2, next_base=other_api.url
     )
-    other_api.paginate_link("/repos/o/r/issues", [{"n": i} for i in range(4)], per_page=2)
+    other_api.paginate_link("/repos/o/r/issues", [{"n": i} for i in range(6)], per_page=2)
     gh = http.service("github", base_url=api.url, auth=BearerAuth(Secret(TOKEN)))
     got = [
         i
         async for page in gh.paginate(LinkHeaderPaginator(), "/repos/o/r/issues")
         for i in page.data
     ]
+    assert got == [{"n": i} for i in range(6)]
+    assert other_api.requests == []  # the other origin received nothing, no token above all
+    assert [r.headers.get("Authorization") for r in api.requests] == [f"Bearer {TOKEN}"] * 3
+    assert [r.query for r in api.requests[1:]] == [
+        {"per_page": "2", "page": "2"},
+        {"per_page": "2", "page": "3"},
+    ]
+
+
+async def test_a_pagination_started_on_another_origin_follows_its_links_there(
+    api: FakeAPI, other_api: FakeAPI, http: HttpClient
+) -> None:
+    other_api.paginate_link("/public/items", [{"n": i} for i in range(4)], per_page=2)
+    svc = http.service("svc", base_url=api.url, auth=BearerAuth(Secret(TOKEN)))
+    pages = svc.paginate(LinkHeaderPaginator(), f"{other_api.url}/public/items")
+    got = [i async for page in pages for i in page.data]
     assert got == [{"n": i} for i in range(4)]
-    assert [r.headers.get("Authorization") for r in api.requests] == [f"Bearer {TOKEN}"]
-    assert len(other_api.requests) == 1
-    assert "Authorization" not in other_api.requests[0].headers
-    assert other_api.requests[0].query == {"per_page": "2", "page": "2"}
+    assert api.requests == [] and len(other_api.requests) == 2
+    assert all("Authorization" not in r.headers for r in other_api.requests)
+
+
+@pytest.mark.parametrize(
+    ("base", "link", "moved"),
+    [
+        # the link's path sits under base_url's path: only the origin changes
+        (
+            "https://ghe.example.com/api/v3",
+            "http://ghe.internal:8080/api/v3/repositories/7/issues?page=2&per_page=100",
+            "https://ghe.example.com/api/v3/repositories/7/issues?page=2&per_page=100",
+        ),
+        # a proxy mounted under /ghe strips that prefix: it is put back
+        (
+            "https://proxy.example.com/ghe/api/v3",
+            "http://ghe.internal/api/v3/repositories/7/issues?page=2",
+            "https://proxy.example.com/ghe/api/v3/repositories/7/issues?page=2",
+        ),
+        # a proxy that maps base_url's path onto the backend's root
+        (
+            "https://proxy.example.com/api/v3/",
+            "http://10.0.0.5/repositories/7/issues?page=2",
+            "https://proxy.example.com/api/v3/repositories/7/issues?page=2",
+        ),
+        (
+            "https://api.github.com",
+            "https://api.github.com/x?page=2",
+            "https://api.github.com/x?page=2",
+        ),
+        ("https://api.github.com", "/repositories/7?page=2", "/repositories/7?page=2"),
+        ("https://api.github.com", "http://api.github.com/x", "https://api.github.com/x"),
+    ],
+)
+async def test_own_origin_moves_foreign_links_onto_the_service(
+    http: HttpClient, base: str, link: str, moved: str
+) -> None:
+    assert http.service("github", base_url=base).own_origin(link) == moved
 
 
 async def test_cross_origin_redirect_drops_authorization(

@@ -33,6 +33,7 @@ PAYLOAD = {"items": [{"id": 1}, {"id": 2}]}
         ("html", "http_502"),
         (Fault.html(status=200), "html"),
         ("garbage", "invalid_json"),
+        ("empty", "empty_body"),
         (429, "rate_limited"),
         (Fault.rate_limit(2, body={"message": "slow down"}), "rate_limited"),
     ],

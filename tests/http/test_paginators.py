@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cfstream.errors import ResponseFormatError
+from cfstream.errors import PaginationLoopError
 from cfstream.http import (
     BodyCursorPaginator,
     GraphQLPaginator,
@@ -173,7 +173,7 @@ async def test_a_cursor_that_does_not_advance_stops(api: FakeAPI, http: HttpClie
         Reply({"ok": True, "channels": [1], "response_metadata": {"next_cursor": "same"}}),
     )
     slack = http.service("slack", base_url=api.url)
-    with pytest.raises(ResponseFormatError, match="did not advance"):
+    with pytest.raises(PaginationLoopError, match="already returned"):
         await collect(slack, BodyCursorPaginator.slack(items_path="channels"), "/loop")
     assert len(api.requests) == 2
 

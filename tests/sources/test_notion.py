@@ -376,7 +376,7 @@ async def test_unshared_database_says_what_to_do(
 
 
 def test_config_errors_are_clear() -> None:
-    with pytest.raises(ConfigError, match="database_ids, page_ids or search"):
+    with pytest.raises(ConfigError, match="`database_ids`, `page_ids` or `search"):
         NotionSource(token="secret_x1234")
     with pytest.raises(ConfigError, match="not a Notion id"):
         NotionSource(token="secret_x1234", page_ids=["handbook"])

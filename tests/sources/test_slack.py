@@ -300,7 +300,7 @@ async def test_unknown_channel_name_and_bad_options(
 ) -> None:
     with pytest.raises(Exception, match="'nope' is not among"):
         await sync(make_source(fake, api, channels=["nope"]), tmp_path / "kb.lance")
-    with pytest.raises(ConfigError, match="either channels"):
+    with pytest.raises(ConfigError, match="either `channels`"):
         SlackSource(token=TOKEN)
     with pytest.raises(ConfigError, match="page_size") as info:
         SlackSource(token=TOKEN, channels=["general"], page_size=0)
