@@ -578,7 +578,7 @@ class FrameDataset:
                 out: list[SourceOutput] = list(page)
                 yield out
 
-        source = FunctionSource(read, (), {}, source_type=MANUAL_SOURCE_TYPE, name="frame_dataset")
+        source = FunctionSource(read, (), {}, source_type=MANUAL_SOURCE_TYPE)
         report = await run_pipeline(Pipeline([source], [], self._sink(batch_rows=batch_size)))
         if report.dead_lettered:
             raise RecordError(

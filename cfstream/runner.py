@@ -282,8 +282,8 @@ class _SourceReader:
                             )
                         stats.checkpoints += 1
                     elif t is Tombstone:
-                        if it.source_type is None:
-                            it = Tombstone(it.source_id, st)
+                        if it.source_type is None or it.source_name != name:
+                            it = Tombstone(it.source_id, it.source_type or st, name)
                         stats.tombstones += 1
                     else:
                         raise PipelineError(
@@ -384,6 +384,10 @@ async def run_pipeline(
             for s in leaves:
                 state.acquire_source(s.name)
         await sink.open(ctx)
+        # before any cursor is read: the one-time rewrite of old record uuids may reset some
+        await sink.upgrade(
+            {s.name: s.source_type for s in leaves}, ctx, others=pipeline.dataset_sources
+        )
         cursors: dict[str, dict[str, Mapping[str, Any]]] = {}
         for s in leaves:
             cursors[s.name] = {} if (full_refresh or state is None) else state.cursors(s.name)

@@ -318,6 +318,11 @@ def run_ray(
     exists = sink._exists
     if state is None and local_path(sink.uri) is not None:
         state = StateStore.for_dataset(sink.uri)
+    if state is not None:  # the one-time rewrite of old record uuids, before cursors are read
+        named = {s.name: s.source_type for s in pipeline.leaf_sources}
+        if sink.migrate_identity(state, named, pipeline.dataset_sources).changed_dataset:
+            version, rows = sink._open_sync()
+            exists = sink._exists
     mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
     plan = WritePlan(
         uri=sink.uri,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from cfstream.context import SourceContext
-from cfstream.records import Item
+from cfstream.records import Item, record_uuid
 
 if TYPE_CHECKING:
     from cfstream.pipeline import Pipeline
@@ -48,7 +48,8 @@ class Source(ABC):
 
     Subclasses set ``source_type`` (stored in every record and part of its uuid) and implement
     :meth:`read`; partitioned sources also implement :meth:`partitions`. ``name`` identifies the
-    source's cursors in the sync state (defaults to ``source_type``).
+    source's cursors in the sync state and is part of its records' uuids (defaults to
+    ``source_type``; see :meth:`record_uuid`).
     """
 
     source_type: ClassVar[str] = "custom"
@@ -70,6 +71,12 @@ class Source(ABC):
         self.name = name or self.source_type
         if max_concurrency is not None:
             self.max_concurrency = max_concurrency
+
+    def record_uuid(self, source_id: str, source_type: str | None = None) -> str:
+        """The uuid of this source's record ``source_id`` (of ``source_type``, default the
+        source's own): what a relationship to it points at. See :func:`cfstream.records.record_uuid`.
+        """
+        return record_uuid(source_type or self.source_type, source_id, source_name=self.name)
 
     async def partitions(self, ctx: SourceContext) -> Sequence[str]:
         """The independent parts of this source, each with its own cursor. Default: one, ``""``."""
