@@ -197,6 +197,7 @@ class _OnePartition(Source):
     def __init__(self, inner: Source, partition: str, cursor: Mapping[str, Any] | None) -> None:
         self.source_type = inner.source_type  # type: ignore[misc]
         super().__init__(name=inner.name)
+        self.identity = inner.identity
         self.inner = inner
         self.partition = partition
         self.cursor = cursor
@@ -319,7 +320,7 @@ def run_ray(
     if state is None and local_path(sink.uri) is not None:
         state = StateStore.for_dataset(sink.uri)
     if state is not None:  # the one-time rewrite of old record uuids, before cursors are read
-        named = {s.name: s.source_type for s in pipeline.leaf_sources}
+        named = {s.name: s.source_type for s in pipeline.leaf_sources if s.identity is None}
         if sink.migrate_identity(state, named, pipeline.dataset_sources).changed_dataset:
             version, rows = sink._open_sync()
             exists = sink._exists

@@ -324,12 +324,14 @@ def project_source_id(project_id: str) -> str:
 class _Mapper:
     """Turns Linear nodes into Documents; raises ValueError/TypeError/KeyError on bad nodes."""
 
-    def __init__(self, source_type: str, source_name: str | None = None) -> None:
+    def __init__(self, source_type: str, source: Source | None = None) -> None:
         self.st = source_type
-        self.source_name = source_name
+        self.source = source
 
     def uuid(self, source_id: str) -> str:
-        return record_uuid(self.st, source_id, source_name=self.source_name)
+        if self.source is not None:
+            return self.source.record_uuid(source_id, self.st)
+        return record_uuid(self.st, source_id)
 
     def team(self, node: Mapping[str, Any]) -> Document:
         tid = _require_str(node, "id")
@@ -636,7 +638,7 @@ class LinearSource(Source):
             self.config: LinearConfig = LinearConfig(**options)
         except ValidationError as exc:
             raise _config_error(exc) from None
-        self._map = _Mapper(self.source_type, self.name)
+        self._map = _Mapper(self.source_type, self)
         self._teams: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:

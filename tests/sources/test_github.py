@@ -208,7 +208,7 @@ async def test_incremental_fetches_only_changes_and_equals_full_sync(
     assert set(rows) == expected_ids(fake)
 
     fresh = tmp_path / "fresh.lance"
-    await sync(source(api, name="fresh"), fresh, http)
+    await sync(source(api), fresh, http)
     assert hashes(ds) == hashes(fresh)
 
     api.clear()
@@ -260,7 +260,6 @@ async def test_filters_state_labels_and_file_globs(
     await sync(
         source(
             api,
-            name="fresh",
             content=["files", "issues"],
             state="open",
             labels=["bug"],
@@ -280,7 +279,7 @@ async def test_rate_limit_and_server_error_mid_sync(
     fake = FakeGitHub()
     fake.mount(api)
     clean = tmp_path / "clean.lance"
-    await sync(source(api, name="clean"), clean, http)
+    await sync(source(api), clean, http)
 
     repo_id = fake.repo().id
     # GitHub's signals: a secondary limit (429 + retry-after), a primary limit (403, remaining 0)
@@ -421,7 +420,7 @@ async def test_done_when_250_issues_then_5_changed_2_deleted_10_updated(
     assert second.sink.deleted == 2
 
     fresh = tmp_path / "fresh.lance"
-    await sync(source(api, name="fresh", **opts), fresh, http)
+    await sync(source(api, **opts), fresh, http)
     assert hashes(ds) == hashes(fresh)
     assert len(hashes(ds)) == len(expected_ids(fake))
 
