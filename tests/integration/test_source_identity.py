@@ -327,3 +327,31 @@ async def test_a_new_dataset_marks_its_sources_and_default_names_keep_old_uuids(
     }
     state = StateStore.for_dataset(str(ds))
     assert state.source_info("notes")["identity"] == state.source_info("other")["identity"] == 2
+
+
+async def test_a_default_named_source_next_to_a_named_one_reads_again_once(
+    tmp_path: Path,
+) -> None:
+    """``files`` (named after its type: old uuids, still right) and ``beta`` wrote old rows into
+    one dataset: which old row is whose cannot be told, so both read everything again."""
+    a = _write(tmp_path / "A", {"README.md": "# A\n"})
+    b = _write(tmp_path / "B", {"README.md": "# B\n", "b.md": "# only B\n"})
+    ds = tmp_path / "kb.lance"
+    await _legacy_dataset(ds, {"beta": b})
+    await (FilesSource(a) | LanceSink(str(ds))).run()  # "files": writes over B's README
+    StateStore.for_dataset(str(ds)).update(lambda data: data["sources"]["files"].pop("identity"))
+
+    def pipeline() -> Any:
+        return cf.merge(FilesSource(a), FilesSource(b, name="beta")) | LanceSink(str(ds))
+
+    report = await pipeline().run()
+    assert report.fetched == 5
+    rows = {r["uuid"]: r["text_content"] for r in _rows(ds) if r["text_content"]}
+    assert rows == {
+        record_uuid("files", "README.md"): "# A\n",
+        record_uuid("files", "README.md", source_name="beta"): "# B\n",
+        record_uuid("files", "b.md", source_name="beta"): "# only B\n",
+    }
+    assert len(_rows(ds)) == 5
+    again = await pipeline().run()
+    assert again.fetched == 0 and len(_rows(ds)) == 5
