@@ -41,9 +41,7 @@ from cfstream.config import (
     Config,
     SourceSpec,
     build_pipeline,
-    build_sink,
     build_source,
-    build_stages,
     is_secret_annotation,
     load_config,
     parse_duration,
@@ -896,7 +894,7 @@ async def _watch_source(
         active.add(control)
         ok = False
         try:
-            pipeline = Pipeline([build_source(spec)], build_stages(config), build_sink(config))
+            pipeline = build_pipeline(config, [spec.name])
             if _dataset_exists(config.dataset):
                 report = await _run_one(pipeline, control, None, full_refresh=False, dry_run=False)
             else:

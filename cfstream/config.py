@@ -71,6 +71,7 @@ __all__ = (
     "build_sink",
     "build_source",
     "build_stages",
+    "dataset_sources",
     "expand_env",
     "is_secret_annotation",
     "load_config",
@@ -855,12 +856,17 @@ def build_sink(config: Config, dataset: str | None = None) -> LanceSink:
 def build_pipeline(config: Config, only: Iterable[str] | None = None) -> Pipeline:
     """One pipeline reading the selected sources concurrently into the dataset."""
     sources = [build_source(s) for s in select_sources(config, only)]
-    return Pipeline(sources, build_stages(config), build_sink(config))
+    pipeline = Pipeline(sources, build_stages(config), build_sink(config))
+    pipeline.dataset_sources = dataset_sources(config)
+    return pipeline
 
 
 def build_pipelines(config: Config, only: Iterable[str] | None = None) -> dict[str, Pipeline]:
     """One pipeline per selected source (for ``cfstream watch``), keyed by source name."""
-    return {
-        s.name: Pipeline([build_source(s)], build_stages(config), build_sink(config))
-        for s in select_sources(config, only)
-    }
+    return {s.name: build_pipeline(config, [s.name]) for s in select_sources(config, only)}
+
+
+def dataset_sources(config: Config) -> dict[str, str]:
+    """Every source of the config, enabled or not, as name -> source type (see
+    :attr:`~cfstream.pipeline.Pipeline.dataset_sources`)."""
+    return {name: spec.source_type for name, spec in config.sources.items()}

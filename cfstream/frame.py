@@ -14,7 +14,9 @@
 What differs from ContextFrame (``contextframe 0.1.1``):
 
 - A record's ``uuid`` is derived from ``(source_type, source_id)`` (:func:`~cfstream.records.record_uuid`),
-  so importing the same document twice updates one row instead of adding a second. A record made
+  so importing the same document twice updates one row instead of adding a second. A record read
+  from a row (or made from a Document) of a named cfstream source keeps that row's uuid, which
+  also holds the source's name, while its ``source_type`` and ``source_id`` stay unchanged. A record made
   without ``source_id`` gets its ``source_url`` as source id, or a random one (like ContextFrame's
   random uuid); one made without ``source_type`` gets ``"manual"``.
 - Writes are coroutines (``await dataset.add_many(...)``): they run through cfstream's runner and
@@ -156,6 +158,14 @@ class FrameRecord:
             )
         md["uuid"] = derived
         self._uuid = derived
+        self._kept: tuple[str, str] | None = None
+
+    def _keep_uuid(self, uuid: str) -> None:
+        """Use ``uuid`` (a named source's row) while source_type and source_id stay as they are."""
+        md = self.metadata
+        if uuid and uuid != self._uuid:
+            md["uuid"] = self._uuid = uuid
+            self._kept = (str(md.get("source_type") or ""), str(md.get("source_id") or ""))
 
     # -- construction -----------------------------------------------------------------------
 
@@ -210,13 +220,16 @@ class FrameRecord:
                 md[key] = list(value) if isinstance(value, list) else _iso(value)
         md["custom_metadata"] = dict(doc.custom_metadata or {})
         md["relationships"] = [_rel_to_dict(r) for r in doc.relationships or ()]
-        return cls(
+        record = cls(
             doc.text_content,
             md,
             vector=doc.vector,
             raw_data=doc.raw_data,
             raw_data_type=doc.raw_data_type,
         )
+        if doc.source_name is not None and doc.source_type:
+            record._keep_uuid(doc.uuid)
+        return record
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> FrameRecord:
@@ -237,16 +250,19 @@ class FrameRecord:
         md["relationships"] = [
             {k: v for k, v in r.items() if v is not None} for r in row.get("relationships") or []
         ]
-        md["uuid"] = row.get("uuid")
+        stored = row.get("uuid")
         raw = row.get("raw_data")
         raw_type = row.get("raw_data_type")
-        return cls(
+        record = cls(
             row.get("text_content"),
             md,
             vector=None,
             raw_data=raw if raw is not None and raw_type is not None else None,
             raw_data_type=raw_type if raw is not None and raw_type is not None else None,
         )
+        if stored:
+            record._keep_uuid(str(stored))  # a named source's row keeps its uuid
+        return record
 
     # -- ContextFrame's accessors -------------------------------------------------------------
 
@@ -254,7 +270,10 @@ class FrameRecord:
     def uuid(self) -> str:
         """The row's uuid: ``record_uuid(source_type, source_id)``."""
         md = self.metadata
-        derived = record_uuid(str(md.get("source_type") or ""), str(md.get("source_id") or ""))
+        key = (str(md.get("source_type") or ""), str(md.get("source_id") or ""))
+        if self._kept == key and md.get("uuid") == self._uuid:
+            return self._uuid  # a named source's row, source_type and source_id unchanged
+        derived = record_uuid(*key)
         if md.get("uuid") == self._uuid:  # not edited by hand: follow source_type/source_id
             md["uuid"] = self._uuid = derived
         return derived
@@ -579,6 +598,7 @@ class FrameDataset:
                 yield out
 
         source = FunctionSource(read, (), {}, source_type=MANUAL_SOURCE_TYPE, name="frame_dataset")
+        source.identity = ""  # records are (source_type, source_id) alone
         report = await run_pipeline(Pipeline([source], [], self._sink(batch_rows=batch_size)))
         if report.dead_lettered:
             raise RecordError(

@@ -34,6 +34,10 @@ class Pipeline:
         self.stages = list(stages)
         self.sink = sink
         self.partition_concurrency: int | None = None
+        #: every source known to write into the sink's dataset, name -> source type, whether
+        #: this pipeline reads it or not (``build_pipeline`` sets the config's sources); the
+        #: one-time rewrite of old record uuids uses it to tell whose old rows are whose
+        self.dataset_sources: dict[str, str] = {}
         for s in self.sources:
             if isinstance(s, MergedSource) and s.concurrency:
                 self.partition_concurrency = s.concurrency
@@ -60,6 +64,7 @@ class Pipeline:
                 "an async generator function over items"
             )
         p.partition_concurrency = self.partition_concurrency
+        p.dataset_sources = self.dataset_sources
         return p
 
     async def run(self, **options: Any) -> RunReport:

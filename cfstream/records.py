@@ -9,8 +9,8 @@ Sources yield three kinds of item:
 
 The stored row is ContextFrame's FrameRecord (``contextframe 0.1.1``) with the same column names and
 types, plus cfstream's own columns ``source_id``, ``content_hash``, ``source_updated_at`` and
-``ingested_at``. :func:`record_uuid` derives a row's ``uuid`` from ``(source_type, source_id)`` so
-re-imports hit the same row.
+``ingested_at``. :func:`record_uuid` derives a row's ``uuid`` from its identity, ``(source name,
+source_type, source_id)``, so re-imports hit the same row and two sources never share one.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ __all__ = (
     "uuid_digest",
     "uuid_digests",
     "uuid_keys",
+    "uuid_prefix",
     "without_surrogates",
 )
 
-#: The fixed namespace of every cfstream uuid: ``uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}")``.
+#: The fixed namespace of every cfstream uuid (see :func:`record_uuid`).
 CFSTREAM_NAMESPACE: Final = _uuid.UUID("6f0c7a52-3b1e-5c1f-9a57-63f5a0c2d1e4")
 _NS_BYTES: Final = CFSTREAM_NAMESPACE.bytes
 
@@ -94,51 +95,89 @@ def escape_surrogates(text: str) -> str:
     return _SURROGATE.sub(_escape_surrogate, text)
 
 
-def _id_bytes(source_type: str, source_id: str) -> bytes:
-    text = f"{source_type}:{source_id}"
+def _quote_name(name: str) -> str:
+    """``name`` with ``%``, ``/`` and ``:`` percent-encoded (names made of other characters,
+    the usual kind, are unchanged): the first ``/`` of a uuid's input then ends the name."""
+    if "%" in name or "/" in name or ":" in name:
+        return name.replace("%", "%25").replace("/", "%2F").replace(":", "%3A")
+    return name
+
+
+def uuid_prefix(source_type: str, source_name: str | None = None) -> str:
+    """The text before ``source_id`` in a record's uuid input (see :func:`record_uuid`)."""
+    if source_name is None or source_name == source_type:
+        return f"{source_type}:"
+    return f"{_quote_name(source_name)}/{source_type}:"
+
+
+def _id_bytes(prefix: str, source_id: str) -> bytes:
+    text = f"{prefix}{source_id}"
     try:
         return text.encode()
     except UnicodeEncodeError:  # lone surrogates: derive it from the stored (escaped) form
         return escape_surrogates(text).encode()
 
 
-def record_uuid(source_type: str, source_id: str) -> str:
-    """Return the deterministic, lowercase uuid5 of ``"{source_type}:{source_id}"``.
+def record_uuid(source_type: str, source_id: str, *, source_name: str | None = None) -> str:
+    """Return the deterministic, lowercase uuid of a record: its identity is ``(source_name,
+    source_type, source_id)``.
 
-    Same result as ``str(uuid.uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}"))``, computed
-    without building a UUID object (it runs once per record): the SHA-1 digest with the version
-    nibble set to 5 and the variant bits to ``10``. An id holding lone surrogates (a file name that
-    is not valid UTF-8) is taken in its stored form, :func:`escape_surrogates`.
+    ``uuid5(CFSTREAM_NAMESPACE, f"{source_type}:{source_id}")`` when ``source_name`` is None or
+    equals ``source_type`` (a source left with its default name: the uuids of cfstream before
+    source names counted), else ``uuid5(CFSTREAM_NAMESPACE,
+    f"{source_name}/{source_type}:{source_id}")``, with ``%``, ``/`` and ``:`` in the name
+    percent-encoded. Two sources of one pipeline have different names, so they never share a
+    record. Computed without building a UUID object (it runs once per record): the SHA-1 digest
+    with the version nibble set to 5 and the variant bits to ``10``. An id holding lone surrogates
+    (a file name that is not valid UTF-8) is taken in its stored form, :func:`escape_surrogates`.
     """
-    h = hashlib.sha1(_NS_BYTES + _id_bytes(source_type, source_id)).hexdigest()
+    h = hashlib.sha1(
+        _NS_BYTES + _id_bytes(uuid_prefix(source_type, source_name), source_id)
+    ).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
-def uuid_digest(source_type: str, source_id: str) -> bytes:
+def uuid_digest(source_type: str, source_id: str, *, source_name: str | None = None) -> bytes:
     """The SHA-1 digest behind :func:`record_uuid` (20 bytes; the uuid is its first 16, with the
     version and variant bits set). Cheaper than the uuid string: batches format them at once with
     :func:`uuid_array`."""
-    return hashlib.sha1(_NS_BYTES + _id_bytes(source_type, source_id)).digest()
+    return hashlib.sha1(
+        _NS_BYTES + _id_bytes(uuid_prefix(source_type, source_name), source_id)
+    ).digest()
 
 
 _SOURCE_TYPE = attrgetter("source_type")
+_SOURCE_NAME = attrgetter("source_name")
 _SOURCE_ID = attrgetter("source_id")
 
 
 def uuid_digests(docs: Sequence[Document]) -> list[bytes]:
-    """:func:`uuid_digest` of every document (a missing ``source_type`` counts as ``""``),
-    hashing a shared prefix when the documents share one ``source_type`` (the usual batch)."""
+    """:func:`uuid_digest` of every document with its ``source_type`` (missing counts as ``""``)
+    and ``source_name``, hashing one shared prefix per (type, name) group: a batch usually holds
+    one or a few sources."""
     if not docs:
         return []
     types = list(map(_SOURCE_TYPE, docs))
-    if types.count(types[0]) == len(types):
-        prefix = _NS_BYTES + f"{types[0] or ''}:".encode()
-        sha1 = hashlib.sha1
-        try:
+    names = list(map(_SOURCE_NAME, docs))
+    sha1 = hashlib.sha1
+    try:
+        if types.count(types[0]) == len(types) and names.count(names[0]) == len(names):
+            prefix = _NS_BYTES + uuid_prefix(types[0] or "", names[0]).encode()
             return [sha1(prefix + sid.encode()).digest() for sid in map(_SOURCE_ID, docs)]
-        except (AttributeError, UnicodeEncodeError):  # not a str, or lone surrogates
-            pass
-    return [uuid_digest(st or "", d.source_id) for st, d in zip(types, docs, strict=True)]
+        prefixes: dict[tuple[str | None, str | None], bytes] = {}
+        out: list[bytes] = []
+        for st, name, sid in zip(types, names, map(_SOURCE_ID, docs), strict=True):
+            head = prefixes.get((st, name))
+            if head is None:
+                head = prefixes[st, name] = _NS_BYTES + uuid_prefix(st or "", name).encode()
+            out.append(sha1(head + sid.encode()).digest())
+        return out
+    except (AttributeError, UnicodeEncodeError):  # not a str, or lone surrogates: one by one
+        pass
+    return [
+        uuid_digest(st or "", d.source_id, source_name=name)
+        for st, name, d in zip(types, names, docs, strict=True)
+    ]
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -180,8 +219,9 @@ def uuid_keys(digests: Sequence[bytes]) -> pa.Array:
 class Relationship:
     """A link from one record to another, ContextFrame style.
 
-    ``type`` is one of :data:`RELATIONSHIP_TYPES`; ``id`` is the other record's uuid (use
-    :func:`record_uuid`), or give ``uri``/``path``/``cid`` when the target is not a record.
+    ``type`` is one of :data:`RELATIONSHIP_TYPES`; ``id`` is the other record's uuid (a source
+    uses its own ``Source.record_uuid``), or give ``uri``/``path``/``cid`` when the target is not a
+    record.
     """
 
     type: str
@@ -232,13 +272,13 @@ class Document:
     raw_data_type: str | None = None
     vector: Sequence[float] | None = None
     content_hash: str | None = field(default=None, compare=False)
-    #: the name of the source that yielded it (set by the runner; not stored)
+    #: the name of the source that yielded it (set by the runner; part of the uuid, not stored)
     source_name: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def uuid(self) -> str:
-        """The row's deterministic uuid (needs ``source_type``)."""
-        return record_uuid(self.source_type or "", self.source_id)
+        """The row's deterministic uuid (needs ``source_type``; see :func:`record_uuid`)."""
+        return record_uuid(self.source_type or "", self.source_id, source_name=self.source_name)
 
     def compute_hash(self) -> str:
         """Return (and cache) a hash of everything stored except ``ingested_at``."""
@@ -313,11 +353,13 @@ class Tombstone:
 
     source_id: str
     source_type: str | None = None
+    #: the name of the source that yielded it (set by the runner; part of the uuid)
+    source_name: str | None = None
 
     @property
     def uuid(self) -> str:
         """The uuid of the row to delete."""
-        return record_uuid(self.source_type or "", self.source_id)
+        return record_uuid(self.source_type or "", self.source_id, source_name=self.source_name)
 
 
 Item: TypeAlias = Document | Checkpoint | Tombstone

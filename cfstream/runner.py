@@ -278,6 +278,7 @@ class _SourceReader:
     async def _pump(self, partition: str, send: ObjectSendStream[list[Item]]) -> None:
         src = self.source
         name = src.name
+        ident = src.record_name  # the name in the records' uuids (usually ``name``)
         st = src.source_type
         stats = self.sctx.stats
         stop = self.run.stop
@@ -293,7 +294,7 @@ class _SourceReader:
                     for it in items:
                         if it.source_type is None:
                             it.source_type = st
-                        it.source_name = name
+                        it.source_name = ident
                     stats.fetched += len(items)
                     if not chunk:
                         chunk_started = time.monotonic()
@@ -304,7 +305,7 @@ class _SourceReader:
                     if t is Document:
                         if it.source_type is None:
                             it.source_type = st
-                        it.source_name = name
+                        it.source_name = ident
                         stats.fetched += 1
                     elif t is Checkpoint:
                         if it.source is None or it.partition is None:
@@ -315,8 +316,8 @@ class _SourceReader:
                             )
                         stats.checkpoints += 1
                     elif t is Tombstone:
-                        if it.source_type is None:
-                            it = Tombstone(it.source_id, st)
+                        if it.source_type is None or it.source_name != ident:
+                            it = Tombstone(it.source_id, it.source_type or st, ident)
                         stats.tombstones += 1
                     else:
                         raise PipelineError(
@@ -417,6 +418,12 @@ async def run_pipeline(
             for s in leaves:
                 state.acquire_source(s.name)
         await sink.open(ctx)
+        # before any cursor is read: the one-time rewrite of old record uuids may reset some
+        await sink.upgrade(
+            {s.name: s.source_type for s in leaves if s.identity is None},
+            ctx,
+            others=pipeline.dataset_sources,
+        )
         cursors: dict[str, dict[str, Mapping[str, Any]]] = {}
         for s in leaves:
             cursors[s.name] = {} if (full_refresh or state is None) else state.cursors(s.name)

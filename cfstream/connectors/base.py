@@ -481,7 +481,9 @@ class SourceConnector(BaseConnector):
         opts.pop("modified_only", None)
         self._check_options(opts)
         kwargs = {**self.passthrough(), **self.source_options(opts, since)}
-        return self.source_class(name=self.selection_name(opts), **kwargs)
+        source = self.source_class(name=self.selection_name(opts), **kwargs)
+        source.identity = source.source_type  # the name keys cursors: records stay the type's
+        return source
 
     def selection_name(self, options: Mapping[str, Any]) -> str:
         """The Source's name for a selection of options: its cursors are kept under it."""

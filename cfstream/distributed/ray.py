@@ -217,6 +217,7 @@ class _OnePartition(Source):
     def __init__(self, inner: Source, partition: str, cursor: Mapping[str, Any] | None) -> None:
         self.source_type = inner.source_type  # type: ignore[misc]
         super().__init__(name=inner.name)
+        self.identity = inner.identity
         self.inner = inner
         self.partition = partition
         self.cursor = cursor
@@ -380,6 +381,11 @@ def run_ray(
     exists = sink._exists
     if state is None and local_path(sink.uri) is not None:
         state = StateStore.for_dataset(sink.uri)
+    if state is not None:  # the one-time rewrite of old record uuids, before cursors are read
+        named = {s.name: s.source_type for s in pipeline.leaf_sources if s.identity is None}
+        if sink.migrate_identity(state, named, pipeline.dataset_sources).changed_dataset:
+            version, rows = sink._open_sync()
+            exists = sink._exists
     mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
     if dead_letter_path is None and local_path(sink.uri) is not None:
         dead_letter_path = state_dir_for(sink.uri) / "dead-letters.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 from anyio.abc import ObjectReceiveStream
 
@@ -21,6 +22,18 @@ class Sink(ABC):
 
     async def open(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """Check the destination before anything is fetched; raise a clear error if unusable."""
+
+    async def upgrade(  # noqa: B027 - optional hook
+        self,
+        sources: Mapping[str, str],
+        ctx: RunContext,
+        *,
+        others: Mapping[str, str] | None = None,
+    ) -> None:
+        """Called once per run, after :meth:`open` and before any source is read: bring what the
+        destination holds for ``sources`` (name -> source type) up to this version, e.g. the
+        one-time rewrite of record uuids. ``others`` are the other sources known to write into
+        it. Default: nothing."""
 
     @abstractmethod
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:

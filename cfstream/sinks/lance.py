@@ -44,11 +44,11 @@ import errno
 import fcntl
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import lance
@@ -77,8 +77,11 @@ from cfstream.records import (
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.state import local_path
+from cfstream.state import StateStore, local_path
 from cfstream.transforms.validate import check_document
+
+if TYPE_CHECKING:
+    from cfstream.sinks.identity import IdentityMigration
 
 __all__ = ("LanceSink", "UuidKeySet", "heal_duplicates")
 
@@ -173,9 +176,9 @@ class _Batch:
 
     def add_tombstone(self, ts: Tombstone) -> None:
         """Record a deletion, in arrival order (after the documents buffered so far)."""
-        st = ts.source_type or ""
-        self.tombstones.append((len(self.docs), uuid_digest(st, ts.source_id)))
-        self.deletes.append(record_uuid(st, ts.source_id))
+        st, name = ts.source_type or "", ts.source_name
+        self.tombstones.append((len(self.docs), uuid_digest(st, ts.source_id, source_name=name)))
+        self.deletes.append(record_uuid(st, ts.source_id, source_name=name))
 
     def key_array(self) -> pa.Array:
         """The batch's uuid keys (computed from ``uuids`` when not set)."""
@@ -457,6 +460,38 @@ class LanceSink(Sink):
         ctx.report.sink.dataset_version = version
         ctx.report.sink.dataset_rows = rows
 
+    async def upgrade(
+        self,
+        sources: Mapping[str, str],
+        ctx: RunContext,
+        *,
+        others: Mapping[str, str] | None = None,
+    ) -> None:
+        """Rewrite, once, the rows ``sources`` stored before source names were part of record
+        uuids (:func:`~cfstream.sinks.identity.migrate_identity`); needs the sync state."""
+        state = ctx.state
+        if ctx.dry_run or state is None:
+            return
+        done = await anyio.to_thread.run_sync(lambda: self.migrate_identity(state, sources, others))
+        if done.changed_dataset:
+            ctx.report.sink.dataset_version = self._handle().version
+            ctx.report.sink.dataset_rows = self._rows
+
+    def migrate_identity(
+        self,
+        state: StateStore,
+        sources: Mapping[str, str],
+        others: Mapping[str, str] | None = None,
+    ) -> IdentityMigration:
+        """The synchronous body of :meth:`upgrade` (the Ray driver calls it); reopens the
+        dataset when it changed it."""
+        from cfstream.sinks.identity import migrate_identity
+
+        done = migrate_identity(self._open_dataset, state, sources, others, schema=self.schema)
+        if done.changed_dataset:
+            self._open_sync()
+        return done
+
     # ------------------------------------------------------------------------------------------
     # the sink task
     # ------------------------------------------------------------------------------------------
@@ -607,7 +642,9 @@ class LanceSink(Sink):
             digests = []
             for d in docs:
                 try:
-                    digests.append(uuid_digest(d.source_type or "", d.source_id))
+                    digests.append(
+                        uuid_digest(d.source_type or "", d.source_id, source_name=d.source_name)
+                    )
                 except Exception as exc:  # dead-lettered with its error
                     batch.rejected.append((d, exc))
                     continue

@@ -58,7 +58,7 @@ from pydantic import ValidationError
 
 from cfstream.context import SourceContext
 from cfstream.errors import ConfigError, SourceError
-from cfstream.records import Checkpoint, Document, Tombstone, record_uuid
+from cfstream.records import Checkpoint, Document, Tombstone
 from cfstream.secrets import redact
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
 
@@ -405,7 +405,7 @@ class FileTreeSource(Source):
         if self.folder_headers:
             doc.relate(
                 "member_of",
-                record_uuid(self.source_type, header_id(folder)),
+                self.record_uuid(header_id(folder)),
                 title=folder or self.collection_name(""),
             )
 

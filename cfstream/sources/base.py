@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cfstream.context import SourceContext
 from cfstream.errors import HTTPError, ResponseFormatError
-from cfstream.records import Item
+from cfstream.records import Item, record_uuid
 from cfstream.secrets import get_logger
 
 if TYPE_CHECKING:
@@ -70,8 +70,15 @@ class Source(ABC):
 
     Subclasses set ``source_type`` (stored in every record and part of its uuid) and implement
     :meth:`read`; partitioned sources also implement :meth:`partitions`. ``name`` identifies the
-    source's cursors in the sync state (defaults to ``source_type``).
+    source's cursors in the sync state and is part of its records' uuids (defaults to
+    ``source_type``; see :meth:`record_uuid`).
     """
+
+    #: the name in this source's record identity when it is not :attr:`name` (None: its name;
+    #: ``""``: no name, records are ``(source_type, source_id)`` alone). Set it when the name only
+    #: keys cursors: the ContextFrame connectors name a source after each selection of options,
+    #: yet every selection reads the same records.
+    identity: str | None = None
 
     source_type: ClassVar[str] = "custom"
     #: how many partitions of this source are read at the same time
@@ -103,6 +110,18 @@ class Source(ABC):
         if self.config_key is not None:
             return f"{self.config_key}.{key}"
         return f"{type(self).__name__}({key}=...)"
+
+    @property
+    def record_name(self) -> str | None:
+        """The source name in its records' identity (and their ``source_name``):
+        :attr:`identity` if set (``""`` gives None), else :attr:`name`."""
+        return self.name if self.identity is None else (self.identity or None)
+
+    def record_uuid(self, source_id: str, source_type: str | None = None) -> str:
+        """The uuid of this source's record ``source_id`` (of ``source_type``, default the
+        source's own): what a relationship to it points at. See :func:`cfstream.records.record_uuid`.
+        """
+        return record_uuid(source_type or self.source_type, source_id, source_name=self.record_name)
 
     async def partitions(self, ctx: SourceContext) -> Sequence[str]:
         """The independent parts of this source, each with its own cursor. Default: one, ``""``."""

@@ -41,7 +41,7 @@ from cfstream.errors import (
     SourceError,
 )
 from cfstream.http import BearerAuth, DiscordPolicy, RateLimit, Service, SnowflakePaginator
-from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
+from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput, require_list
 
@@ -373,7 +373,7 @@ class DiscordSource(Source):
             rels.append(
                 Relationship(
                     "member_of",
-                    id=record_uuid(SOURCE_TYPE, f"channel:{parent_id}"),
+                    id=self.record_uuid(f"channel:{parent_id}"),
                     title=parent_name,
                 )
             )
@@ -410,7 +410,7 @@ class DiscordSource(Source):
         tid = str(thread["id"])
         parent = self._run_state().channels.get(str(thread.get("parent_id")), {})
         where = tid if parent.get("type") in _FORUM_TYPES else str(thread.get("parent_id"))
-        return record_uuid(SOURCE_TYPE, f"{where}:{tid}")
+        return self.record_uuid(f"{where}:{tid}")
 
     def _render(self, m: Mapping[str, Any]) -> str:
         users = {
@@ -490,25 +490,19 @@ class DiscordSource(Source):
                 f"{(r.get('emoji') or {}).get('name')}:{r.get('count')}" for r in reactions
             )
         tags = ["discord"]
-        rels = [
-            Relationship(
-                "member_of", id=record_uuid(SOURCE_TYPE, f"{kind}:{cid}"), title=collection
-            )
-        ]
+        rels = [Relationship("member_of", id=self.record_uuid(f"{kind}:{cid}"), title=collection)]
         if kind == "thread":
             meta["discord_thread_id"] = cid
             tags.append("thread")
             starter = self._starter_uuid(info)
-            if starter != record_uuid(SOURCE_TYPE, f"{cid}:{mid}"):
+            if starter != self.record_uuid(f"{cid}:{mid}"):
                 rels.append(Relationship("parent", id=starter))
         ref = m.get("message_reference")
         if isinstance(ref, Mapping) and ref.get("message_id") and ref.get("type", 0) == 0:
             ref_channel = str(ref.get("channel_id") or cid)
             meta["discord_reference_message_id"] = str(ref["message_id"])
             rels.append(
-                Relationship(
-                    "reference", id=record_uuid(SOURCE_TYPE, f"{ref_channel}:{ref['message_id']}")
-                )
+                Relationship("reference", id=self.record_uuid(f"{ref_channel}:{ref['message_id']}"))
             )
             if m.get("type") == 19:
                 tags.append("reply")
@@ -517,7 +511,7 @@ class DiscordSource(Source):
             rels.append(
                 Relationship(
                     "related",
-                    id=record_uuid(SOURCE_TYPE, f"thread:{thread['id']}"),
+                    id=self.record_uuid(f"thread:{thread['id']}"),
                     title=str(thread.get("name") or ""),
                 )
             )

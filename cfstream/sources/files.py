@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cfstream.records import Document, record_uuid
+from cfstream.records import Document
 from cfstream.sources._files import (
     DEFAULT_MAX_FILE_BYTES,
     FileEntry,
@@ -120,7 +120,7 @@ class FilesSource(FileTreeSource):
             parent = folder_of(folder)
             doc.relate(
                 "parent",
-                record_uuid(self.source_type, header_id(parent)),
+                self.record_uuid(header_id(parent)),
                 title=self.collection_name(parent),
             )
         return doc

@@ -43,7 +43,7 @@ from cfstream.http import (
     RateLimit,
     Service,
 )
-from cfstream.records import Checkpoint, Document, Item, Tombstone, record_uuid
+from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources._files import matches_any, validate_options
 from cfstream.sources.base import (
@@ -405,7 +405,7 @@ class GitHubSource(Source):
         return f"{repo.full}:{kind}:{key}"
 
     def _uuid(self, source_id: str) -> str:
-        return record_uuid(self.source_type, source_id)
+        return self.record_uuid(source_id)
 
     def _member(self, doc: Document, repo: _Repo) -> None:
         header = self._uuid(repo.full)

@@ -58,7 +58,7 @@ from cfstream.errors import (
 )
 from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, Service
 from cfstream.http.policies import Problem, RawResponse
-from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp, record_uuid
+from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp
 from cfstream.sources._files import validate_options
 from cfstream.sources._google_auth import (
     DRIVE_READONLY_SCOPE,
@@ -1031,13 +1031,13 @@ class _PartitionReader:
             doc.collection_id = parent
             doc.collection_id_type = "google_drive_folder"
         if parent:
-            target = record_uuid(self.st, parent)
+            target = self.source.record_uuid(parent)
             doc.relate("parent", target)
             doc.relate("member_of", target)
         shortcut = f.get("shortcutDetails")
         if isinstance(shortcut, Mapping) and isinstance(shortcut.get("targetId"), str):
             meta["google_drive_shortcut_target"] = shortcut["targetId"]
-            doc.relate("reference", record_uuid(self.st, shortcut["targetId"]))
+            doc.relate("reference", self.source.record_uuid(shortcut["targetId"]))
         return doc
 
 

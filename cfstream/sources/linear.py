@@ -324,10 +324,13 @@ def project_source_id(project_id: str) -> str:
 class _Mapper:
     """Turns Linear nodes into Documents; raises ValueError/TypeError/KeyError on bad nodes."""
 
-    def __init__(self, source_type: str) -> None:
+    def __init__(self, source_type: str, source: Source | None = None) -> None:
         self.st = source_type
+        self.source = source
 
     def uuid(self, source_id: str) -> str:
+        if self.source is not None:
+            return self.source.record_uuid(source_id, self.st)
         return record_uuid(self.st, source_id)
 
     def team(self, node: Mapping[str, Any]) -> Document:
@@ -635,7 +638,7 @@ class LinearSource(Source):
             self.config: LinearConfig = LinearConfig(**options)
         except ValidationError as exc:
             raise _config_error(exc) from None
-        self._map = _Mapper(self.source_type)
+        self._map = _Mapper(self.source_type, self)
         self._teams: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:

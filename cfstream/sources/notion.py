@@ -38,7 +38,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from cfstream.context import SourceContext
 from cfstream.errors import ConfigError, HTTPError, NotFoundError
 from cfstream.http import BearerAuth, BodyCursorPaginator, NotionPolicy, RateLimit, Service
-from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
+from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources._notion_markdown import (
     CHILDREN,
@@ -664,21 +664,19 @@ class _Walk:
         rels: list[Relationship] = []
         if parent_type == "database_id":
             rels.append(
-                Relationship("member_of", record_uuid(_SOURCE_TYPE, parent_id), title="database")
+                Relationship("member_of", self.src.record_uuid(parent_id), title="database")
             )
         elif parent_type == "page_id":
-            rels.append(Relationship("parent", record_uuid(_SOURCE_TYPE, parent_id)))
+            rels.append(Relationship("parent", self.src.record_uuid(parent_id)))
         if container.header_source_id and container.kind == "workspace":
-            rels.append(
-                Relationship("member_of", record_uuid(_SOURCE_TYPE, container.header_source_id))
-            )
+            rels.append(Relationship("member_of", self.src.record_uuid(container.header_source_id)))
         for _kind, cid, title in children:
-            rels.append(Relationship("child", record_uuid(_SOURCE_TYPE, cid), title=title or None))
+            rels.append(Relationship("child", self.src.record_uuid(cid), title=title or None))
         seen_refs: set[str] = set()
         for ref in refs:
             if ref != page_id and ref not in seen_refs:
                 seen_refs.add(ref)
-                rels.append(Relationship("reference", record_uuid(_SOURCE_TYPE, ref)))
+                rels.append(Relationship("reference", self.src.record_uuid(ref)))
         collection, collection_id, collection_kind = self.collection_of(page, container)
         doc = Document(
             source_id=page_id,
@@ -735,11 +733,9 @@ class _Walk:
         parent = parent or {}
         rels: list[Relationship] = []
         if parent.get("type") == "page_id":
-            rels.append(Relationship("parent", record_uuid(_SOURCE_TYPE, str(parent["page_id"]))))
+            rels.append(Relationship("parent", self.src.record_uuid(str(parent["page_id"]))))
         if container is not None and container.kind == "workspace" and container.header_source_id:
-            rels.append(
-                Relationship("member_of", record_uuid(_SOURCE_TYPE, container.header_source_id))
-            )
+            rels.append(Relationship("member_of", self.src.record_uuid(container.header_source_id)))
         edited = _parse_time(db.get("last_edited_time"), "last_edited_time")
         created = _parse_time(db.get("created_time"), "created_time")
         return Document(

@@ -39,7 +39,7 @@ import yaml
 from pydantic import Field
 
 from cfstream import _yaml as safe_yaml
-from cfstream.records import Document, Relationship, parse_timestamp, record_uuid
+from cfstream.records import Document, Relationship, parse_timestamp
 from cfstream.sources._files import (
     DEFAULT_MAX_FILE_BYTES,
     FileEntry,
@@ -367,7 +367,7 @@ class ObsidianSource(FileTreeSource):
             parent = folder_of(folder)
             doc.relate(
                 "parent",
-                record_uuid(self.source_type, header_id(parent)),
+                self.record_uuid(header_id(parent)),
                 title=self.collection_name(parent),
             )
         return doc
@@ -481,7 +481,7 @@ class ObsidianSource(FileTreeSource):
                 rels.append(
                     Relationship(
                         "reference",
-                        id=record_uuid(self.source_type, target),
+                        id=self.record_uuid(target),
                         path=target,
                         title=label,
                         description=description,

@@ -38,7 +38,7 @@ from pydantic import Field, ValidationError, model_validator
 from cfstream.context import SourceContext
 from cfstream.errors import AuthError, ConfigError, NotFoundError, SourceError
 from cfstream.http import BearerAuth, BodyCursorPaginator, RateLimit, Service, SlackPolicy
-from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
+from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
 
@@ -550,15 +550,15 @@ class SlackSource(Source):
             meta["slack_reactions"] = ",".join(
                 f"{r.get('name')}:{r.get('count')}" for r in reactions
             )
-        header_uuid = record_uuid(SOURCE_TYPE, f"channel:{cid}")
+        header_uuid = self.record_uuid(f"channel:{cid}")
         rels = [Relationship("member_of", id=header_uuid, title=f"#{channel}")]
         tags = ["slack"]
         if is_reply:
             assert thread_ts is not None
-            rels.append(Relationship("parent", id=record_uuid(SOURCE_TYPE, f"{cid}:{thread_ts}")))
+            rels.append(Relationship("parent", id=self.record_uuid(f"{cid}:{thread_ts}")))
             tags.append("reply")
         for rts in reply_ts:
-            rels.append(Relationship("child", id=record_uuid(SOURCE_TYPE, f"{cid}:{rts}")))
+            rels.append(Relationship("child", id=self.record_uuid(f"{cid}:{rts}")))
         if reply_ts:
             tags.append("thread")
         return Document(

@@ -13,10 +13,10 @@ __all__ = ("Dedupe", "dedupe")
 
 
 def _default_key(doc: Document) -> Hashable:
-    return (doc.source_type, doc.source_id)
+    return (doc.source_type, doc.source_id, doc.source_name)
 
 
-_DEFAULT_KEY = attrgetter("source_type", "source_id")  # the same key, from C
+_DEFAULT_KEY = attrgetter("source_type", "source_id", "source_name")  # the same key, from C
 _COMPUTE_HASH = Document.compute_hash
 
 
@@ -102,7 +102,8 @@ class Dedupe(ChunkStage):
 def dedupe(key: Callable[[Document], Hashable] | None = None, *, max_keys: int = 100_000) -> Dedupe:
     """Drop a document when the same key was seen recently with the same content.
 
-    The key defaults to ``(source_type, source_id)``. A repeat whose content changed is kept, so
+    The key defaults to the record's identity, ``(source_type, source_id, source_name)``: two
+    sources' documents with one id are not repeats of each other. A repeat whose content changed is kept, so
     the newest version wins in the sink (which also dedupes each batch it writes). Memory is
     bounded: the stage remembers between ``max_keys / 2`` and ``max_keys`` of the most recent keys
     (two generations of 64-bit key hashes and 32-character content hashes, about 150 bytes a key:

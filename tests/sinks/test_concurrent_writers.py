@@ -51,7 +51,9 @@ WRITER = textwrap.dedent(
                 for i in range(start, min(last, start + 500))
             ]
 
-    report = cf.run(notes(name=name) | LanceSink(dataset, batch_rows=500, max_latency=0.1))
+    src = notes(name=name)  # its own name: its own run lock and cursors
+    src.identity = "notes"  # ...but the records of both writers share their uuids
+    report = cf.run(src | LanceSink(dataset, batch_rows=500, max_latency=0.1))
     sys.exit(0 if report.ok else 5)
     """
 )
@@ -124,7 +126,9 @@ def _notes(ids: range, text: str, name: str = "notes", page: int = 1000) -> Any:
         for start in range(ids.start, ids.stop, page):
             yield _docs(range(start, min(ids.stop, start + page)), text)
 
-    return notes(name=name)
+    src = notes(name=name)
+    src.identity = "notes"  # every writer's records share their uuids, whatever its name
+    return src
 
 
 def test_another_writer_between_the_check_and_the_append_is_healed(

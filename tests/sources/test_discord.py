@@ -454,5 +454,5 @@ async def test_empty_messages_answer_tombstones_nothing(
     fake.mount(api)
     assert (await sync(source, path)).ok
     fresh = tmp_path / "fresh.lance"
-    await sync(make_source(fake, api, name="fresh"), fresh)
+    await sync(make_source(fake, api), fresh)
     assert hashes(path) == hashes(fresh)

@@ -210,7 +210,7 @@ async def test_incremental_fetches_only_changes_and_equals_full_sync(
     assert set(rows) == expected_ids(fake)
 
     fresh = tmp_path / "fresh.lance"
-    await sync(source(api, name="fresh"), fresh, http)
+    await sync(source(api), fresh, http)
     assert hashes(ds) == hashes(fresh)
 
     api.clear()
@@ -262,7 +262,6 @@ async def test_filters_state_labels_and_file_globs(
     await sync(
         source(
             api,
-            name="fresh",
             content=["files", "issues"],
             state="open",
             labels=["bug"],
@@ -282,7 +281,7 @@ async def test_rate_limit_and_server_error_mid_sync(
     fake = FakeGitHub()
     fake.mount(api)
     clean = tmp_path / "clean.lance"
-    await sync(source(api, name="clean"), clean, http)
+    await sync(source(api), clean, http)
 
     repo_id = fake.repo().id
     # GitHub's signals: a secondary limit (429 + retry-after), a primary limit (403, remaining 0)
@@ -423,7 +422,7 @@ async def test_done_when_250_issues_then_5_changed_2_deleted_10_updated(
     assert second.sink.deleted == 2
 
     fresh = tmp_path / "fresh.lance"
-    await sync(source(api, name="fresh", **opts), fresh, http)
+    await sync(source(api, **opts), fresh, http)
     assert hashes(ds) == hashes(fresh)
     assert len(hashes(ds)) == len(expected_ids(fake))
 
@@ -617,7 +616,7 @@ async def test_blob_that_keeps_failing_is_fetched_again_next_run(
     assert by_source_id(ds)[f"{REPO}:file:{path}"]["text_content"] == good.decode()
 
     clean = tmp_path / "clean.lance"
-    await sync(source(api, content=["files"], name="clean"), clean, http)
+    await sync(source(api, content=["files"]), clean, http)
     assert hashes(ds) == hashes(clean)
 
 
@@ -673,5 +672,5 @@ async def test_failed_comments_page_keeps_the_stored_comments(
     assert third.ok, third
     assert f"{REPO}:comment:{new}" in by_source_id(ds)
     clean = tmp_path / "clean.lance"
-    await sync(source(api, content=["issues", "pulls"], name="clean"), clean, http)
+    await sync(source(api, content=["issues", "pulls"]), clean, http)
     assert hashes(ds) == hashes(clean)

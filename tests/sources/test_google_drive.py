@@ -755,7 +755,7 @@ async def test_download_that_keeps_failing_is_fetched_again_next_run(
     assert content_requests(api) == [fid]
     assert rows(ds)[fid]["text_content"] == fake.contents[fid].decode()
     clean = tmp_path / "clean.lance"
-    await sync(source(fake, api, name="clean"), clean, http)
+    await sync(source(fake, api), clean, http)
     assert hashes(ds) == hashes(clean)
 
 
@@ -780,7 +780,7 @@ async def test_failed_download_of_a_change_keeps_the_old_row_and_is_fetched_agai
     assert third.ok, third
     assert rows(ds)[fid]["text_content"] == "new notes\n" * 20
     clean = tmp_path / "clean.lance"
-    await sync(source(fake, api, name="clean"), clean, http)
+    await sync(source(fake, api), clean, http)
     assert hashes(ds) == hashes(clean)
 
 

@@ -11,10 +11,14 @@ from cfstream.records import (
     CFSTREAM_NAMESPACE,
     Document,
     Relationship,
+    Tombstone,
     documents_to_table,
     frame_schema,
     parse_timestamp,
     record_uuid,
+    uuid_array,
+    uuid_digest,
+    uuid_digests,
 )
 
 
@@ -24,6 +28,41 @@ def test_record_uuid_is_uuid5_of_type_and_id() -> None:
     assert expected == expected.lower()
     assert record_uuid("github", "A") != record_uuid("github", "a")
     assert Document(source_id="x", title="t", source_type="s").uuid == record_uuid("s", "x")
+
+
+def test_the_source_name_is_part_of_the_uuid_unless_it_is_the_type() -> None:
+    def u5(text: str) -> str:
+        return str(uuid.uuid5(CFSTREAM_NAMESPACE, text))
+
+    assert record_uuid("files", "README.md", source_name="files") == u5("files:README.md")
+    assert record_uuid("files", "README.md", source_name=None) == u5("files:README.md")
+    assert record_uuid("files", "README.md", source_name="alpha") == u5("alpha/files:README.md")
+    assert record_uuid("files", "README.md", source_name="beta") != record_uuid(
+        "files", "README.md", source_name="alpha"
+    )
+    # a name holding "/" or ":" is percent-encoded: no (name, type, id) can spell another's input
+    assert record_uuid("b:c", "x", source_name="a/b") == u5("a%2Fb/b:c:x")
+    assert record_uuid("t", "c/d:e", source_name="a") != record_uuid("d", "e", source_name="a/t:c")
+    assert record_uuid("t", "x/t:y", source_name=None) != record_uuid("t", "y", source_name="t:x")
+    doc = Document(source_id="x", title="t", source_type="s", source_name="n")
+    assert doc.uuid == record_uuid("s", "x", source_name="n")
+    assert Tombstone("x", "s", "n").uuid == doc.uuid
+
+
+def test_uuid_digests_match_record_uuid_for_mixed_batches() -> None:
+    docs = [
+        Document(source_id=sid, title="t", source_type=st, source_name=name)
+        for sid in ("a", "b")
+        for st, name in (("files", None), ("files", "files"), ("files", "A"), ("notes", "A"))
+    ]
+    expected = [
+        record_uuid(d.source_type or "", d.source_id, source_name=d.source_name) for d in docs
+    ]
+    assert uuid_array(uuid_digests(docs)).to_pylist() == expected
+    one = [d for d in docs if d.source_name == "A" and d.source_type == "files"]
+    assert uuid_array(uuid_digests(one)).to_pylist() == [d.uuid for d in one]
+    odd = Document(source_id=7, title="t", source_type="files", source_name="A")  # type: ignore[arg-type]
+    assert uuid_digests([odd]) == [uuid_digest("files", "7", source_name="A")]
 
 
 def test_content_hash_changes_with_content_only() -> None:
