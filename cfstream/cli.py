@@ -917,8 +917,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level, args.log_format, args.quiet)
     dataset = Path(args.dataset)
+    control = RunControl()
+
+    async def go() -> demo.DemoResult:
+        # Ctrl-C / SIGTERM as in `sync`: the first stops gracefully, a second at once
+        with _signals(_stopper(lambda: [control])):
+            return await demo.run_demo_async(dataset, change=args.change, control=control)
+
     try:
-        result = demo.run_demo(dataset, change=args.change)
+        result = anyio.run(go, backend="asyncio")
     except CfStreamError as exc:
         return _run_failed(exc, args)
     if args.json:
