@@ -946,6 +946,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     k = result.report.sink
     if result.first_run:
         _out(f"\nfirst sync: {k.inserted + k.appended} new records")
+        if result.fetched_twice:
+            # the report counts documents fetched; the sink keeps one row per record
+            twice = ", ".join(f"{name} {n}" for name, n in result.fetched_twice.items())
+            _out(
+                f"  ({result.report.fetched} documents fetched; records fetched twice ({twice}) "
+                "are stored once: the dataset keeps one row per record)"
+            )
     else:
         _out(f"\nincremental sync: {k.inserted} new, {k.updated} updated records")
     if result.updated_records:
