@@ -969,8 +969,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level, args.log_format, args.quiet)
     dataset = Path(args.dataset)
+    control = RunControl()
+
+    async def go() -> demo.DemoResult:
+        # Ctrl-C / SIGTERM as in `sync`: the first stops gracefully, a second at once
+        with _signals(_stopper(lambda: [control])):
+            return await demo.run_demo_async(dataset, change=args.change, control=control)
+
     try:
-        result = demo.run_demo(dataset, change=args.change)
+        result = anyio.run(go, backend="asyncio")
     except CfStreamError as exc:
         return _run_failed(exc, args)
     if args.json:
@@ -991,6 +998,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     k = result.report.sink
     if result.first_run:
         _out(f"\nfirst sync: {k.inserted + k.appended} new records")
+        if result.fetched_twice:
+            # the report counts documents fetched; the sink keeps one row per record
+            twice = ", ".join(f"{name} {n}" for name, n in result.fetched_twice.items())
+            _out(
+                f"  ({result.report.fetched} documents fetched; records fetched twice ({twice}) "
+                "are stored once: the dataset keeps one row per record)"
+            )
     else:
         _out(f"\nincremental sync: {k.inserted} new, {k.updated} updated records")
     if result.updated_records:

@@ -2,12 +2,14 @@
 
 The demo syncs, into one dataset (``./demo.lance`` by default):
 
-* the bundled Obsidian vault ``examples/vault/`` (an ``obsidian`` source) and docs folder
-  ``examples/docs/`` (a ``files`` source). Both are copied once into
-  ``<dataset>/_cfstream/demo/`` and read from there, so ``--change`` can edit the copy and the
-  repository's examples are never modified;
+* the Obsidian vault ``cfstream/demo_data/vault/`` (an ``obsidian`` source) and docs folder
+  ``cfstream/demo_data/docs/`` (a ``files`` source), shipped in the package so an installed
+  cfstream runs the demo from any folder. Both are copied once into ``<dataset>/_cfstream/demo/``
+  and read from there, so ``--change`` can edit the copy and the package's data is never modified;
 * every HTTP connector that ships a fake service, served by one :class:`~cfstream.testing.FakeAPI`
-  on 127.0.0.1.
+  on 127.0.0.1. The fakes answer at once, so the demo lifts the connectors' proactive request
+  rates for them (:data:`DEMO_RATE_OPTIONS`); a config against a real service keeps the
+  connector's own defaults.
 
 A fake service is a module ``cfstream.testing.fakes.<service>`` (``github``, ``linear``, ``notion``,
 ``slack``, ``discord``, ``google_drive``) with:
@@ -47,6 +49,7 @@ from cfstream.sources.registry import load_source_class
 from cfstream.state import state_dir_for
 
 __all__ = (
+    "DEMO_RATE_OPTIONS",
     "HTTP_SERVICES",
     "DemoResult",
     "FakeService",
@@ -55,6 +58,7 @@ __all__ = (
     "discover_fakes",
     "prepare_file_sources",
     "run_demo",
+    "run_demo_async",
 )
 
 log = get_logger("cfstream.demo")
@@ -66,6 +70,20 @@ HTTP_SERVICES = ("github", "linear", "notion", "slack", "discord", "google_drive
 _FILE_SOURCES = (("vault", "vault", "obsidian"), ("docs", "docs", "files"))
 
 _CHANGE_MARK = "Edited by `cfstream demo --change`"
+
+#: Request-rate options the demo sets on a connector talking to its local fake, where the
+#: connector has the option and the fake's ``demo_config`` does not set it. The connectors' defaults
+#: pace requests for the real services (Notion 3/s, Linear 1.3/s, Slack 20-100/min), which made
+#: the offline demo wait ~15 s on an in-process fake that answers at once. The rate limiter still
+#: runs; it only gets a budget the fake can take. Configs for real services are not affected.
+DEMO_RATE_OPTIONS: dict[str, float] = {
+    "requests_per_second": 500.0,
+    "rate_per_second": 500.0,
+    "burst": 50,
+    "history_rate_per_minute": 30_000.0,
+    "list_rate_per_minute": 30_000.0,
+    "users_rate_per_minute": 30_000.0,
+}
 
 
 @dataclass(slots=True)
@@ -91,6 +109,10 @@ class DemoResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
     updated_records: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: first run: per source, documents fetched more than once that the sink stored as one row
+    #: (rows are keyed by a uuid of source type and id; e.g. Linear lists a project shared by
+    #: two teams, and its documents, under each team)
+    fetched_twice: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the result."""
@@ -103,17 +125,17 @@ class DemoResult:
             "samples": self.samples,
             "updated_records": self.updated_records,
             "notes": self.notes,
+            "fetched_twice": self.fetched_twice,
             "report": self.report.to_dict(),
         }
 
 
 def demo_data_dir() -> Path | None:
-    """The folder holding the sample ``vault/`` and ``docs/``: the package's ``demo_data`` or the
-    repository's ``examples`` (an editable install)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "demo_data", here.parent / "examples"):
-        if (candidate / "vault").is_dir() or (candidate / "docs").is_dir():
-            return candidate
+    """The package's ``demo_data`` folder holding the sample ``vault/`` and ``docs/`` (None when
+    neither is there)."""
+    candidate = Path(__file__).resolve().parent / "demo_data"
+    if (candidate / "vault").is_dir() or (candidate / "docs").is_dir():
+        return candidate
     return None
 
 
@@ -143,6 +165,14 @@ def discover_fakes(
         change = getattr(module, "demo_change", None)
         found.append(FakeService(service, mount, demo_config, change if callable(change) else None))
     return found, missing
+
+
+def _with_demo_rates(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` plus the :data:`DEMO_RATE_OPTIONS` its connector has and that it leaves unset."""
+    model = getattr(load_source_class(str(options["type"])), "config_model", None)
+    fields = model.model_fields if model is not None else {}
+    extra = {k: v for k, v in DEMO_RATE_OPTIONS.items() if k in fields and k not in options}
+    return {**options, **extra}
 
 
 def _folder_option(type_name: str) -> str | None:
@@ -283,6 +313,29 @@ def _read_records(
     return samples, updated
 
 
+def _fetched_twice(dataset: str, report: RunReport) -> dict[str, int]:
+    """Per source, how many more documents it fetched than the dataset holds rows of its type.
+
+    Meaningful after a complete first run into a new dataset where each source has its own
+    ``source_type`` (the demo's case): the difference is records fetched more than once.
+    """
+    import lance
+
+    try:
+        types = lance.dataset(dataset).to_table(columns=["source_type"]).column(0).to_pylist()
+    except (OSError, ValueError):
+        return {}
+    rows: dict[str, int] = {}
+    for t in types:
+        rows[t] = rows.get(t, 0) + 1
+    out: dict[str, int] = {}
+    for name, stats in report.sources.items():
+        extra = stats.fetched - stats.failed - rows.get(stats.source_type, 0)
+        if extra > 0:
+            out[name] = extra
+    return out
+
+
 async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
     first_run = not (dataset / "_versions").exists()
     notes: list[str] = []
@@ -312,14 +365,15 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
                     skipped.append(f"{fake.service} (no connector yet)")
                     continue
                 mounted = fake.mount(api)
-                sources[fake.service] = options
+                sources[fake.service] = _with_demo_rates(options)
                 if change and not first_run and fake.demo_change is not None:
                     edits = fake.demo_change(mounted)
                     changed.extend(f"{fake.service}: {e}" for e in (edits or ()))
         if not sources:
             raise CfStreamError(
-                "the demo found no sample data: expected examples/vault or examples/docs with the "
-                "obsidian/files connectors, or fakes under cfstream.testing.fakes"
+                "the demo found no sample data: expected cfstream/demo_data/vault or "
+                "cfstream/demo_data/docs with the obsidian/files connectors, or fakes under "
+                "cfstream.testing.fakes; reinstall cfstream (pip install --force-reinstall)"
             )
         config = parse_config(
             {
@@ -335,6 +389,11 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
         report = await run_pipeline(build_pipeline(config), control=control)
         log.debug("demo sync took %.2fs", time.perf_counter() - t0)
     samples, updated = _read_records(str(dataset), None if first_run else started)
+    twice = (
+        _fetched_twice(str(dataset), report)
+        if first_run and not report.stopped_early and not report.dead_lettered
+        else {}
+    )
     return DemoResult(
         report=report,
         dataset=str(dataset),
@@ -345,7 +404,21 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
         samples=samples,
         updated_records=updated,
         notes=notes,
+        fetched_twice=twice,
     )
+
+
+async def run_demo_async(
+    dataset: str | Path = "demo.lance", *, change: bool = False, control: RunControl | None = None
+) -> DemoResult:
+    """Sync the bundled sample data into ``dataset`` (offline) inside a running event loop.
+
+    ``change`` edits some of the data first; ``control`` stops the sync (``request_stop``: what
+    is committed stays and its cursors are saved). Installs no signal handler: the caller does
+    (``cfstream demo`` routes SIGINT/SIGTERM to ``control`` as ``cfstream sync`` does).
+    """
+    path = Path(await anyio.Path(dataset).resolve())
+    return await _run(path, change, control or RunControl())
 
 
 def run_demo(dataset: str | Path = "demo.lance", *, change: bool = False) -> DemoResult:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import json_out, run_cli
+from conftest import cli_env, json_out, run_cli
 
 import cfstream.demo as demo
 from cfstream.cli import main
 from cfstream.sources.registry import load_source_class
 
 REPO = Path(__file__).resolve().parents[2]
+DEMO_DATA = REPO / "cfstream" / "demo_data"
 
 
 def _have(type_name: str) -> bool:
@@ -105,15 +110,17 @@ def test_demo_without_sample_data_fails_clearly(
     assert "the demo found no sample data" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    not (REPO / "examples" / "vault").is_dir(), reason="examples/vault is not in this checkout yet"
-)
 def test_the_real_demo_twice_in_a_subprocess(tmp_path: Path) -> None:
     first = run_cli(
         "demo", "--dataset", str(tmp_path / "demo.lance"), "--json", "--quiet", cwd=tmp_path
     )
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["report"]["sink"]["inserted"] > 0
+    result = json.loads(first.stdout)
+    assert result["report"]["sink"]["inserted"] > 0
+    # the report's "documents fetched" and the rows written differ only by records fetched twice
+    # (stored once), which the demo names per source
+    twice = sum(result["fetched_twice"].values())
+    assert result["report"]["fetched"] == result["report"]["sink"]["inserted"] + twice
     second = run_cli(
         "demo", "--dataset", str(tmp_path / "demo.lance"), "--json", "--quiet", cwd=tmp_path
     )
@@ -134,5 +141,53 @@ def test_the_real_demo_twice_in_a_subprocess(tmp_path: Path) -> None:
     written = result["report"]["sink"]["inserted"] + result["report"]["sink"]["updated"]
     assert result["changed"] and 0 < written <= len(result["changed"])
     assert len(result["updated_records"]) == written
-    assert not list((REPO / "examples").rglob("*.md.orig"))
-    assert "Edited by" not in "".join(p.read_text() for p in (REPO / "examples").rglob("*.md"))
+    assert not list(DEMO_DATA.rglob("*.md.orig"))
+    assert "Edited by" not in "".join(p.read_text() for p in DEMO_DATA.rglob("*.md"))
+
+
+# the demo with the connectors' real request pacing (no demo rates): the sync lasts ~20 s, long
+# enough to be interrupted after its first commit
+_SLOW_DEMO = """
+import sys
+import cfstream.demo as demo
+getattr(demo, "DEMO_RATE_OPTIONS", {}).clear()
+from cfstream.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_demo_as_it_stops_sync(tmp_path: Path, sig: signal.Signals) -> None:
+    dataset = tmp_path / "demo.lance"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_DEMO, "demo", "--dataset", str(dataset), "--json"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (dataset / "_versions").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no first commit within 60 s"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the demo ended before it could be interrupted"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    assert "stopping: finishing in-flight work" in err
+    assert "Traceback" not in err, err[-3000:]
+    result = json.loads(out)
+    assert result["report"]["stopped_early"] is True
+    assert result["exit_code"] == 130
+    # what was committed is kept: the dataset opens with the rows the report says were written
+    import lance
+
+    rows = lance.dataset(str(dataset)).count_rows()
+    assert 0 < rows == result["report"]["sink"]["inserted"]

@@ -32,7 +32,7 @@ from cfstream.testing.fakes.linear import FakeLinear
 from cfstream.testing.fakes.notion import FakeNotion
 from cfstream.testing.fakes.slack import FakeSlack
 
-VAULT = Path(__file__).resolve().parents[2] / "examples" / "vault"
+VAULT = Path(__file__).resolve().parents[2] / "cfstream" / "demo_data" / "vault"
 
 
 @pytest.fixture

@@ -108,7 +108,8 @@ def test_cf_run_and_config(folder: Path, tmp_path: Path) -> None:
 async def test_bundled_docs_folder(tmp_path: Path) -> None:
     ds = tmp_path / "kb.lance"
     report = await (
-        FilesSource(REPO / "examples" / "docs", folder_headers=False) | LanceSink(str(ds))
+        FilesSource(REPO / "cfstream" / "demo_data" / "docs", folder_headers=False)
+        | LanceSink(str(ds))
     ).run()
     assert report.sources["files"].failed == 0
     got = rows(ds)

@@ -20,7 +20,7 @@ from cfstream.sources._files import compile_glob
 from cfstream.sources.obsidian import ObsidianSource, split_frontmatter
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_VAULT = REPO / "examples" / "vault"
+EXAMPLE_VAULT = REPO / "cfstream" / "demo_data" / "vault"
 SHARED_VAULT = REPO.parent / "shared" / "fixtures" / "obsidian-vault"
 
 NOTES = {
