@@ -43,6 +43,7 @@ import anyio
 import lance
 import pyarrow as pa
 
+from cfstream.checks import check_document
 from cfstream.errors import DatasetError, RecordError
 from cfstream.pipeline import Pipeline
 from cfstream.records import (
@@ -55,7 +56,6 @@ from cfstream.runner import run_pipeline
 from cfstream.sinks.lance import LanceSink, _Batch
 from cfstream.sources.base import FunctionSource, SourceOutput
 from cfstream.state import local_path
-from cfstream.transforms.validate import check_document
 
 __all__ = (
     "FrameDataset",

@@ -57,6 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
+from cfstream.checks import check_document
 from cfstream.context import RunContext
 from cfstream.errors import CommitError, DatasetError, RecordError
 from cfstream.records import (
@@ -78,7 +79,6 @@ from cfstream.records import (
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.state import StateStore, local_path
-from cfstream.transforms.validate import check_document
 
 if TYPE_CHECKING:
     from cfstream.sinks.identity import IdentityMigration
