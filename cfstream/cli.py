@@ -54,6 +54,7 @@ from cfstream.report import RunReport, SourceStats
 from cfstream.runner import RunControl, http_client_for, run_pipeline
 from cfstream.secrets import SecretRedactingFilter, get_logger, redact
 from cfstream.sources.registry import available_sources, load_source_class
+from cfstream.starter import PLACEHOLDER, read_dotenv, starter_files
 from cfstream.state import StateStore, local_path, state_dir_for
 
 __all__ = (
@@ -414,7 +415,9 @@ def _env() -> dict[str, str]:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, env=_env())
+    # ${VAR}: the environment, then a .env file beside the config (the environment wins)
+    env = {**read_dotenv(Path(args.config).parent / ".env"), **_env()}
+    return load_config(args.config, env=env)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -775,6 +778,35 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """``cfstream init [CONNECTOR ...]``: write a commented starter config and a .env template."""
+    folder = Path(args.dir)
+    starter = starter_files(args.connectors)
+    config_path, env_path = folder / "cfstream.yaml", folder / ".env"
+    existing = [p for p in (config_path, env_path) if p.exists()]
+    if existing and not args.force:
+        raise ConfigError(
+            f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}: "
+            "pass --force to overwrite, or --dir to write elsewhere"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(starter.config, encoding="utf-8")
+    wrote = [str(config_path)]
+    if starter.env.count("=") > 0:
+        env_path.write_text(starter.env, encoding="utf-8")
+        wrote.append(f"{env_path} (replace each {PLACEHOLDER})")
+    made = []
+    for name in starter.folders:
+        if not (folder / name).exists():
+            (folder / name).mkdir(parents=True)
+            made.append(f"{folder / name}/")
+    _out("wrote " + ", ".join(wrote) + (f"; created {', '.join(made)}" if made else ""))
+    _out(
+        f"next: edit them, then `cfstream validate {config_path}` and `cfstream sync {config_path}`"
+    )
+    return EXIT_OK
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
     """``cfstream sources``: the installed connectors, their options and required scopes."""
     _setup_logging(args.log_level, args.log_format, args.quiet)
@@ -1094,6 +1126,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check a config without any network call")
     p.add_argument("config", metavar="CONFIG")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "init", parents=[common], help="write a commented starter config and a .env template"
+    )
+    p.add_argument(
+        "connectors", nargs="*", metavar="CONNECTOR", help="connectors to include (default: files)"
+    )
+    p.add_argument("--dir", default=".", help="where to write cfstream.yaml and .env (default .)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("sources", parents=[common], help="list installed connectors and options")
     p.set_defaults(func=cmd_sources)
