@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
@@ -69,6 +71,10 @@ class MemosSource(NotesSource):
 
 
 async def hang(doc: Document) -> Document:
-    """A map function that never finishes: for the grace-period test."""
+    """A map function that never finishes: for the grace-period test (it touches the file named by
+    ``CFSTREAM_TEST_HANGING`` when it starts, so the test knows the run is stuck)."""
+    marker = os.environ.get("CFSTREAM_TEST_HANGING")
+    if marker:
+        Path(marker).touch()
     await anyio.sleep(3600)
     return doc

@@ -390,17 +390,20 @@ def test_sync_grace_period_bounds_a_stuck_stop(
           notes: {{type: {NOTES}, count: 5}}
         """
     )
+    hanging = tmp_path / "hanging"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cfstream.cli", "sync", str(cfg), "--grace-period", "1", "--quiet"],
         cwd=tmp_path,
-        env=cli_env(),
+        env=cli_env() | {"CFSTREAM_TEST_HANGING": str(hanging)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(3)  # the map stage is stuck on the first document by now
-        assert proc.poll() is None
+        deadline = time.monotonic() + 60
+        while not hanging.exists() and time.monotonic() < deadline:  # the map stage is stuck
+            time.sleep(0.05)
+        assert hanging.exists() and proc.poll() is None
         proc.send_signal(signal.SIGINT)
         started = time.monotonic()
         code = proc.wait(timeout=20)

@@ -93,7 +93,8 @@ def test_same_source_started_together(tmp_path: Path, server: FakeServer) -> Non
 
 def test_second_run_of_a_busy_source_refuses(tmp_path: Path, server: FakeServer) -> None:
     dataset = tmp_path / "kb.lance"
-    config = _config(tmp_path, server, dataset, rate=15)
+    # ~6 s per source: the first run must outlast the second process's start-up on a busy machine
+    config = _config(tmp_path, server, dataset, rate=5)
     first = start_sync(config, "--quiet")
     assert wait_for(lambda: (dataset / "_versions").exists(), 60), "no commit"
     assert first.poll() is None, "the first run ended too early to overlap"
