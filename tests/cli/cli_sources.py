@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
@@ -75,6 +74,6 @@ async def hang(doc: Document) -> Document:
     ``CFSTREAM_TEST_HANGING`` when it starts, so the test knows the run is stuck)."""
     marker = os.environ.get("CFSTREAM_TEST_HANGING")
     if marker:
-        Path(marker).touch()
+        await anyio.Path(marker).touch()
     await anyio.sleep(3600)
     return doc
