@@ -228,6 +228,7 @@ class _Progress:
 
     def _table(self, report: RunReport) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         elapsed = max(1e-9, time.monotonic() - self.started)
         table = Table(title=f"cfstream sync  {elapsed:,.0f}s", expand=False)
@@ -255,15 +256,20 @@ class _Progress:
                     f"rate limited until {dt.datetime.fromtimestamp(wait).strftime('%H:%M:%S')}"
                 )
             table.add_row(
-                name,
-                *_count_cells(s),
-                f"{s.fetched / elapsed:,.0f}",
-                f"{s.partitions_done}/{s.partitions}",
-                status,
+                *map(
+                    Text,  # plain text: rich would read "[...]" in a name or an error as markup
+                    (
+                        name,
+                        *_count_cells(s),
+                        f"{s.fetched / elapsed:,.0f}",
+                        f"{s.partitions_done}/{s.partitions}",
+                        status,
+                    ),
+                )
             )
         k = report.sink
         table.add_row(
-            "[sink]",
+            Text("[sink]"),
             f"{k.rows_in:,}",
             f"{k.unchanged:,}",
             f"{k.deleted:,}",
@@ -274,7 +280,7 @@ class _Progress:
         )
         for svc, until in waits.items():
             if svc not in {s.source_type for s in report.sources.values()}:
-                table.add_row(svc, "", "", "", "", "", "", f"rate limited until {_ts(until)}")
+                table.add_row(Text(svc), "", "", "", "", "", "", f"rate limited until {_ts(until)}")
         return table
 
 
@@ -371,6 +377,7 @@ def _print_report(report: RunReport, args: argparse.Namespace) -> None:
 def _rich_report(report: RunReport) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     title = (
@@ -379,11 +386,11 @@ def _rich_report(report: RunReport) -> None:
         + (" [dry run]" if report.dry_run else "")
         + (" [stopped early]" if report.stopped_early else "")
     )
-    table = Table(title=title)
+    table = Table(title=Text(title))  # plain text: "[dry run]" is not a markup tag
     for col in ("source", "fetched", "unchanged", "deleted", "failed", "status"):
         table.add_column(col, justify="left" if col in ("source", "status") else "right")
     for name, s in report.sources.items():
-        table.add_row(name, *_count_cells(s), redact(s.status))
+        table.add_row(*map(Text, (name, *_count_cells(s), redact(s.status))))
     console.print(table)
     k = report.sink
     lines = [
