@@ -785,6 +785,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def cmd_reset(args: argparse.Namespace) -> int:
+    """``cfstream reset CONFIG --source NAME [--rows]``: forget a source's cursors (and rows)."""
+    import lance
+
+    from cfstream.sinks.identity import delete_source_rows
+
+    config = _load(args)
+    _setup_logging(args.log_level, args.log_format, args.quiet)
+    specs = select_sources(config, args.source)
+    if local_path(config.dataset) is None:
+        raise ConfigError(f"dataset {config.dataset}: reset needs a local dataset (its sync state)")
+    state = StateStore.for_dataset(config.dataset)
+    out: dict[str, Any] = {}
+    try:
+        for spec in specs:
+            state.acquire_source(spec.name)  # never while a sync of it runs
+            src = build_source(spec)
+            state.reset(spec.name)
+            entry: dict[str, Any] = {"cursors": "forgotten"}
+            if args.rows and _dataset_exists(config.dataset):
+                ds = lance.dataset(config.dataset, storage_options=config.sink.storage_options)
+                entry["rows_deleted"] = delete_source_rows(ds, src.source_type, src.record_name)
+            out[spec.name] = entry
+    finally:
+        state.release_all()
+    if args.json:
+        _out(_json({"ok": True, "sources": out}))
+        return EXIT_OK
+    for name, entry in out.items():
+        rows = f", {entry['rows_deleted']:,} rows deleted" if "rows_deleted" in entry else ""
+        _out(f"{name}: cursors forgotten{rows}; the next sync reads it afresh")
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """``cfstream init [CONNECTOR ...]``: write a commented starter config and a .env template."""
     folder = Path(args.dir)
@@ -1133,6 +1167,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check a config without any network call")
     p.add_argument("config", metavar="CONFIG")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "reset", parents=[common], help="forget a source's cursors (and, with --rows, its rows)"
+    )
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument(
+        "--source", action="append", metavar="NAME", required=True, help="the source (repeatable)"
+    )
+    p.add_argument("--rows", action="store_true", help="also delete the source's rows")
+    p.set_defaults(func=cmd_reset)
 
     p = sub.add_parser(
         "init", parents=[common], help="write a commented starter config and a .env template"

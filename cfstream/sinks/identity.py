@@ -39,7 +39,13 @@ from cfstream.secrets import get_logger
 from cfstream.sinks.lance import delete_uuids, upsert_table
 from cfstream.state import StateStore
 
-__all__ = ("IDENTITY_VERSION", "IdentityMigration", "migrate_identity")
+__all__ = (
+    "IDENTITY_VERSION",
+    "IdentityMigration",
+    "delete_source_rows",
+    "migrate_identity",
+    "source_rows",
+)
 
 log = get_logger("cfstream.sinks.identity")
 
@@ -174,6 +180,29 @@ def _uuids(prefix: str, sids: pa.Array) -> pa.StringArray:
     head = CFSTREAM_NAMESPACE.bytes + prefix.encode()
     sha1 = hashlib.sha1
     return uuid_array([sha1(head + s.encode()).digest() for s in sids.to_pylist()])
+
+
+def source_rows(ds: lance.LanceDataset, source_type: str, source_name: str | None) -> pa.Array:
+    """The uuids of the rows that source ``source_name`` (of ``source_type``) wrote.
+
+    A row is a source's when its uuid is the one that source gives its ``source_id`` (see
+    :func:`cfstream.records.record_uuid`): two sources of one type are told apart without any
+    column of their own.
+    """
+    t = ds.to_table(columns=["uuid", "source_id"], filter=f"source_type = {_sql_text(source_type)}")
+    if not t.num_rows:
+        return pa.array([], pa.string())
+    uuids = t["uuid"].combine_chunks()
+    mine = _uuids(uuid_prefix(source_type, source_name), t["source_id"].combine_chunks())
+    return uuids.filter(pc.equal(uuids, mine))
+
+
+def delete_source_rows(
+    ds: lance.LanceDataset, source_type: str, source_name: str | None, batch: int = 10_000
+) -> int:
+    """Delete every row source ``source_name`` wrote (see :func:`source_rows`); rows deleted."""
+    uuids = source_rows(ds, source_type, source_name).to_pylist()
+    return sum(delete_uuids(ds, uuids[i : i + batch]) for i in range(0, len(uuids), batch))
 
 
 def _old_rows(ds: lance.LanceDataset, source_type: str) -> tuple[pa.Array, pa.Array]:
