@@ -41,7 +41,9 @@ from cfstream.config import (
     Config,
     SourceSpec,
     build_pipeline,
+    build_sink,
     build_source,
+    build_stages,
     is_secret_annotation,
     load_config,
     parse_duration,
@@ -566,9 +568,11 @@ def collect_status(config: Config) -> dict[str, Any]:
     if local is not None:
         sdir = state_dir_for(uri)
         dead_path = sdir / "dead-letters.jsonl"
-        for letter in read_dead_letters(dead_path):
-            key = str(letter.get("source") or "?")
-            dead[key] = dead.get(key, 0) + 1
+        letters = read_dead_letters(dead_path)
+        for letter, resolved in zip(letters, resolved_letters(config, letters), strict=True):
+            if not resolved:  # stored since: not outstanding
+                key = str(letter.get("source") or "?")
+                dead[key] = dead.get(key, 0) + 1
         state = StateStore.for_dataset(uri)
     out["dead_letter_path"] = str(dead_path) if dead else None
     type_users: dict[str, list[str]] = {}
@@ -783,6 +787,160 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return value
+
+
+def resolved_letters(config: Config, letters: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """For each dead letter: has its record been stored since (a later sync or a retry fixed
+    it)? Looked up by the record's uuid and ``ingested_at``; a letter without an id, or of a
+    source no longer in the config, is outstanding."""
+    import lance
+
+    out = [False] * len(letters)
+    if not letters or not _dataset_exists(config.dataset):
+        return out
+    ds = lance.dataset(config.dataset, storage_options=config.sink.storage_options)
+    wanted: dict[str, list[int]] = {}
+    built: dict[str, Any] = {}
+    for i, letter in enumerate(letters):
+        name, sid = letter.get("source"), letter.get("source_id")
+        spec = config.sources.get(str(name))
+        if spec is None or not isinstance(sid, str) or not sid:
+            continue
+        if name not in built:
+            try:
+                built[str(name)] = build_source(spec)
+            except CfStreamError:
+                built[str(name)] = None
+        src = built[str(name)]
+        if src is not None:
+            wanted.setdefault(src.record_uuid(sid), []).append(i)
+    uuids = list(wanted)
+    for start in range(0, len(uuids), 5_000):
+        part = ",".join(f"'{u}'" for u in uuids[start : start + 5_000])
+        rows = ds.to_table(columns=["uuid", "ingested_at"], filter=f"uuid IN ({part})")
+        for row in rows.to_pylist():
+            at = row["ingested_at"]
+            when = at.timestamp() if isinstance(at, dt.datetime) else 0.0
+            for i in wanted.get(row["uuid"], []):
+                out[i] = when >= float(letters[i].get("time") or 0)
+    return out
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """``cfstream dead-letters CONFIG [--retry | --clear]``: list, retry or clear dead letters."""
+    from cfstream.deadletter import document_from_letter, remove_dead_letters
+
+    config = _load(args)
+    _setup_logging(args.log_level, args.log_format, args.quiet)
+    if local_path(config.dataset) is None:
+        raise ConfigError(f"dataset {config.dataset}: dead letters are kept for local datasets")
+    path = state_dir_for(config.dataset) / "dead-letters.jsonl"
+    chosen = {s.name for s in select_sources(config, args.source)} if args.source else None
+
+    def mine(letter: Mapping[str, Any]) -> bool:
+        return chosen is None or letter.get("source") in chosen
+
+    letters = [x for x in read_dead_letters(path) if mine(x)]
+    if args.clear:
+        removed = remove_dead_letters(path, mine)
+        _out(
+            _json({"ok": True, "cleared": removed})
+            if args.json
+            else f"cleared {removed} dead letters"
+        )
+        return EXIT_OK
+    if args.retry:
+        return _retry_dead_letters(config, args, path, letters, mine, document_from_letter)
+    done = resolved_letters(config, letters)
+    outstanding = [x for x, ok in zip(letters, done, strict=True) if not ok]
+    if args.json:
+        _out(_json({"path": str(path), "outstanding": outstanding, "resolved": sum(done)}))
+        return EXIT_OK
+    if not letters:
+        _out(f"no dead letters ({path})")
+        return EXIT_OK
+    for x in outstanding:
+        error = str(x.get("error") or "").splitlines()[0][:120]
+        _out(
+            f"{_ts(x.get('time'))}  {x.get('source')}  {x.get('source_id')}  [{x.get('stage')}] {error}"
+        )
+    _out(
+        f"{len(outstanding)} outstanding, {sum(done)} resolved (stored since) in {path}; "
+        "`--retry` tries them again, `--clear` forgets them"
+    )
+    return EXIT_OK
+
+
+def _retry_dead_letters(
+    config: Config,
+    args: argparse.Namespace,
+    path: Path,
+    letters: list[dict[str, Any]],
+    mine: Callable[[Mapping[str, Any]], bool],
+    to_document: Callable[[dict[str, Any]], Any],
+) -> int:
+    """Replay what can be replayed; have the next sync fetch the rest again."""
+    import tempfile
+
+    from cfstream.deadletter import remove_dead_letters
+    from cfstream.sources.base import source as make_source
+
+    replay: dict[str, list[Any]] = {}
+    refetch: set[str] = set()
+    for letter in letters:
+        name = str(letter.get("source"))
+        if name not in config.sources:
+            continue
+        doc = to_document(letter)
+        if doc is None:
+            refetch.add(name)
+        else:
+            replay.setdefault(name, []).append(doc)
+    state = StateStore.for_dataset(config.dataset)
+    report: RunReport | None = None
+    try:
+        for name in sorted(set(replay) | refetch):
+            state.acquire_source(name)  # never while a sync of it runs
+        remove_dead_letters(path, lambda x: mine(x) and str(x.get("source")) in config.sources)
+        for name in refetch:
+            state.reset(name)  # its next sync reads everything again (unchanged rows are skipped)
+        if replay:
+            sources = []
+            for name, docs in replay.items():
+                spec = config.sources[name]
+
+                async def again(docs: list[Any] = docs) -> Any:
+                    yield docs
+
+                src = make_source(again, source_type=build_source(spec).source_type)(name=name)
+                sources.append(src)
+            pipeline = Pipeline(sources, build_stages(config), build_sink(config))
+            with tempfile.TemporaryDirectory() as scratch:  # replays save no cursor
+                scratch_state = StateStore(Path(scratch) / "state.json")
+                report = anyio.run(
+                    lambda: run_pipeline(pipeline, state=scratch_state, dead_letter_path=path),
+                    backend="asyncio",
+                )
+    finally:
+        state.release_all()
+    replayed = sum(len(d) for d in replay.values())
+    failed = report.dead_lettered if report is not None else 0
+    if args.json:
+        _out(
+            _json(
+                {
+                    "ok": failed == 0,
+                    "replayed": replayed,
+                    "failed_again": failed,
+                    "refetch_next_sync": sorted(refetch),
+                }
+            )
+        )
+    else:
+        _out(f"replayed {replayed} dead letters: {replayed - failed} stored, {failed} failed again")
+        if refetch:
+            _out(f"the next sync of {', '.join(sorted(refetch))} reads it afresh to fetch the rest")
+    return EXIT_OK if failed == 0 else EXIT_PARTIAL
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -1167,6 +1325,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check a config without any network call")
     p.add_argument("config", metavar="CONFIG")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("dead-letters", parents=[common], help="list, retry or clear dead letters")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument(
+        "--source", action="append", metavar="NAME", help="only this source's (repeatable)"
+    )
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--retry",
+        action="store_true",
+        help="replay the failed documents through the pipeline; the next sync fetches the "
+        "items their source could not map",
+    )
+    action.add_argument("--clear", action="store_true", help="forget them")
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser(
         "reset", parents=[common], help="forget a source's cursors (and, with --rows, its rows)"

@@ -51,6 +51,9 @@ class RunContext:
             source=source, source_id=source_id, stage=stage, error=error, payload=payload
         )
         self.report.dead_lettered += 1
+        stats = self.report.sources.get(source) if source is not None else None
+        if stats is not None and stage != "source":  # SourceContext counted its own already
+            stats.failed += 1
 
     @property
     def stopping(self) -> bool:

@@ -21,10 +21,15 @@ from typing import IO, Any
 
 import orjson
 
-from cfstream.records import escape_surrogates
+from cfstream.records import Document, Relationship, escape_surrogates
 from cfstream.secrets import redact
 
-__all__ = ("DeadLetterWriter", "read_dead_letters")
+__all__ = (
+    "DeadLetterWriter",
+    "document_from_letter",
+    "read_dead_letters",
+    "remove_dead_letters",
+)
 
 #: payloads larger than this are cut (the error and the ids are what matter)
 MAX_PAYLOAD_CHARS = 64_000
@@ -169,3 +174,57 @@ def read_dead_letters(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except orjson.JSONDecodeError:
             continue
     return out
+
+
+def remove_dead_letters(path: str | os.PathLike[str], drop: Any) -> int:
+    """Rewrite the file without the letters for which ``drop(letter)`` is true (atomically:
+    a temporary file renamed over it). Returns how many were removed."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    kept: list[bytes] = []
+    removed = 0
+    for raw in p.read_bytes().splitlines():
+        try:
+            letter = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # a torn line: nothing to keep
+        if drop(letter):
+            removed += 1
+        else:
+            kept.append(raw)
+    if removed:
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+        os.replace(tmp, p)
+    return removed
+
+
+_DOC_FIELDS = frozenset(f.name for f in dataclasses.fields(Document))
+
+
+def document_from_letter(letter: dict[str, Any]) -> Document | None:
+    """The document a dead letter holds, when it failed after its source made it (a ``map``,
+    ``validate`` or sink failure): it can be replayed through the pipeline. None for an item
+    its source could not map (stage ``source``: the source must fetch it again) or a truncated
+    payload."""
+    payload = letter.get("payload")
+    if letter.get("stage") == "source" or not isinstance(payload, dict):
+        return None
+    if "truncated" in payload or not {"source_id", "title"} <= payload.keys():
+        return None
+    fields = {k: v for k, v in payload.items() if k in _DOC_FIELDS and k != "vector"}
+    raw = fields.get("raw_data")
+    if isinstance(raw, dict):  # bytes were written as {"base64": ...} or {"bytes": n}
+        fields["raw_data"] = base64.b64decode(raw["base64"]) if "base64" in raw else None
+    rels = fields.get("relationships")
+    if isinstance(rels, list):
+        fields["relationships"] = [
+            Relationship(**{k: v for k, v in r.items() if k in Relationship.__slots__})
+            for r in rels
+            if isinstance(r, dict) and "type" in r
+        ]
+    try:
+        return Document(**fields)
+    except TypeError:
+        return None

@@ -50,7 +50,8 @@ class SourceStats:
 
     @property
     def status(self) -> str:
-        """``ok``, ``FAILED: <error>``, or ``incomplete: ...`` when items wait for the next run."""
+        """``ok``; ``FAILED: <error>``; ``incomplete: ...`` when items wait for the next run;
+        ``partial: ...`` when some of its records were dead-lettered."""
         if self.error:
             return f"FAILED: {self.error}"
         if self.retry_next_run:
@@ -58,6 +59,8 @@ class SourceStats:
                 f"incomplete: {self.retry_next_run} item(s) failed for a transient reason and "
                 "are fetched again by the next run"
             )
+        if self.failed:
+            return f"partial: {self.failed} dead-lettered (`cfstream dead-letters`)"
         return "ok"
 
 
@@ -158,7 +161,7 @@ class RunReport:
             "dead_lettered": self.dead_lettered,
             "retry_next_run": self.retry_next_run,
             "dead_letter_path": self.dead_letter_path,
-            "sources": {n: asdict(s) for n, s in self.sources.items()},
+            "sources": {n: {**asdict(s), "status": s.status} for n, s in self.sources.items()},
             "stages": [asdict(s) for s in self.stages],
             "sink": {**asdict(self.sink), "upserted": self.sink.upserted},
             "http": self.http,

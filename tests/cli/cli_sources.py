@@ -77,3 +77,11 @@ async def hang(doc: Document) -> Document:
         await anyio.Path(marker).touch()
     await anyio.sleep(3600)
     return doc
+
+
+def flaky(doc: Document) -> Document:
+    """A map function that fails for the ids listed in ``CFSTREAM_TEST_BREAK`` (a bug the user
+    fixes later): for the dead-letter retry test."""
+    if doc.source_id in os.environ.get("CFSTREAM_TEST_BREAK", "").split(","):
+        raise ValueError(f"cannot map {doc.source_id}")
+    return doc
