@@ -39,6 +39,7 @@ import anyio
 from cfstream import __version__
 from cfstream.config import (
     Config,
+    SinkSettings,
     SourceSpec,
     build_pipeline,
     build_sink,
@@ -525,16 +526,45 @@ def _human_size(n: int) -> str:
     return f"{size:,.1f} TB"  # pragma: no cover
 
 
-def _cursor_summary(partitions: Mapping[str, Any]) -> str:
-    if not partitions:
+def _describe_value(key: str, value: Any) -> str | None:
+    """One cursor value as a person reads it, or None when it says nothing useful."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float) and 1e9 < value < 4e9 and "version" not in key:
+        return f"{key} {_ts(float(value))}"  # an epoch timestamp
+    if isinstance(value, int | float):
+        return f"{key} {value:,}"
+    if isinstance(value, str):
+        return f"{key} {value if len(value) <= 32 else value[:29] + '...'}"
+    if isinstance(value, Mapping | list | tuple):
+        return f"{len(value):,} {key}"
+    return None
+
+
+def _cursor_summary(partitions: Mapping[str, Any], items: int = 0) -> str:
+    """A source's saved cursors, for people: partitions, tracked items, and what the most recent
+    cursor says (its values, not its JSON)."""
+    if not partitions and not items:
         return "no cursor (next sync is a full sync)"
-    first_key = sorted(partitions)[-1]
-    text = json.dumps(partitions[first_key], default=str, sort_keys=True)
-    if len(text) > 70:
-        text = text[:67] + "..."
-    label = f"[{first_key}] " if first_key else ""
     n = len(partitions)
-    return f"{n} partition{'s' if n != 1 else ''}; {label}{text}"
+    out = f"{n} partition{'s' if n != 1 else ''}"
+    if items:
+        out += f", {items:,} item{'s' if items != 1 else ''} tracked"
+    if partitions:
+        key = sorted(partitions)[-1]
+        cursor = partitions[key] if isinstance(partitions[key], Mapping) else {}
+        if len(cursor) > 6 or any("/" in k or "." in k for k in cursor):  # a map of items
+            # (file path -> fingerprint), not named values
+            said = [f"{len(cursor):,} entries"]
+        else:
+            said = [
+                d
+                for k, v in cursor.items()
+                if not k.startswith("_") and (d := _describe_value(k, v)) is not None
+            ][:3]
+        if said:
+            out += f"; {'partition ' + key + ': ' if key and n > 1 else ''}{', '.join(said)}"
+    return out
 
 
 def collect_status(config: Config) -> dict[str, Any]:
@@ -579,16 +609,21 @@ def collect_status(config: Config) -> dict[str, Any]:
     for spec in config.sources.values():
         type_users.setdefault(_source_type_of(spec), []).append(spec.name)
     sources: dict[str, Any] = {}
+    attributed: dict[str, int] = {}
     for name, spec in config.sources.items():
         st = _source_type_of(spec)
         info = state.source_info(name) if state is not None else {}
         parts = info.get("partitions") or {}
+        records = counts.get(st, 0)
+        if ds is not None and records:  # this source's rows, told apart by their uuids
+            records = _rows_of(ds, spec, st)
+        attributed[st] = attributed.get(st, 0) + records
         sources[name] = {
             "type": spec.type,
             "source_type": st,
             "enabled": spec.enabled,
             "schedule": spec.schedule_text,
-            "records": counts.get(st, 0),
+            "records": records,
             "records_shared_with": [n for n in type_users[st] if n != name],
             "last_success": _ts(info.get("last_success")),
             "last_summary": info.get("last_summary"),
@@ -598,7 +633,32 @@ def collect_status(config: Config) -> dict[str, Any]:
         }
     out["sources"] = sources
     out["dead_letters"] = sum(dead.values())
+    # rows no configured source wrote (a source removed from the config, another config's)
+    out["other_rows"] = {
+        st: n - attributed.get(st, 0) for st, n in counts.items() if n > attributed.get(st, 0)
+    }
+    others: dict[str, Any] = {}
+    if state is not None:
+        for name in sorted(state.load()["sources"]):
+            if name not in config.sources:
+                info = state.source_info(name)
+                others[name] = {
+                    "last_success": _ts(info.get("last_success")),
+                    "cursor": _cursor_summary(info.get("partitions") or {}),
+                    "dead_letters": dead.get(name, 0),
+                }
+    out["sources_not_in_config"] = others
     return out
+
+
+def _rows_of(ds: Any, spec: SourceSpec, source_type: str) -> int:
+    from cfstream.sinks.identity import source_rows
+
+    try:
+        src = build_source(spec)
+    except CfStreamError:
+        return 0
+    return len(source_rows(ds, source_type, src.record_name))
 
 
 def _source_type_of(spec: SourceSpec) -> str:
@@ -614,8 +674,14 @@ def _count_cells(s: SourceStats) -> tuple[str, str, str, str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``cfstream status CONFIG``: what each source has in the dataset and when it last synced."""
-    config = _load(args)
+    """``cfstream status CONFIG|DATASET``: what each source has in the dataset and when it last
+    synced (given a dataset folder instead of a config: what its sync state knows)."""
+    target = Path(args.config)
+    if target.is_dir():  # a dataset, not a config
+        sink = SinkSettings.model_validate({})
+        config = Config(dataset=str(target.resolve()), sink=sink, stages=(), sources={})
+    else:
+        config = _load(args)
     _setup_logging(args.log_level, args.log_format, args.quiet)
     info = collect_status(config)
     if args.json:
@@ -633,11 +699,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         _out(f"  error: {info['error']}")
     rows = [("source", "type", "records", "dead", "last success", "cursor")]
     for name, s in info["sources"].items():
-        shared = (
-            f" (type shared with {', '.join(s['records_shared_with'])})"
-            if s["records_shared_with"]
-            else ""
-        )
         rows.append(
             (
                 name + ("" if s["enabled"] else " [disabled]"),
@@ -645,15 +706,32 @@ def cmd_status(args: argparse.Namespace) -> int:
                 str(s["records"]),
                 str(s["dead_letters"]),
                 s["last_success"] or "never",
-                s["cursor"] + shared,
+                s["cursor"],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
+    for r in rows if len(rows) > 1 else []:
         cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(5)]
         _out("  " + "  ".join(cells) + "  " + r[5])
+    for name, s in info["sources_not_in_config"].items():
+        _out(
+            f"  {name}: in the sync state, not in {'this config' if config.sources else 'a config'}"
+            f"; last success {s['last_success'] or 'never'}; {s['cursor']}"
+            + (f"; {s['dead_letters']} dead letters" if s["dead_letters"] else "")
+        )
+    if info["other_rows"]:
+        listed = ", ".join(f"{n:,} {st}" for st, n in sorted(info["other_rows"].items()))
+        _out(
+            f"  rows no source of this config wrote: {listed} (`cfstream reset --rows` removes "
+            "a source's rows)"
+            if config.sources
+            else f"  rows by type: {listed}"
+        )
     if info["dead_letter_path"]:
-        _out(f"  dead letters: {info['dead_letters']} -> {info['dead_letter_path']}")
+        _out(
+            f"  dead letters: {info['dead_letters']} outstanding -> {info['dead_letter_path']} "
+            "(`cfstream dead-letters`)"
+        )
     return EXIT_OK
 
 
@@ -1308,7 +1386,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", parents=[common], help="what each source has in the dataset")
-    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("config", metavar="CONFIG|DATASET", help="a config file, or a dataset folder")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("watch", parents=[common], help="run each source on its schedule")
