@@ -53,10 +53,11 @@ from cfstream.errors import (
     ClientError,
     HTTPError,
     NotFoundError,
+    PaginationLoopError,
     ResponseFormatError,
     SourceError,
 )
-from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, Service
+from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, SeenRequests, Service
 from cfstream.http.policies import Problem, RawResponse
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp
 from cfstream.sources._files import validate_options
@@ -518,6 +519,8 @@ class _PartitionReader:
         self.root = root
         self.drive = drive
         self.st = source.source_type
+        # every page request of this run: a page token Drive hands back twice would loop forever
+        self.seen = SeenRequests()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -560,6 +563,18 @@ class _PartitionReader:
             )
         return f
 
+    def _no_loop(self, endpoint: str, folder: str, token: Any) -> None:
+        """Raise PaginationLoopError when this run already asked for this page."""
+        if not self.seen.add(endpoint, folder, token):
+            raise PaginationLoopError(
+                f"Drive's {endpoint} handed back a page token it already gave in this run "
+                f"({'folder ' + folder if folder else 'changes'}); following it would loop "
+                "forever. The partition stops at its last checkpoint; run again later, and "
+                "report it if it persists",
+                service="google_drive",
+                url=f"{_DRIVE}/{'files' if folder else 'changes'}",
+            )
+
     async def _list_page(self, folder: str, page_token: str | None) -> tuple[list[Any], str | None]:
         params: dict[str, Any] = {
             "q": f"'{folder}' in parents and trashed=false",
@@ -572,6 +587,7 @@ class _PartitionReader:
             params["corpora"] = "drive"
         if page_token:
             params["pageToken"] = page_token
+            self._no_loop("files.list", folder, page_token)
         resp = await self.api.get(f"{_DRIVE}/files", params)
         data = resp.data
         if not isinstance(data, Mapping) or not isinstance(data.get("files"), list):
@@ -648,6 +664,7 @@ class _PartitionReader:
                 "fields": _CHANGE_FIELDS,
                 **self._scope(),
             }
+            self._no_loop("changes.list", "", state.token)
             resp = await self.api.get(f"{_DRIVE}/changes", params)
             data = resp.data
             if not isinstance(data, Mapping) or not isinstance(data.get("changes"), list):

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from cfstream.deadletter import read_dead_letters
-from cfstream.errors import AuthError, ClientError, ConfigError
+from cfstream.errors import AuthError, ClientError, ConfigError, PaginationLoopError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
 from cfstream.report import RunReport
@@ -859,3 +859,24 @@ def test_a_credential_file_in_a_config_is_relative_to_it(tmp_path: Path) -> None
     cfg.write_text(cfg.read_text().replace("./adc.json", "./missing.json"))
     with pytest.raises(ConfigError, match="sources.drive.credentials.path"):
         load_config(cfg)
+
+
+async def test_a_page_token_cycle_stops_the_partition_instead_of_looping(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path
+) -> None:
+    original = fake._list_files
+    listings = 0
+
+    def cycling(request: Any) -> Any:  # page tokens a -> b -> a -> ...
+        nonlocal listings
+        listings += 1
+        token = request.query.get("pageToken")
+        if token is None:
+            answer = original(request)
+            return Reply(data={**answer.data, "nextPageToken": "a"}, status=answer.status)
+        return Reply(data={"files": [], "nextPageToken": "b" if token == "a" else "a"})
+
+    api.route("GET", "/drive/v3/files", cycling)
+    with pytest.raises(PaginationLoopError, match="page token it already gave"):
+        await sync(source(fake, api), tmp_path / "kb.lance", http)  # its one partition fails
+    assert listings == 3  # none, a, b: stopped before asking for a again
