@@ -398,6 +398,8 @@ def _rich_report(report: RunReport) -> None:
         )
     if report.dead_lettered:
         lines.append(f"dead letters: {report.dead_lettered} -> {report.dead_letter_path}")
+    for name, s in report.sources.items():
+        lines.extend(f"warning [{name}]: {w}" for w in s.warnings)
     if report.error:
         lines.append(f"error: {report.error}")
     for line in lines:

@@ -40,6 +40,8 @@ class SourceStats:
     partitions_done: int = 0
     error: str | None = None
     last_fetch: float | None = None
+    #: things the user should know about this source's run (e.g. why it was read afresh)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -146,6 +148,9 @@ class RunReport:
                 f"  {name:<20} {s.fetched:>9} {s.skipped_unchanged:>9} {s.tombstones:>8} "
                 f"{s.failed:>7}  {status}"
             )
+        for name, s in self.sources.items():
+            for w in s.warnings:
+                lines.append(f"  warning [{name}]: {w}")
         for st in self.stages:
             lines.append(
                 f"  stage {st.name:<14} in {st.docs_in:>9} out {st.docs_out:>9} "

@@ -68,7 +68,7 @@ from cfstream.sinks.lance import (
     upsert_table,
 )
 from cfstream.sources.base import Source, SourceOutput
-from cfstream.state import StateStore, local_path
+from cfstream.state import ItemStore, StateStore, local_path
 
 __all__ = ("FragmentSink", "TaskResult", "WritePlan", "run_config", "run_ray")
 
@@ -169,7 +169,9 @@ class FragmentSink(Sink):
                 elif t is Tombstone:
                     batch.add_tombstone(it)  # type: ignore[arg-type]
                 elif t is Checkpoint:
-                    self.checkpoint = it  # type: ignore[assignment]
+                    # the driver saves one checkpoint per partition: it carries every item change
+                    cp: Checkpoint = it  # type: ignore[assignment]
+                    self.checkpoint = cp if self.checkpoint is None else self.checkpoint.then(cp)
             if len(batch.docs) >= self.plan.batch_rows:
                 await self._flush(batch, ctx)
                 batch = _Batch()
@@ -218,20 +220,30 @@ def _run_partition(
     cursor: Mapping[str, Any] | None,
     plan: WritePlan,
     rate_share: float,
+    items_path: str | None = None,
 ) -> TaskResult:
-    """Body of a Ray task: run one partition through the stages into a FragmentSink."""
+    """Body of a Ray task: run one partition through the stages into a FragmentSink.
+
+    ``items_path`` is the driver's item store, read here read-only (a worker that cannot see it
+    reads the partition as on a first sync); the driver saves the item changes after its commit.
+    """
     sink = FragmentSink(plan)
     pipeline = Pipeline([_OnePartition(source, partition, cursor)], stages, sink)
+    items = ItemStore(items_path, read_only=True) if items_path else None
 
     async def main() -> RunReport:
         http = None
         if getattr(source, "uses_http", False):
             http = http_client_for(pipeline, rate_share=rate_share)
             async with http:
-                return await run_pipeline(pipeline, http=http, state=None)
-        return await run_pipeline(pipeline, state=None)
+                return await run_pipeline(pipeline, http=http, state=None, items=items)
+        return await run_pipeline(pipeline, state=None, items=items)
 
-    report = anyio.run(main, backend="asyncio")
+    try:
+        report = anyio.run(main, backend="asyncio")
+    finally:
+        if items is not None:
+            items.close()
     stats = report.sources.get(source.name)
     if stats is not None and stats.error:
         raise PipelineError(f"partition {partition!r} of {source.name!r} failed: {stats.error}")
@@ -347,6 +359,7 @@ def run_ray(
             ray.init(**kwargs)
         task = ray.remote(_run_partition).options(max_retries=max_retries, retry_exceptions=True)
         futures = []
+        items_path = None if (full_refresh or state is None) else str(state.items.path)
         for s in leaves:
             cursors = {} if (full_refresh or state is None) else state.cursors(s.name)
             parts = partitions[s.name]
@@ -354,7 +367,9 @@ def run_ray(
             report.sources[s.name].partitions = len(parts)
             for p in parts:
                 futures.append(
-                    task.remote(s, pipeline.stages, p, cursors.get(p), plan, 1.0 / running)
+                    task.remote(
+                        s, pipeline.stages, p, cursors.get(p), plan, 1.0 / running, items_path
+                    )
                 )
         results: list[TaskResult] = []
         errors: list[BaseException] = []
@@ -390,7 +405,12 @@ def run_ray(
             report.error = f"{len(errors)} partition task(s) failed: {errors[0]}"
         if state is not None:
             cps = [
-                Checkpoint(r.checkpoint.cursor, partition=r.partition, source=r.source)
+                Checkpoint(
+                    r.checkpoint.cursor,
+                    partition=r.partition,
+                    source=r.source,
+                    items=r.checkpoint.items,
+                )
                 for r in results
                 if r.checkpoint is not None
             ]
