@@ -510,16 +510,21 @@ def _human_size(n: int) -> str:
     return f"{size:,.1f} TB"  # pragma: no cover
 
 
-def _cursor_summary(partitions: Mapping[str, Any]) -> str:
-    if not partitions:
+def _cursor_summary(partitions: Mapping[str, Any], items: int = 0) -> str:
+    if not partitions and not items:
         return "no cursor (next sync is a full sync)"
-    first_key = sorted(partitions)[-1]
-    text = json.dumps(partitions[first_key], default=str, sort_keys=True)
-    if len(text) > 70:
-        text = text[:67] + "..."
-    label = f"[{first_key}] " if first_key else ""
     n = len(partitions)
-    return f"{n} partition{'s' if n != 1 else ''}; {label}{text}"
+    out = f"{n} partition{'s' if n != 1 else ''}"
+    if items:
+        out += f", {items:,} item{'s' if items != 1 else ''} tracked"
+    if partitions:
+        first_key = sorted(partitions)[-1]
+        text = json.dumps(partitions[first_key], default=str, sort_keys=True)
+        if len(text) > 70:
+            text = text[:67] + "..."
+        label = f"[{first_key}] " if first_key else ""
+        out += f"; {label}{text}"
+    return out
 
 
 def collect_status(config: Config) -> dict[str, Any]:
@@ -566,6 +571,7 @@ def collect_status(config: Config) -> dict[str, Any]:
         st = _source_type_of(spec)
         info = state.source_info(name) if state is not None else {}
         parts = info.get("partitions") or {}
+        tracked = state.tracked_items(name) if state is not None else 0
         sources[name] = {
             "type": spec.type,
             "source_type": st,
@@ -575,8 +581,9 @@ def collect_status(config: Config) -> dict[str, Any]:
             "records_shared_with": [n for n in type_users[st] if n != name],
             "last_success": _ts(info.get("last_success")),
             "last_summary": info.get("last_summary"),
-            "cursor": _cursor_summary(parts),
+            "cursor": _cursor_summary(parts, tracked),
             "partitions": len(parts),
+            "tracked_items": tracked,
             "dead_letters": dead.get(name, 0),
         }
     out["sources"] = sources
