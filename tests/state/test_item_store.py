@@ -179,11 +179,12 @@ def test_saving_an_unchanged_cursor_writes_nothing(
     assert len(writes) == 1
     assert os.stat(tmp_path / "state.json").st_mtime_ns == mtime
     assert (wal.stat().st_size if wal.exists() else 0) == wal_size
-    # item changes alone are saved (and last_checkpoint moves)
+    # item changes alone go to the item store only
     store.save_checkpoints(
         [Checkpoint({"v": 2}, partition="p", source="s", items=ItemChanges(put={"b": 1}))]
     )
     assert store.items.get("s", "p", ["a", "b"]) == {"a": 1, "b": 1}
+    assert len(writes) == 1
 
 
 def test_a_forgotten_partition_or_source_forgets_its_items(tmp_path: Path) -> None:
