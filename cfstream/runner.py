@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from cfstream.pipeline import Pipeline
     from cfstream.sources.base import Source
 
-__all__ = ("RunControl", "http_client_for", "run", "run_pipeline")
+__all__ = ("RunControl", "check_source_scope", "http_client_for", "run", "run_pipeline")
 
 log = get_logger("cfstream.runner")
 
@@ -389,7 +389,7 @@ async def run_pipeline(
                 state.acquire_source(s.name)
             if not dry_run:
                 for s in leaves:
-                    _check_scope(state, s, report)
+                    check_source_scope(state, s, report)
         await sink.open(ctx)
         cursors: dict[str, dict[str, Mapping[str, Any]]] = {}
         for s in leaves:
@@ -435,7 +435,7 @@ SCOPE_CHANGED = (
 )
 
 
-def _check_scope(state: StateStore, source: Source, report: RunReport) -> None:
+def check_source_scope(state: StateStore, source: Source, report: RunReport) -> None:
     """Drop ``source``'s saved cursors when its type or reading options changed (and say so)."""
     digest = scope_digest(source.source_type, source.cursor_scope())
     if state.check_scope(source.name, digest) is None:

@@ -56,7 +56,7 @@ from cfstream.records import (
     documents_to_table,
 )
 from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
-from cfstream.runner import http_client_for, run_pipeline
+from cfstream.runner import check_source_scope, http_client_for, run_pipeline
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import (
@@ -344,6 +344,8 @@ def run_ray(
         if state is not None:
             for s in leaves:
                 state.acquire_source(s.name)
+            for s in leaves:
+                check_source_scope(state, s, report)
         partitions = _list_partitions(pipeline, report)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {
