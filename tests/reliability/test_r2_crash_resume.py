@@ -193,7 +193,7 @@ def _run(tmp_path: Path, server: FakeServer, s: Settings, rng: random.Random) ->
 
 ITEM_KILLS = size(6, 16)
 ITEM_FOLDERS = size(4, 10)
-ITEM_PER_FOLDER = size(1500, 3000)
+ITEM_PER_FOLDER = size(1000, 3000)
 ITEM_STRATEGIES = ("item_write", "mid_commit", "item_write", "after_commit", "item_write", "random")
 
 
