@@ -110,6 +110,14 @@ class SourceContext:
             return {}
         return items.get(self.name, partition, keys)
 
+    def item_entries(self, partition: str) -> Iterator[tuple[str, Any]]:
+        """Every saved per-item ``(key, value)`` of ``partition``, streamed a page at a time in
+        key (UTF-8 byte) order (none on a full refresh or without a state)."""
+        items = self.run.items
+        if items is None or self.run.full_refresh:
+            return iter(())
+        return items.entries(self.name, partition)
+
     def item_keys(self, partition: str) -> Iterator[str]:
         """Every saved per-item key of ``partition``, streamed (none on a full refresh)."""
         items = self.run.items

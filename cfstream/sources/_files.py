@@ -70,8 +70,6 @@ __all__ = (
 ROOT_HEADER = "/"
 #: a partition's cursor: its entries live in the state's item store
 _CURSOR = {"v": 2}
-#: files whose saved entries are looked up at once
-LOOKUP_CHUNK = 1000
 
 
 def _legacy_entries(cursor: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -389,8 +387,8 @@ class FileTreeSource(Source):
     ) -> AsyncIterator[SourceOutput]:
         """Yield the partition's changed documents, tombstones and checkpoints.
 
-        What is known of each file comes from the state's item store (``ctx.item_values``),
-        looked up a chunk of files at a time; each checkpoint carries only the entries that
+        What is known of each file comes from the state's item store (``ctx.item_entries``),
+        streamed a page at a time; each checkpoint carries only the entries that
         changed since the previous one (:class:`~cfstream.records.ItemChanges`). A cursor saved
         by an older cfstream (the partition's whole map) is read once and moved into the store.
         """
@@ -401,16 +399,11 @@ class FileTreeSource(Source):
         if skipped:
             ctx.skipped(skipped)
 
-        def lookup(keys: list[str]) -> dict[str, Any]:
-            if legacy is not None:
-                return {k: legacy[k] for k in keys if k in legacy}
-            return ctx.item_values(partition, keys)
-
-        def known_keys() -> Iterable[str]:
-            return legacy.keys() if legacy is not None else ctx.item_keys(partition)
+        def saved() -> Iterable[tuple[str, Any]]:
+            return legacy.items() if legacy is not None else ctx.item_entries(partition)
 
         # 1. plan, off the event loop: deletions, new folder headers, files to read
-        plan = await anyio.to_thread.run_sync(self._plan, partition, entries, lookup, known_keys)
+        plan = await anyio.to_thread.run_sync(self._plan, partition, entries, saved)
         gone, new_headers, to_read, unchanged = plan
         # the first checkpoint replaces the partition's entries on a full refresh, and when the
         # cursor was an old-style map (those entries move into the store)
@@ -479,54 +472,56 @@ class FileTreeSource(Source):
         self,
         partition: str,
         entries: list[FileEntry],
-        lookup: Callable[[list[str]], dict[str, Any]],
-        known_keys: Callable[[], Iterable[str]],
+        saved: Callable[[], Iterable[tuple[str, Any]]],
     ) -> tuple[list[str], list[str], list[tuple[FileEntry, Any]], int]:
         """(keys gone, folder header keys new, (file, saved entry) to read, files unchanged).
 
-        Streams the saved keys and looks entries up :data:`LOOKUP_CHUNK` files at a time: what
-        it keeps is the partition's paths (as the scan does) and what changed."""
-        present = {e.rel for e in entries}
+        One pass over the partition's saved entries, streamed from the item store a page at a
+        time, against the partition's files from the scan: what it keeps beyond the scan's own
+        listing is what changed."""
+        present = {e.rel: e for e in entries}
         folders = self._folders(partition, entries)
-        gone = sorted(
-            key
-            for key in known_keys()
-            if (key not in folders if key.endswith("/") else key not in present)
-        )
-        del present
-        ordered = sorted(folders)
-        have = lookup(ordered)
-        new_headers = [key for key in ordered if key not in have]
+        gone: list[str] = []
+        headers_seen: set[str] = set()
         to_read: list[tuple[FileEntry, Any]] = []
         unchanged = 0
         deps_changed = self.deps_changed
         scan = self._scan
-        for i in range(0, len(entries), LOOKUP_CHUNK):
-            chunk = entries[i : i + LOOKUP_CHUNK]
-            saved = lookup([e.rel for e in chunk])
-            for e in chunk:
-                prev = saved.get(e.rel)
-                if (
-                    isinstance(prev, list)
-                    and len(prev) >= 3
-                    and prev[0] == e.mtime_ns
-                    and prev[1] == e.size
-                    and (
-                        scan is None
-                        or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
-                    )
-                ):
-                    unchanged += 1
+        for key, prev in saved():
+            if key.endswith("/"):
+                if key in folders:
+                    headers_seen.add(key)
                 else:
-                    to_read.append((e, prev))
-        return gone, new_headers, to_read, unchanged
+                    gone.append(key)
+                continue
+            e = present.pop(key, None)
+            if e is None:
+                gone.append(key)
+            elif (
+                isinstance(prev, list)
+                and len(prev) >= 3
+                and prev[0] == e.mtime_ns
+                and prev[1] == e.size
+                and (scan is None or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan))
+            ):
+                unchanged += 1
+            else:
+                to_read.append((e, prev))
+        to_read.extend((e, None) for e in present.values())  # files not seen before
+        to_read.sort(key=lambda t: t[0].rel)
+        gone.sort()
+        return gone, sorted(folders - headers_seen), to_read, unchanged
 
     def _folders(self, partition: str, entries: Iterable[FileEntry]) -> set[str]:
         if not self.folder_headers:
             return set()
         keys: set[str] = {ROOT_HEADER} if partition == "" else set()
+        last = None
         for e in entries:
-            folder = folder_of(e.rel)
+            folder = e.rel.rpartition("/")[0]
+            if folder == last:  # entries come sorted: most share the previous one's folder
+                continue
+            last = folder
             while folder:
                 key = header_id(folder)
                 if key in keys:
