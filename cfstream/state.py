@@ -122,6 +122,10 @@ class ItemStore:
                 # safe: the items are read again and upserted (an entry can lag behind the
                 # dataset, never run ahead of it), and it spares an fsync per checkpoint.
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # copy the WAL into the database every ~1 MB (not SQLite's 4 MB): the bytes a
+                # sync writes then grow with its changes from the first checkpoint on, and the
+                # WAL stays small
+                conn.execute("PRAGMA wal_autocheckpoint=256")
                 conn.executescript(
                     """
                     CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
