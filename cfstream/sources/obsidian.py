@@ -271,6 +271,8 @@ class VaultIndex:
                     matches.append(rel)
         if not matches:
             return None
+        if len(matches) == 1:  # the usual case: one note of that name (checked once per note
+            return matches[0]  # and link on every sync, so it must stay cheap)
         here = folder_of(source)
         return min(matches, key=lambda r: (folder_of(r) != here, r.count("/"), len(r), r))
 
