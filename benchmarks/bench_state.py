@@ -273,6 +273,7 @@ def run(
         r = at[0]
         targets.append(
             {
+                "id": "P8.walk",
                 "name": f"no-change re-sync / walk at {r['n']:,}",
                 "value": r["nochange_over_walk"],
                 "limit": TARGET_WALK_RATIO,
@@ -282,6 +283,7 @@ def run(
         rss = r["nochange"]["peak_rss_mb"]
         targets.append(
             {
+                "id": "P8.rss",
                 "name": f"no-change re-sync peak RSS at {r['n']:,} (MB)",
                 "value": rss,
                 "limit": TARGET_RSS_MB,
@@ -292,6 +294,7 @@ def run(
     if worst is not None:
         targets.append(
             {
+                "id": "P8.exponent",
                 "name": "largest growth exponent",
                 "value": worst,
                 "limit": TARGET_EXPONENT,
@@ -303,6 +306,7 @@ def run(
         out["obsidian_over_files_nochange"] = ratio
         targets.append(
             {
+                "id": "P8.obsidian",
                 "name": f"Obsidian / files no-change re-sync at {obsidian:,} "
                 "(same vault, paired, median of 3)",
                 "value": ratio,

@@ -585,7 +585,7 @@ class Runner:
             }
         targets = []
         for t in res["targets"]:
-            targets.append(_target("P8", t["name"], t["value"], "<=", t["limit"]))
+            targets.append(_target(t["id"], t["name"], t["value"], "<=", t["limit"]))
         return {
             "title": "P8 state that scales (files source)",
             "params": {
