@@ -228,3 +228,18 @@ def test_frontmatter_reads_as_the_pure_python_loader_does(text: str) -> None:
         assert not isinstance(got, str) and got[0] == {}
     else:
         assert isinstance(got, str)
+
+
+def test_link_answers_are_remembered_only_when_they_do_not_depend_on_the_note() -> None:
+    from cfstream.sources._files import TreeScan
+    from cfstream.sources.obsidian import VaultIndex
+
+    scan = TreeScan(root="/v", all_files={"a/X.md", "b/X.md", "c/Only.md", "a/n.md", "b/n.md"})
+    idx = VaultIndex.from_scan(scan)
+    for _ in range(2):  # the second round answers from what the first remembered
+        assert idx.resolve("X", "a/n.md") == "a/X.md"
+        assert idx.resolve("X", "b/n.md") == "b/X.md"
+        assert idx.resolve("Only", "a/n.md") == "c/Only.md"
+        assert idx.resolve("Missing", "a/n.md") is None
+        assert idx.resolve("./X", "b/n.md") == "b/X.md"
+    assert "X" not in idx._unique and idx._unique["Only"] == "c/Only.md"
