@@ -132,6 +132,11 @@ def markdown(results: dict[str, Any], json_name: str | None = None) -> str:
                     f"{inc['changed']} / {inc['fetched']} / {inc['rows_written']}."
                 )
             out.append("")
+        if "detail" in sc and sid == "P8":
+            from benchmarks.bench_state import markdown as p8_markdown
+
+            out.append(p8_markdown(sc["detail"]))
+            out.append("")
         if sc.get("targets"):
             out.append("| target | value | threshold | result |")
             out.append("|---|---|---|---|")

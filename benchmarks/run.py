@@ -6,7 +6,8 @@
 
 Scenarios (see ``benchmarks/README.md``): P1 end-to-end throughput against a hand-written loop and
 dlt; P2 peak memory at 100k vs 1M documents; P3 latency hiding; P4 incremental re-sync; P5 the
-engine benchmark (:mod:`benchmarks.bench_engine`); and the Ray engine against the local one.
+engine benchmark (:mod:`benchmarks.bench_engine`); P8 state that scales
+(:mod:`benchmarks.bench_state`); and the Ray engine against the local one.
 
 Contenders of a scenario run interleaved (A B C, A B C, ...); each scenario reports, per contender,
 the median and min-max over rounds, and ratios computed round by round (round i of A over round i
@@ -45,7 +46,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 DLT_VERSION = "1.31.0"
 DLT_ENV = BENCH_DIR / ".venv-dlt"
-ALL_SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "RAY")
+ALL_SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P8", "RAY")
 SCHEMA_VERSION = 1
 
 
@@ -65,6 +66,8 @@ class Config:
     p4_docs: int = 100_000
     p4_fraction: float = 0.01
     p5_docs: int = 200_000
+    p8_sizes: tuple[int, ...] = (10_000, 50_000, 200_000)
+    p8_obsidian: int = 50_000
     ray_cpus: int = 2
     scenarios: tuple[str, ...] = ALL_SCENARIOS
     dlt: bool = True
@@ -82,6 +85,8 @@ class Config:
             p3_docs_per_partition=200,
             p4_docs=10_000,
             p5_docs=20_000,
+            p8_sizes=(2_000, 10_000),
+            p8_obsidian=10_000,
             scenarios=tuple(s for s in ALL_SCENARIOS if s != "RAY"),
             profile=False,
         )
@@ -550,6 +555,50 @@ class Runner:
             ],
         }
 
+    def p8(self) -> dict[str, Any]:
+        """State that scales: a files sync's cost against the folder's size (one round)."""
+        from benchmarks import bench_state
+
+        cfg = self.cfg
+        res = bench_state.run(cfg.p8_sizes, cfg.p8_obsidian or None, log=self.log, work=self.work)
+        big = res["sizes"][-1]
+        n = big["n"]
+        contenders: dict[str, Any] = {
+            f"files {label} ({n:,} files)": {
+                **_contender([big[key]["wall_s"]], n),
+                "peak_rss_mb_stats": spread([big[key]["peak_rss_mb"]]),
+                "state_bytes": big[key]["state_bytes"],
+            }
+            for key, label in (
+                ("full", "full import"),
+                ("nochange", "no-change re-sync"),
+                ("one_change", "1 changed + 1 deleted"),
+            )
+        }
+        contenders[f"os.walk + os.stat ({n:,} files)"] = _contender([big["walk_s"]], n)
+        obs = res.get("obsidian")
+        if obs is not None:
+            contenders[f"obsidian no-change re-sync ({obs['n']:,} notes)"] = {
+                **_contender([obs["nochange"]["wall_s"]], obs["n"]),
+                "peak_rss_mb_stats": spread([obs["nochange"]["peak_rss_mb"]]),
+                "state_bytes": obs["nochange"]["state_bytes"],
+            }
+        targets = []
+        for t in res["targets"]:
+            targets.append(_target(t["id"], t["name"], t["value"], "<=", t["limit"]))
+        return {
+            "title": "P8 state that scales (files source)",
+            "params": {
+                "sizes": ",".join(str(x) for x in cfg.p8_sizes),
+                "obsidian": cfg.p8_obsidian,
+                "rounds": 1,
+            },  # fmt: skip
+            "unit": "s",
+            "contenders": contenders,
+            "detail": res,
+            "targets": targets,
+        }
+
     def p5(self) -> dict[str, Any]:
         """The engine benchmark (in-memory documents, no HTTP)."""
         from benchmarks import bench_engine
@@ -710,6 +759,8 @@ def run_benchmarks(
                     res = runner.p4()
                 elif sid == "P5":
                     res = runner.p5()
+                elif sid == "P8":
+                    res = runner.p8()
                 elif sid == "RAY":
                     res = runner.ray()
                 else:

@@ -32,6 +32,7 @@ from cfstream.pipeline import Pipeline
 from cfstream.records import (
     Checkpoint,
     Document,
+    ItemChanges,
     Relationship,
     Tombstone,
     frame_schema,
@@ -42,7 +43,7 @@ from cfstream.runner import RunControl, run, run_pipeline
 from cfstream.secrets import Secret, env
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.sources import Source, merge, source
-from cfstream.state import StateStore
+from cfstream.state import ItemStore, StateStore
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,8 @@ __all__ = (
     "FrameDataset",
     "FrameRecord",
     "HTTPError",
+    "ItemChanges",
+    "ItemStore",
     "LanceSink",
     "MemorySink",
     "Pipeline",

@@ -560,7 +560,7 @@ def _cursor_summary(partitions: Mapping[str, Any], items: int = 0) -> str:
             said = [
                 d
                 for k, v in cursor.items()
-                if not k.startswith("_") and (d := _describe_value(k, v)) is not None
+                if not k.startswith("_") and k != "v" and (d := _describe_value(k, v)) is not None
             ][:3]
         if said:
             out += f"; {'partition ' + key + ': ' if key and n > 1 else ''}{', '.join(said)}"
@@ -618,6 +618,7 @@ def collect_status(config: Config) -> dict[str, Any]:
         if ds is not None and records:  # this source's rows, told apart by their uuids
             records = _rows_of(ds, spec, st)
         attributed[st] = attributed.get(st, 0) + records
+        tracked = state.tracked_items(name) if state is not None else 0
         sources[name] = {
             "type": spec.type,
             "source_type": st,
@@ -627,8 +628,9 @@ def collect_status(config: Config) -> dict[str, Any]:
             "records_shared_with": [n for n in type_users[st] if n != name],
             "last_success": _ts(info.get("last_success")),
             "last_summary": info.get("last_summary"),
-            "cursor": _cursor_summary(parts),
+            "cursor": _cursor_summary(parts, tracked),
             "partitions": len(parts),
+            "tracked_items": tracked,
             "dead_letters": dead.get(name, 0),
         }
     out["sources"] = sources

@@ -8,6 +8,7 @@ item); stages and the sink read the run context directly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from cfstream.secrets import get_logger, redact
 
 if TYPE_CHECKING:
     from cfstream.http import HttpClient
-    from cfstream.state import StateStore
+    from cfstream.state import ItemStore, StateStore
 
 __all__ = ("RunContext", "SourceContext", "StageContext")
 
@@ -33,6 +34,8 @@ class RunContext:
     stop: anyio.Event
     state: StateStore | None = None
     http: HttpClient | None = None
+    #: the sources' per-item entries (default: the state's); read-only for sources
+    items: ItemStore | None = None
     full_refresh: bool = False
     dry_run: bool = False
     logger: logging.Logger = field(default_factory=lambda: get_logger("cfstream.run"))
@@ -119,6 +122,32 @@ class SourceContext:
         text = redact(message)
         self.stats.warnings.append(text)
         self.logger.warning("%s: %s", self.name, text)
+
+    def item_values(self, partition: str, keys: Iterable[str]) -> dict[str, Any]:
+        """This source's saved per-item entries of ``keys`` in ``partition`` (missing ones left
+        out; none at all on a full refresh or without a state).
+
+        Entries are saved from the :class:`~cfstream.records.ItemChanges` of checkpoints, after
+        the commit holding the records before them."""
+        items = self.run.items
+        if items is None or self.run.full_refresh:
+            return {}
+        return items.get(self.name, partition, keys)
+
+    def item_entries(self, partition: str) -> Iterator[tuple[str, Any]]:
+        """Every saved per-item ``(key, value)`` of ``partition``, streamed a page at a time in
+        key (UTF-8 byte) order (none on a full refresh or without a state)."""
+        items = self.run.items
+        if items is None or self.run.full_refresh:
+            return iter(())
+        return items.entries(self.name, partition)
+
+    def item_keys(self, partition: str) -> Iterator[str]:
+        """Every saved per-item key of ``partition``, streamed (none on a full refresh)."""
+        items = self.run.items
+        if items is None or self.run.full_refresh:
+            return iter(())
+        return items.keys(self.name, partition)
 
     def skipped_unchanged(self, n: int = 1) -> None:
         """Count documents skipped because their content did not change."""

@@ -39,6 +39,7 @@ __all__ = (
     "Checkpoint",
     "Document",
     "Item",
+    "ItemChanges",
     "Relationship",
     "Tombstone",
     "documents_to_table",
@@ -335,16 +336,58 @@ def without_surrogates(doc: Document) -> Document | None:
 
 
 @dataclass(slots=True, frozen=True)
+class ItemChanges:
+    """Changes to a partition's per-item entries since the previous checkpoint.
+
+    Sources that remember something per item (a file's mtime and digest, a blob's sha, a page's
+    edit time) keep it in the state's item store instead of in the cursor, and put only what
+    changed into each :class:`Checkpoint`: ``put`` maps item keys to new JSON-serialisable values,
+    ``delete`` lists keys to forget, and ``reset`` first forgets every entry of the partition (a
+    full re-sync). They are applied, in one transaction, after the commit that holds every record
+    yielded before the checkpoint, exactly like the cursor.
+    """
+
+    put: Mapping[str, Any] = field(default_factory=dict)
+    delete: Sequence[str] = ()
+    reset: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.put or self.delete or self.reset)
+
+    def then(self, later: ItemChanges | None) -> ItemChanges:
+        """These changes followed by ``later``, as one set of changes."""
+        if later is None:
+            return self
+        if later.reset:
+            return later
+        gone = set(later.delete)
+        put = {k: v for k, v in self.put.items() if k not in gone}
+        put.update(later.put)
+        delete = [k for k in self.delete if k not in later.put]
+        seen = set(delete)
+        delete.extend(k for k in later.delete if k not in seen)
+        return ItemChanges(put=put, delete=delete, reset=self.reset)
+
+
+@dataclass(slots=True, frozen=True)
 class Checkpoint:
     """A resume point. ``cursor`` is JSON-serialisable; ``partition`` names the part of the source.
 
     The runner fills in ``source`` (the source's name) and ``partition`` when the source leaves them
-    empty. The cursor is saved only after the commit that holds every record yielded before it.
+    empty. The cursor is saved only after the commit that holds every record yielded before it;
+    ``items`` (:class:`ItemChanges`) are applied to the item store at the same moment.
     """
 
     cursor: Mapping[str, Any] | None
     partition: str | None = None
     source: str | None = None
+    items: ItemChanges | None = None
+
+    def then(self, later: Checkpoint) -> Checkpoint:
+        """One checkpoint standing for this one followed by ``later`` (item changes combined)."""
+        if self.items is None:
+            return later
+        return dataclasses.replace(later, items=self.items.then(later.items))
 
 
 @dataclass(slots=True, frozen=True)

@@ -45,14 +45,14 @@ from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
 from cfstream.sources.base import is_transient
-from cfstream.state import StateStore, local_path, state_dir_for
+from cfstream.state import ItemStore, StateStore, local_path, scope_digest, state_dir_for
 from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 
 if TYPE_CHECKING:
     from cfstream.pipeline import Pipeline
     from cfstream.sources.base import Source
 
-__all__ = ("RunControl", "http_client_for", "run", "run_pipeline")
+__all__ = ("RunControl", "check_source_scope", "http_client_for", "run", "run_pipeline")
 
 log = get_logger("cfstream.runner")
 #: Tracebacks of failures (a source's own code raising): DEBUG, shown by ``--log-level debug`` or
@@ -358,6 +358,7 @@ async def run_pipeline(
     dry_run: bool = False,
     http: Any = None,
     state: StateStore | None = None,
+    items: ItemStore | None = None,
     dead_letter_path: str | Path | Literal[False] | None = None,
     chunk_size: int = 500,
     chunk_latency: float = 0.25,
@@ -376,6 +377,8 @@ async def run_pipeline(
         dry_run: fetch and transform, write nothing and save no cursor.
         http: an existing ``cfstream.http.HttpClient``; by default one is opened for the run.
         state: where cursors live; default ``<dataset>/_cfstream/state.json`` for a local dataset.
+        items: the per-item entries sources read (default: ``state.items``); a Ray worker passes
+            a read-only store, its driver saves the changes.
         dead_letter_path: the dead-letter JSONL; default ``<dataset>/_cfstream/dead-letters.jsonl``;
             ``False`` keeps dead letters in memory only (``report.dead_lettered`` still counts).
         chunk_size: items per chunk when a source yields one item at a time.
@@ -404,6 +407,7 @@ async def run_pipeline(
         dead_letters=dead_letters,
         stop=control.stop,
         state=state,
+        items=items if items is not None else (state.items if state is not None else None),
         full_refresh=full_refresh,
         dry_run=dry_run,
     )
@@ -417,6 +421,9 @@ async def run_pipeline(
         if state is not None:
             for s in leaves:
                 state.acquire_source(s.name)
+            if not dry_run:
+                for s in leaves:
+                    check_source_scope(state, s, report)
         await sink.open(ctx)
         # before any cursor is read: the one-time rewrite of old record uuids may reset some
         await sink.upgrade(
@@ -460,6 +467,24 @@ async def run_pipeline(
         gc_tuning.close()
     report.stopped_early = control.stop.is_set()
     return report
+
+
+SCOPE_CHANGED = (
+    "its type or the options that decide what it reads changed since the last sync: its saved "
+    "cursors do not apply, so it is read afresh (records of the old settings stay until deleted)"
+)
+
+
+def check_source_scope(state: StateStore, source: Source, report: RunReport) -> None:
+    """Drop ``source``'s saved cursors when its type or reading options changed (and say so)."""
+    digest = scope_digest(source.source_type, source.cursor_scope())
+    if state.check_scope(source.name, digest) is None:
+        return
+    log.warning("source %s: %s", source.name, SCOPE_CHANGED)
+    stats = report.sources.setdefault(
+        source.name, SourceStats(name=source.name, source_type=source.source_type)
+    )
+    stats.warnings.append(SCOPE_CHANGED)
 
 
 def http_client_for(pipeline: Pipeline, *, rate_share: float = 1.0) -> Any:

@@ -72,7 +72,7 @@ from cfstream.records import (
     documents_to_table,
 )
 from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
-from cfstream.runner import http_client_for, run_pipeline
+from cfstream.runner import check_source_scope, http_client_for, run_pipeline
 from cfstream.secrets import Redactions, get_logger, redact
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import (
@@ -84,7 +84,7 @@ from cfstream.sinks.lance import (
     upsert_table,
 )
 from cfstream.sources.base import Source, SourceOutput
-from cfstream.state import StateStore, local_path, state_dir_for
+from cfstream.state import ItemStore, StateStore, local_path, state_dir_for
 
 __all__ = ("FragmentSink", "TaskResult", "WritePlan", "run_config", "run_ray")
 
@@ -189,7 +189,9 @@ class FragmentSink(Sink):
                 elif t is Tombstone:
                     batch.add_tombstone(it)  # type: ignore[arg-type]
                 elif t is Checkpoint:
-                    self.checkpoint = it  # type: ignore[assignment]
+                    # the driver saves one checkpoint per partition: it carries every item change
+                    cp: Checkpoint = it  # type: ignore[assignment]
+                    self.checkpoint = cp if self.checkpoint is None else self.checkpoint.then(cp)
             if len(batch.docs) >= self.plan.batch_rows:
                 await self._flush(batch, ctx)
                 batch = _Batch()
@@ -239,16 +241,19 @@ def _run_partition(
     cursor: Mapping[str, Any] | None,
     plan: WritePlan,
     rate_share: float,
+    items_path: str | None = None,
     redactions: Redactions | None = None,
 ) -> TaskResult:
     """Body of a Ray task: run one partition through the stages into a FragmentSink.
 
+    ``items_path`` is the driver's item store, read here read-only (a worker that cannot see it
+    reads the partition as on a first sync); the driver saves the item changes after its commit.
     ``redactions`` registered the driver's secrets in this process when Ray unpickled it. An
     error leaves with its message redacted and its chain dropped: Ray formats the traceback here,
     logs it and sends it to the driver.
     """
     try:
-        return _run_one(source, stages, partition, cursor, plan, rate_share)
+        return _run_one(source, stages, partition, cursor, plan, rate_share, items_path)
     except CfStreamError as exc:
         exc.message = redact(exc.message)
         exc.args = (exc.message,)
@@ -268,9 +273,11 @@ def _run_one(
     cursor: Mapping[str, Any] | None,
     plan: WritePlan,
     rate_share: float,
+    items_path: str | None,
 ) -> TaskResult:
     sink = FragmentSink(plan)
     pipeline = Pipeline([_OnePartition(source, partition, cursor)], stages, sink)
+    items = ItemStore(items_path, read_only=True) if items_path else None
     # this attempt's own dead-letter file (a retry gets another one); without a dead-letter
     # directory the letters are counted and dropped, never kept in memory
     letters = None
@@ -284,11 +291,15 @@ def _run_one(
             http = http_client_for(pipeline, rate_share=rate_share)
             async with http:
                 return await run_pipeline(
-                    pipeline, http=http, state=None, dead_letter_path=letters_path
+                    pipeline, http=http, state=None, dead_letter_path=letters_path, items=items
                 )
-        return await run_pipeline(pipeline, state=None, dead_letter_path=letters_path)
+        return await run_pipeline(pipeline, state=None, dead_letter_path=letters_path, items=items)
 
-    report = anyio.run(main, backend="asyncio")
+    try:
+        report = anyio.run(main, backend="asyncio")
+    finally:
+        if items is not None:
+            items.close()
     stats = report.sources.get(source.name)
     if stats is not None and stats.error:
         raise PipelineError(f"partition {partition!r} of {source.name!r} failed: {stats.error}")
@@ -409,6 +420,8 @@ def run_ray(
         if state is not None:
             for s in leaves:
                 state.acquire_source(s.name)
+            for s in leaves:
+                check_source_scope(state, s, report)
         partitions = _list_partitions(pipeline, report)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {
@@ -424,6 +437,7 @@ def run_ray(
             ray.init(**kwargs)
         task = ray.remote(_run_partition).options(max_retries=max_retries, retry_exceptions=True)
         futures = []
+        items_path = None if (full_refresh or state is None) else str(state.items.path)
         for s in leaves:
             cursors = {} if (full_refresh or state is None) else state.cursors(s.name)
             parts = partitions[s.name]
@@ -438,6 +452,7 @@ def run_ray(
                         cursors.get(p),
                         plan,
                         1.0 / running,
+                        items_path,
                         redactions=redactions,
                     )
                 )
@@ -478,7 +493,12 @@ def run_ray(
             report.error = redact(f"{len(errors)} partition task(s) failed: {errors[0]}")
         if state is not None:
             cps = [
-                Checkpoint(r.checkpoint.cursor, partition=r.partition, source=r.source)
+                Checkpoint(
+                    r.checkpoint.cursor,
+                    partition=r.partition,
+                    source=r.source,
+                    items=r.checkpoint.items,
+                )
                 for r in results
                 if r.checkpoint is not None
             ]

@@ -11,8 +11,10 @@
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
   folder that disappeared since the last sync stays a partition for one more run, so its files are
   tombstoned.
-* **Incremental sync.** The cursor of a partition maps each file's root-relative POSIX path to
-  ``[mtime_ns, size, content_hash, deps]``. A file whose mtime and size match is not read at all; a
+* **Incremental sync.** The state's item store (:class:`~cfstream.state.ItemStore`) keeps, per
+  partition, each file's root-relative POSIX path with ``[mtime_ns, size, content_hash, deps]``;
+  the partition's cursor is a constant marker, and each checkpoint carries only the entries that
+  changed (so a sync costs what changed plus a walk, whatever the folder's size). A file whose mtime and size match is not read at all; a
   file that was touched but whose bytes hash the same is skipped too (both are counted with
   ``ctx.skipped_unchanged``). ``deps`` is a subclass's record of what else the document depends
   on (Obsidian: how its links resolved); when :meth:`FileTreeSource.deps_changed` says it changed,
@@ -46,7 +48,7 @@ import posixpath
 import re
 import stat
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -58,7 +60,7 @@ from pydantic import ValidationError
 
 from cfstream.context import SourceContext
 from cfstream.errors import ConfigError, SourceError
-from cfstream.records import Checkpoint, Document, Tombstone
+from cfstream.records import Checkpoint, Document, ItemChanges, Tombstone
 from cfstream.secrets import redact
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
 
@@ -82,6 +84,17 @@ __all__ = (
 
 #: cursor key of the header of the root folder
 ROOT_HEADER = "/"
+#: a partition's cursor: its entries live in the state's item store
+_CURSOR = {"v": 2}
+
+
+def _legacy_entries(cursor: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The entries of a cursor saved before the item store (the partition's whole
+    ``{path: [mtime_ns, size, digest, deps]}`` map), or None."""
+    if not cursor or cursor.get("v") == _CURSOR["v"]:
+        return None
+    return {k: v for k, v in cursor.items() if isinstance(v, list)}
+
 
 #: default ``max_file_bytes``: the largest file read into a record (bigger ones are dead letters)
 DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -440,6 +453,15 @@ class FileTreeSource(Source):
         self._scan = scan
         return scan
 
+    def cursor_scope(self) -> Mapping[str, Any]:
+        """The folder, the globs and whether folder headers are records."""
+        return {
+            "root": os.path.realpath(self.root),
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "folder_headers": self.folder_headers,
+        }
+
     async def partitions(self, ctx: SourceContext) -> Sequence[str]:
         """The top-level folders and ``""`` (root files), plus folders synced before but now gone."""
         scan = await self.scan(ctx)
@@ -447,106 +469,156 @@ class FileTreeSource(Source):
         state = ctx.run.state
         if state is not None and not ctx.full_refresh:
             parts.update(state.cursors(ctx.name))
+            if ctx.run.items is not None:
+                parts.update(await anyio.to_thread.run_sync(ctx.run.items.partitions, ctx.name))
         return sorted(parts)
 
     async def read(
         self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
     ) -> AsyncIterator[SourceOutput]:
-        """Yield the partition's changed documents, tombstones and checkpoints."""
+        """Yield the partition's changed documents, tombstones and checkpoints.
+
+        What is known of each file comes from the state's item store (``ctx.item_entries``),
+        streamed a page at a time; each checkpoint carries only the entries that
+        changed since the previous one (:class:`~cfstream.records.ItemChanges`). A cursor saved
+        by an older cfstream (the partition's whole map) is read once and moved into the store.
+        """
         scan = self._scan if self._scan is not None else await self.scan(ctx)
-        old: dict[str, Any] = dict(cursor or {})
-        new: dict[str, Any] = {}
+        legacy = _legacy_entries(cursor)
         entries = scan.documents.get(partition, [])
         skipped = len(scan.others.get(partition, []))  # attachments and excluded files
         if skipped:
             ctx.skipped(skipped)
 
-        # 1. deletions and folder headers
-        present = {e.rel for e in entries}
-        folders = self._folders(partition, entries)
-        gone = [
-            Tombstone(key)
-            for key in sorted(old)
-            if (key not in present and not key.endswith("/"))
-            or (key.endswith("/") and key not in folders)
-        ]
-        headers: list[Document] = []
-        for key in sorted(folders):
-            new[key] = []
-            if key not in old:
-                folder = "" if key == ROOT_HEADER else key[:-1]
-                headers.append(self.folder_header(folder))
-        if gone or headers:
-            yield [*gone, *headers]
-        for key, value in old.items():  # unprocessed files keep their old entry until read
-            if key in present:
-                new[key] = value
+        def saved() -> Iterable[tuple[str, Any]]:
+            return legacy.items() if legacy is not None else ctx.item_entries(partition)
 
-        # 2. files, in batches read off the event loop
-        to_read: list[FileEntry] = []
-        unchanged = 0
-        for e in entries:
-            prev = old.get(e.rel)
-            if (
-                isinstance(prev, list)
-                and len(prev) >= 3
-                and prev[0] == e.mtime_ns
-                and prev[1] == e.size
-                and not (prev[2] == TOO_LARGE and e.size <= self.max_file_bytes)
-                and not self.deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
-            ):
-                unchanged += 1
-            else:
-                to_read.append(e)
+        # 1. plan, off the event loop: deletions, new folder headers, files to read
+        plan = await anyio.to_thread.run_sync(self._plan, partition, entries, saved)
+        gone, new_headers, to_read, unchanged = plan
+        # the first checkpoint replaces the partition's entries on a full refresh, and when the
+        # cursor was an old-style map (those entries move into the store)
+        reset = legacy is not None or ctx.full_refresh
+        puts: dict[str, Any] = {}
+        if legacy is not None:
+            dropped = set(gone)
+            puts = {k: v for k, v in legacy.items() if k not in dropped}
+        deletes: list[str] = [] if reset else list(gone)
+        for key in new_headers:
+            puts[key] = []
+        if gone or new_headers:
+            headers = [
+                self.folder_header("" if key == ROOT_HEADER else key[:-1]) for key in new_headers
+            ]
+            yield [*(Tombstone(key) for key in gone), *headers]
         if unchanged:
             ctx.skipped_unchanged(unchanged)
 
+        def checkpoint() -> Checkpoint:
+            nonlocal puts, deletes, reset
+            changes = ItemChanges(put=puts, delete=deletes, reset=reset)
+            puts, deletes, reset = {}, [], False
+            return Checkpoint(dict(_CURSOR), items=changes if changes else None)
+
+        # 2. files, in batches read off the event loop
         since_checkpoint = 0
-        batches = list(self._batches(to_read))
+        batches = list(self._batches([e for e, _ in to_read]))
+        known = {e.rel: prev for e, prev in to_read if prev is not None}
         for n, batch in enumerate(batches, 1):
             if ctx.stopping:
                 break
-            known = {e.rel: old.get(e.rel) for e in batch}
             reads = await anyio.to_thread.run_sync(self._read_batch, batch, known, scan)
             docs: list[Document | Tombstone] = []
             for r in reads:
                 rel = r.entry.rel
+                prev = known.pop(rel, None)
                 if r.skipped is not None:  # changed since the scan: the next run sees the change
-                    ctx.skipped()
+                    ctx.skipped()  # (its saved entry stays as it was: no change recorded)
                     ctx.logger.warning("%s: skipped %r: %s", self.name, rel, r.skipped)
                     continue
                 if r.digest is None:  # vanished since the scan: deleted
-                    new.pop(rel, None)
-                    if rel in old:
+                    puts.pop(rel, None)
+                    if prev is not None:
                         docs.append(Tombstone(rel))
+                        if not reset:
+                            deletes.append(rel)
                     continue
-                prev = old.get(rel)
                 if r.result is None:  # touched, same bytes
                     ctx.skipped_unchanged()
                     deps = prev[3] if isinstance(prev, list) and len(prev) > 3 else None
-                    new[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, deps]
+                    puts[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, deps]
                 elif isinstance(r.result, ParseFailure):
                     ctx.dead_letter(r.result.reason, r.result.payload, source_id=rel)
-                    new[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, None]
+                    puts[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, None]
                 else:
                     docs.append(r.result.document)
-                    new[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, r.result.deps]
+                    puts[rel] = [r.entry.mtime_ns, r.entry.size, r.digest, r.result.deps]
             if docs:
                 yield docs
             since_checkpoint += len(batch)
             if since_checkpoint >= self.checkpoint_every and n < len(batches):
                 since_checkpoint = 0
-                yield Checkpoint(dict(new))
-        yield Checkpoint(dict(new))
+                yield checkpoint()
+        yield checkpoint()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        partition: str,
+        entries: list[FileEntry],
+        saved: Callable[[], Iterable[tuple[str, Any]]],
+    ) -> tuple[list[str], list[str], list[tuple[FileEntry, Any]], int]:
+        """(keys gone, folder header keys new, (file, saved entry) to read, files unchanged).
+
+        One pass over the partition's saved entries, streamed from the item store a page at a
+        time, against the partition's files from the scan: what it keeps beyond the scan's own
+        listing is what changed."""
+        present = {e.rel: e for e in entries}
+        folders = self._folders(partition, entries)
+        gone: list[str] = []
+        headers_seen: set[str] = set()
+        to_read: list[tuple[FileEntry, Any]] = []
+        unchanged = 0
+        deps_changed = self.deps_changed
+        scan = self._scan
+        max_bytes = self.max_file_bytes
+        for key, prev in saved():
+            if key.endswith("/"):
+                if key in folders:
+                    headers_seen.add(key)
+                else:
+                    gone.append(key)
+                continue
+            e = present.pop(key, None)
+            if e is None:
+                gone.append(key)
+            elif (
+                isinstance(prev, list)
+                and len(prev) >= 3
+                and prev[0] == e.mtime_ns
+                and prev[1] == e.size
+                and not (prev[2] == TOO_LARGE and e.size <= max_bytes)  # the limit was raised
+                and (scan is None or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan))
+            ):
+                unchanged += 1
+            else:
+                to_read.append((e, prev))
+        to_read.extend((e, None) for e in present.values())  # files not seen before
+        to_read.sort(key=lambda t: t[0].rel)
+        gone.sort()
+        return gone, sorted(folders - headers_seen), to_read, unchanged
 
     def _folders(self, partition: str, entries: Iterable[FileEntry]) -> set[str]:
         if not self.folder_headers:
             return set()
         keys: set[str] = {ROOT_HEADER} if partition == "" else set()
+        last = None
         for e in entries:
-            folder = folder_of(e.rel)
+            folder = e.rel.rpartition("/")[0]
+            if folder == last:  # entries come sorted: most share the previous one's folder
+                continue
+            last = folder
             while folder:
                 key = header_id(folder)
                 if key in keys:

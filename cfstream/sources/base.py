@@ -133,6 +133,16 @@ class Source(ABC):
     ) -> AsyncIterator[SourceOutput]:
         """Yield the partition's documents, checkpoints and tombstones, resuming from ``cursor``."""
 
+    def cursor_scope(self) -> Mapping[str, Any]:
+        """The options that decide what this source reads (a folder, globs, a repository...).
+
+        The saved cursors belong to the source's type and these options: when either changes
+        under the same name, the runner warns and reads the source afresh. Leave out tuning
+        options (concurrency, rate limits, timeouts) and secrets; only a digest is saved.
+        Default: nothing (the type alone).
+        """
+        return {}
+
     async def authenticate(self, ctx: SourceContext) -> None:  # noqa: B027 - optional hook
         """Check the credentials with one cheap call; raise AuthError. Default: nothing to check."""
 

@@ -240,6 +240,8 @@ class VaultIndex:
     notes: set[str] = field(default_factory=set)
     paths: dict[str, str] = field(default_factory=dict)  # lower-cased path -> path
     names: dict[str, list[str]] = field(default_factory=dict)  # lower-cased file name -> paths
+    #: links (not relative) whose answer is the same from every note: their answer, this scan
+    _unique: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_scan(cls, scan: TreeScan) -> VaultIndex:
@@ -252,6 +254,11 @@ class VaultIndex:
 
     def resolve(self, link: str, source: str) -> str | None:
         """The vault path ``link`` (written in the note ``source``) points at, or None."""
+        if link in self._unique:
+            return self._unique[link]
+        return self._resolve(link, source)
+
+    def _resolve(self, link: str, source: str) -> str | None:
         lp = link.strip().replace("\\", "/")
         relative = lp.startswith(("./", "../"))
         lp = lp.lstrip("/")
@@ -276,8 +283,12 @@ class VaultIndex:
                 rl = rel.lower()
                 if any(rl == x or rl.endswith("/" + x) for x in lowered):
                     matches.append(rel)
-        if not matches:
-            return None
+        if len(matches) <= 1:
+            # no candidate or one: the answer does not depend on the linking note, so it is
+            # remembered for this scan (links are checked per note on every sync)
+            found = matches[0] if matches else None
+            self._unique[link] = found
+            return found
         here = folder_of(source)
         return min(matches, key=lambda r: (folder_of(r) != here, r.count("/"), len(r), r))
 

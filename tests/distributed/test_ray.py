@@ -236,3 +236,36 @@ def test_ray_dead_letters_are_written_once_and_worker_secrets_redacted(
     worker_logs = "".join(p.read_text(errors="replace") for p in logs.glob("worker-*"))
     assert "partition bad: the service saw ***" in worker_logs
     assert _files_containing(logs, TOKEN.encode()) == []
+
+
+async def test_ray_saves_every_item_change_of_a_folder_source(
+    local_ray: Any, tmp_path: Path
+) -> None:
+    """A partition's checkpoints reach the driver as one, carrying every item change of the task;
+    workers read the item store read-only, so a second Ray run of an unchanged folder reads
+    nothing, and the local runner agrees."""
+    root = tmp_path / "docs"
+    for top in ("a", "b"):
+        for i in range(150):  # read 64 files a batch: checkpoints after batches 1 and 2
+            p = root / top / f"s{i // 50}" / f"n{i}.md"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(f"# {top} {i}\n")
+    ds = tmp_path / "kb.lance"
+
+    def run(**kw: Any) -> cf.RunReport:
+        src = cf.sources.FilesSource(root, checkpoint_every=50)
+        return run_ray(src | LanceSink(str(ds)), **kw)
+
+    first = await anyio.to_thread.run_sync(run)
+    assert first.sources["files"].fetched == 300 + 9  # files, "/", a/, b/ and 3 subfolders each
+    assert first.sources["files"].checkpoints == 2 * 3 + 1
+    store = cf.StateStore.for_dataset(str(ds))
+    assert store.items.count("files") == 309
+    (root / "a" / "s0" / "n1.md").write_text("# changed\n")
+    (root / "b" / "s2" / "n125.md").unlink()
+    second = await anyio.to_thread.run_sync(run)
+    assert second.sources["files"].fetched == 1
+    assert second.sources["files"].tombstones == 1
+    local = await (cf.sources.FilesSource(root) | LanceSink(str(ds))).run()
+    assert local.sources["files"].fetched == 0 and local.sources["files"].tombstones == 0
+    assert store.items.count("files") == 308

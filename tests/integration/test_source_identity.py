@@ -152,10 +152,19 @@ async def _legacy_dataset(ds: Path, folders: dict[str, Path]) -> None:
     state = StateStore.for_dataset(str(ds))
     for name, folder in folders.items():
         await (FilesSource(folder) | LanceSink(str(ds))).run()
+        # that version kept each file's entry in the partition's cursor (state.json), where
+        # today's item store migrates it from on the first run
+        old_cursors = {
+            part: dict(state.items.entries("files", part))
+            for part in state.items.partitions("files")
+        }
+        state.items.clear("files")
 
         def rename(data: dict[str, Any], name: str = name) -> None:
             entry = data["sources"][name] = data["sources"].pop("files")
             entry.pop("identity", None)  # the old version knew no such mark
+            entry.pop("scope", None)
+            entry["partitions"] = old_cursors
 
         state.update(rename)
 

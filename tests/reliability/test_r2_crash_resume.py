@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -186,3 +187,139 @@ def _run(tmp_path: Path, server: FakeServer, s: Settings, rng: random.Random) ->
     record("r2_checkpoint_interval_pages", INTERVAL_PAGES)
     record("records_lost", len(set(expected) - set(counts)))
     record("duplicates", sum(n - 1 for n in counts.values()))
+
+
+# -- the item store: files source, SIGKILL around the store's own writes ----------------------------
+
+ITEM_KILLS = size(6, 16)
+ITEM_FOLDERS = size(4, 10)
+ITEM_PER_FOLDER = size(1000, 3000)
+ITEM_STRATEGIES = ("item_write", "mid_commit", "item_write", "after_commit", "item_write", "random")
+
+
+def _wal_mark(dataset: Path) -> tuple[int, int]:
+    try:
+        st = (dataset / "_cfstream" / "state.items.sqlite-wal").stat()
+    except FileNotFoundError:
+        return 0, 0
+    return st.st_mtime_ns, st.st_size
+
+
+def _item_trigger(strategy: str, dataset: Path, rng: random.Random) -> Callable[[], bool]:
+    if strategy == "item_write":  # a transaction of the item store is being written
+        mark0 = _wal_mark(dataset)
+        return lambda: _wal_mark(dataset) != mark0
+    return _trigger(strategy, dataset, rng)
+
+
+def _store_entries(dataset: Path) -> dict[str, list[Any]]:
+    from cfstream.state import ItemStore
+
+    store = ItemStore(dataset / "_cfstream" / "state.items.sqlite", read_only=True)
+    try:
+        parts = [""] + [f"p{i}" for i in range(ITEM_FOLDERS)]
+        return {k: v for p in parts for k, v in store.entries("notes", p) if not k.endswith("/")}
+    finally:
+        store.close()
+
+
+def test_sigkill_around_item_store_writes_and_resume(tmp_path: Path) -> None:
+    from cfstream.sources._files import content_hash
+
+    rng = random.Random(int(os.environ.get("REL_SEED", "20261202")))
+    tree = tmp_path / "tree"
+    for f in range(ITEM_FOLDERS):
+        for i in range(ITEM_PER_FOLDER):
+            d = tree / f"p{f}" / f"s{i // 100}"
+            if i % 100 == 0:
+                d.mkdir(parents=True)
+            (d / f"n{i}.md").write_text(f"# note {f}/{i}\n\n" + "text " * 100 + "\n")
+    dataset = tmp_path / "kb.lance"
+    config = tmp_path / "cfstream.yaml"
+    config.write_text(
+        f"dataset: {dataset}\nsink: {{batch_rows: 300, max_latency: 1}}\nsources:\n"
+        f"  notes:\n    type: files\n    path: {tree}\n    checkpoint_every: 100\n"
+    )
+    kills: dict[str, int] = {}
+    deleted: set[str] = set()
+    attempt = 0
+    while sum(kills.values()) < ITEM_KILLS:
+        attempt += 1
+        assert attempt <= ITEM_KILLS + 10, "could not kill the sync often enough"
+        if attempt == 3:  # change and delete files a finished run imported, then kill again
+            finished = run_sync(config, "--quiet")
+            assert finished.returncode == 0, finished.stderr[-3000:]
+            for i in range(10):
+                (tree / "p0" / "s0" / f"n{i}.md").write_text(f"# changed {i}\n")
+                (tree / "p1" / "s0" / f"n{i}.md").unlink()
+                deleted.add(f"p1/s0/n{i}.md")
+        strategy = ITEM_STRATEGIES[attempt % len(ITEM_STRATEGIES)]
+        proc = start_sync(config, "--quiet")
+        fire = _item_trigger(strategy, dataset, rng)
+        killed = False
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            if fire():
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.0005)
+        _, err = proc.communicate(timeout=120)
+        if killed:
+            kills[strategy] = kills.get(strategy, 0) + 1
+        else:
+            assert proc.returncode == 0, err[-3000:]
+
+        # after every run: one row per document, and every saved entry describes committed data
+        table = check_dataset(dataset)
+        counts = rows_by_source_id(table)
+        assert all(n == 1 for n in counts.values()), "a document has two rows"
+        texts = (
+            dict(
+                zip(
+                    table.column("source_id").to_pylist(),
+                    table.column("text_content").to_pylist(),
+                    strict=True,
+                )
+            )
+            if table is not None
+            else {}
+        )
+        entries = _store_entries(dataset)
+        for key, entry in entries.items():
+            if key in deleted:  # its deletion may be committed before the entry goes: it lags
+                continue
+            assert key in texts, f"{key}: an entry was saved before its row was committed"
+            if entry[2] != content_hash(texts[key].encode()):
+                # an entry may lag behind its row (killed between the commit and the save: the
+                # file is read again), never run ahead of it
+                assert entry[2] != content_hash((tree / key).read_bytes()), (
+                    f"{key}: the entry was saved before the row of that content was committed"
+                )
+        for key in deleted:
+            if key in texts:  # not deleted yet: the store must still know it, or it never will be
+                assert key in entries, f"{key}: its entry was dropped before its tombstone"
+
+    done = run_sync(config, "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = check_dataset(dataset)
+    counts = rows_by_source_id(table)
+    files = {str(p.relative_to(tree)): p.read_text() for p in tree.rglob("*.md") if p.is_file()}
+    got = {
+        sid: text
+        for sid, text in zip(
+            table.column("source_id").to_pylist(),
+            table.column("text_content").to_pylist(),
+            strict=True,
+        )
+        if not sid.endswith("/")
+    }
+    assert got == files, "records lost, stale or not deleted"
+    assert all(n == 1 for n in counts.values()), "duplicates"
+    assert set(_store_entries(dataset)) == set(files)
+    assert kills.get("item_write", 0) >= 2
+    again = run_sync(config, "--quiet", "--json")
+    assert again.returncode == 0
+    assert '"fetched": 0' in again.stdout
+    record("r2_item_store_kills", kills)
+    record("r2_item_store_docs", len(files))
