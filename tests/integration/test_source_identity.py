@@ -160,7 +160,9 @@ async def _legacy_dataset(ds: Path, folders: dict[str, Path]) -> None:
         }
         state.items.clear("files")
 
-        def rename(data: dict[str, Any], name: str = name) -> None:
+        def rename(
+            data: dict[str, Any], name: str = name, old_cursors: dict[str, Any] = old_cursors
+        ) -> None:
             entry = data["sources"][name] = data["sources"].pop("files")
             entry.pop("identity", None)  # the old version knew no such mark
             entry.pop("scope", None)
