@@ -44,7 +44,14 @@ import orjson
 from cfstream.errors import DatasetBusyError, StateError
 from cfstream.records import Checkpoint, ItemChanges
 
-__all__ = ("ItemStore", "StateStore", "local_path", "scope_digest", "state_dir_for")
+__all__ = (
+    "ItemStore",
+    "StateStore",
+    "file_lock",
+    "local_path",
+    "scope_digest",
+    "state_dir_for",
+)
 
 STATE_VERSION = 1
 ITEMS_SCHEMA_VERSION = 1
@@ -400,6 +407,19 @@ class ItemStore:
             raise self._error(exc) from exc
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its folder, if missing): one
+    process at a time, and the others wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def local_path(uri: str) -> Path | None:
     """The local filesystem path of a dataset URI, or None for object stores (s3://, gs://, ...)."""
     if uri.startswith("file://"):
@@ -493,13 +513,8 @@ class StateStore:
     # -- writing ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "ab") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.path.with_suffix(".lock")):
+            yield
 
     def _write(self, data: dict[str, Any]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

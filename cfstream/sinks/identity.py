@@ -22,12 +22,9 @@ and the next run upserts again (nothing changes) and deletes the old ones.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import lance
@@ -37,7 +34,7 @@ import pyarrow.compute as pc
 from cfstream.records import CFSTREAM_NAMESPACE, uuid_array, uuid_prefix
 from cfstream.secrets import get_logger
 from cfstream.sinks.lance import delete_uuids, upsert_table
-from cfstream.state import StateStore
+from cfstream.state import StateStore, file_lock
 
 __all__ = (
     "IDENTITY_VERSION",
@@ -97,7 +94,7 @@ def migrate_identity(
     if all(i.get("identity") == IDENTITY_VERSION for i in info.values()):
         return out  # the usual case: nothing to do, nothing locked
     known = {**(others or {}), **sources}
-    with _lock(state.path.parent / "identity.lock"):
+    with file_lock(state.path.parent / "identity.lock"):  # one migration at a time
         info = {n: state.source_info(n) for n in known}  # fresh, under the lock
         types = sorted(
             {t for n, t in sources.items() if info[n].get("identity") != IDENTITY_VERSION}
@@ -158,18 +155,6 @@ def migrate_identity(
             out.dropped,
         )
     return out
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """One migration at a time per dataset (two runs starting together wait for each other)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sql_text(value: str) -> str:

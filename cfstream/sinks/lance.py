@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -78,7 +77,7 @@ from cfstream.records import (
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.state import StateStore, local_path
+from cfstream.state import StateStore, file_lock, local_path
 
 if TYPE_CHECKING:
     from cfstream.sinks.identity import IdentityMigration
@@ -1017,14 +1016,8 @@ def _create_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    lock = path / "_cfstream" / "create.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "ab") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path / "_cfstream" / "create.lock"):
+        yield
 
 
 class UuidKeySet:
