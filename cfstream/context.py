@@ -20,6 +20,7 @@ from cfstream.secrets import get_logger, redact
 
 if TYPE_CHECKING:
     from cfstream.http import HttpClient
+    from cfstream.sinks.base import Sink
     from cfstream.state import ItemStore, StateStore
 
 __all__ = ("RunContext", "SourceContext", "StageContext")
@@ -38,6 +39,8 @@ class RunContext:
     items: ItemStore | None = None
     full_refresh: bool = False
     dry_run: bool = False
+    #: the pipeline's sink; stages may ask it what is already stored (:meth:`Sink.stored`)
+    sink: Sink | None = None
     logger: logging.Logger = field(default_factory=lambda: get_logger("cfstream.run"))
 
     def dead_letter(

@@ -410,6 +410,7 @@ async def run_pipeline(
         items=items if items is not None else (state.items if state is not None else None),
         full_refresh=full_refresh,
         dry_run=dry_run,
+        sink=sink,
     )
     leaves = pipeline.leaf_sources
     names = [s.name for s in leaves]

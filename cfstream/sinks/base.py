@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from anyio.abc import ObjectReceiveStream
 
@@ -34,6 +35,15 @@ class Sink(ABC):
         destination holds for ``sources`` (name -> source type) up to this version, e.g. the
         one-time rewrite of record uuids. ``others`` are the other sources known to write into
         it. Default: nothing."""
+
+    async def stored(
+        self, uuids: Sequence[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """What the destination already holds for ``uuids``: uuid -> {column: value} for the rows
+        that exist (committed before this call), ``columns`` only. Stages use it to skip work for
+        content that is already stored (e.g. chunking or embedding an unchanged document).
+        Default: nothing is known to be stored (an empty dict)."""
+        return {}
 
     @abstractmethod
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:

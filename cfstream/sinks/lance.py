@@ -459,6 +459,31 @@ class LanceSink(Sink):
         ctx.report.sink.dataset_version = version
         ctx.report.sink.dataset_rows = rows
 
+    async def stored(
+        self, uuids: Sequence[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The committed rows of ``uuids`` (latest version): uuid -> {column: value}."""
+        path = local_path(self.uri)
+        if not uuids or (path is not None and not (path / "_versions").exists()):
+            return {}
+        return await anyio.to_thread.run_sync(self._stored_sync, list(uuids), list(columns))
+
+    def _stored_sync(self, uuids: list[str], columns: list[str]) -> dict[str, dict[str, Any]]:
+        try:
+            ds = self._dataset()
+        except (OSError, ValueError):
+            return {}
+        wanted = [c for c in columns if c in ds.schema.names and c != "uuid"]
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(uuids), 1000):
+            keys = ", ".join(f"'{u}'" for u in uuids[i : i + 1000] if "'" not in u)
+            if not keys:
+                continue
+            tbl = ds.to_table(columns=["uuid", *wanted], filter=f"uuid IN ({keys})")
+            for row in tbl.to_pylist():
+                out[row.pop("uuid")] = row
+        return out
+
     async def upgrade(
         self,
         sources: Mapping[str, str],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.context import RunContext
@@ -38,6 +41,27 @@ class MemorySink(Sink):
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints received."""
         return [i for i in self.items if isinstance(i, Checkpoint)]
+
+    async def stored(
+        self, uuids: Sequence[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The latest document received for each of ``uuids`` (deleted ones left out), as
+        {column: attribute} (``text_content``, ``content_hash``, ``vector``, ...)."""
+        wanted = set(uuids)
+        latest: dict[str, Document | None] = {}
+        for it in self.items:
+            if type(it) is Document and it.uuid in wanted:
+                latest[it.uuid] = it
+            elif type(it) is Tombstone and it.uuid in wanted:
+                latest[it.uuid] = None
+        return {
+            u: {
+                c: (d.compute_hash() if c == "content_hash" else getattr(d, c, None))
+                for c in columns
+            }
+            for u, d in latest.items()
+            if d is not None
+        }
 
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
         """Append every item to :attr:`items`."""
