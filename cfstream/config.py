@@ -10,6 +10,7 @@
       - map: mypackage.cleaning:strip_html
         concurrency: 8
       - dedupe: {}
+      - chunk: {max_tokens: 512, overlap: 64}
     sources:
       docs:                            # the source's name: its cursor is kept under it
         type: github                   # a built-in name, an entry-point name, or "package.module:Class"
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cfstream import _yaml as safe_yaml
 from cfstream.errors import ConfigError
@@ -52,6 +53,7 @@ from cfstream.sources.base import Source, SourceConfig
 from cfstream.sources.registry import load_source_class
 from cfstream.state import local_path
 from cfstream.transforms import Stage
+from cfstream.transforms import chunk as chunk_stage
 from cfstream.transforms import dedupe as dedupe_stage
 from cfstream.transforms import filter as filter_stage
 from cfstream.transforms import map as map_stage
@@ -160,6 +162,8 @@ class StageSpec:
             return map_stage(fn, **opts)
         if self.kind == "filter":
             return filter_stage(opts["predicate"], name=opts.get("name"))
+        if self.kind == "chunk":
+            return chunk_stage(**opts)
         raise ConfigError(f"{self.key_path}: unknown stage {self.kind!r}")  # pragma: no cover
 
 
@@ -507,7 +511,21 @@ class _FilterOptions(BaseModel):
     source_types: list[str] | None = None
 
 
-_STAGE_KINDS = ("tag", "validate", "dedupe", "map", "filter")
+class _ChunkOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(512, ge=1)
+    overlap: int = Field(64, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_max(self) -> _ChunkOptions:
+        if self.overlap >= self.max_tokens:
+            raise ValueError(
+                f"overlap ({self.overlap}) must be less than max_tokens ({self.max_tokens})"
+            )
+        return self
+
+
+_STAGE_KINDS = ("tag", "validate", "dedupe", "map", "filter", "chunk")
 
 
 def _declarative_filter(opts: _FilterOptions) -> Callable[[Any], bool]:
@@ -557,6 +575,11 @@ def _parse_stage(raw: Any, index: int, where: _Where) -> StageSpec:
                 raise where.error([*path, next(iter(extra))], f"unknown key for a {kind} stage")
             parsed = model.model_validate(value or {})
             return StageSpec(kind, parsed.model_dump(exclude_unset=True), _join(kpath))
+        if kind == "chunk":
+            if extra:
+                raise where.error([*path, next(iter(extra))], "unknown key for a chunk stage")
+            chunk_opts = _ChunkOptions.model_validate(value or {})
+            return StageSpec("chunk", chunk_opts.model_dump(), _join(kpath))
         if kind == "map":
             merged = (
                 {"function": value, **extra}

@@ -1,4 +1,4 @@
-"""Transform stages: ``map``, ``filter``, ``validate``, ``tag``, ``dedupe`` and your own.
+"""Transform stages: ``map``, ``filter``, ``validate``, ``tag``, ``dedupe``, ``chunk`` and your own.
 
 ::
 
@@ -10,6 +10,7 @@ Any ``async def stage(items)`` generator function over the stream of items is a 
 
 from cfstream.transforms.base import Chunk, ChunkStage, GeneratorStage, Stage
 from cfstream.transforms.basic import Filter, Tag, filter, tag
+from cfstream.transforms.chunking import ChunkText, MarkdownSplitter, TextChunk, chunk, count_tokens
 from cfstream.transforms.dedupe import Dedupe, dedupe
 from cfstream.transforms.map import Map, map
 from cfstream.transforms.validate import Validate, check_document, validate
@@ -17,14 +18,19 @@ from cfstream.transforms.validate import Validate, check_document, validate
 __all__ = (
     "Chunk",
     "ChunkStage",
+    "ChunkText",
     "Dedupe",
     "Filter",
     "GeneratorStage",
     "Map",
+    "MarkdownSplitter",
     "Stage",
     "Tag",
+    "TextChunk",
     "Validate",
     "check_document",
+    "chunk",
+    "count_tokens",
     "dedupe",
     "filter",
     "map",
