@@ -74,13 +74,18 @@ def count_tokens(text: str) -> int:
 
 
 def _tail(text: str, k: int) -> str:
-    """The last ``k`` tokens of ``text`` (from the start of the k-th last token to its end)."""
+    """The end of ``text`` holding at most ``k`` tokens, starting at a word when one of those
+    tokens starts a word (else at the k-th last token)."""
     if k <= 0:
         return ""
     starts = [m.start() for m in _TOKEN.finditer(text)]
     if len(starts) <= k:
         return text
-    return text[starts[-k] :]
+    last = starts[-k:]
+    for s in last:
+        if text[s - 1].isspace():
+            return text[s:]
+    return text[last[0] :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +277,8 @@ class MarkdownSplitter:
     or the table header repeated in each piece), paragraphs are kept whole when they fit (else cut
     between sentences, then between words, then, for a single giant word, between tokens). Each
     chunk after the first of a section starts with the last ``overlap`` tokens of the one before
-    (fewer when the block that starts it would not fit otherwise). Chunks are the original text,
+    (from the first of them that starts a word; fewer when the block that starts it would not fit
+    otherwise). Chunks are the original text,
     whitespace included, apart from the repeated fences and table headers.
     """
 
