@@ -192,6 +192,22 @@ def test_max_tokens_holds_and_no_text_is_lost_on_random_markdown() -> None:
         assert all(t in remaining for t in TOKEN.findall(text))
 
 
+def test_hostile_markdown_stays_within_bounds() -> None:
+    s = MarkdownSplitter(50, 5)
+    unclosed = "intro\n\n```sh\n# not a heading\n" + "\n".join(f"echo {i}" for i in range(60))
+    got = s.split(unclosed)
+    assert all(c.path == () for c in got)  # the comment inside the fence is no heading
+    assert all(c.text.startswith("```sh\n") for c in got[1:])
+    crlf = "# Title\r\n\r\nFirst para.\r\n\r\n## Two\r\n\r\nSecond para.\r\n"
+    assert [c.path for c in MarkdownSplitter(6, 0).split(crlf)] == [("Title",), ("Title", "Two")]
+    many = "\n".join(f"{'#' * (i % 6 + 1)} h{i}\n\ntext {i}" for i in range(3000))
+    blob = "A" * 200_000
+    for text in (many, blob, "|" * 5000, "`" * 5000, "#" * 5000, ". " * 20_000):
+        got = s.split(text)
+        assert got and all(0 < c.tokens <= 50 for c in got)
+        assert sum(c.tokens for c in MarkdownSplitter(50, 0).split(text)) == count_tokens(text)
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         MarkdownSplitter(0)
