@@ -275,11 +275,13 @@ class MarkdownSplitter:
     are joined again. A section that does not fit is packed from its blocks: fenced code blocks
     and tables are kept whole when they fit in ``max_tokens`` (else cut between lines, the fence
     or the table header repeated in each piece), paragraphs are kept whole when they fit (else cut
-    between sentences, then between words, then, for a single giant word, between tokens). Each
-    chunk after the first of a section starts with the last ``overlap`` tokens of the one before
-    (from the first of them that starts a word; fewer when the block that starts it would not fit
-    otherwise). Chunks are the original text,
-    whitespace included, apart from the repeated fences and table headers.
+    between sentences, then between words, then, for a single giant word, between tokens); the
+    paragraph after a heading is cut between sentences when the two do not fit together, so the
+    heading shares its chunk with the first sentences rather than standing alone. Each chunk after the first of a section starts with
+    the last ``overlap`` tokens of the one before (from the first of them that starts a word; fewer
+    when the block that starts it would not fit otherwise). Chunks are slices of the original text,
+    whitespace included, apart from the repeated fences and table headers (and sections joined
+    again are separated by one blank line). Lines are ``\n``-separated (``\r\n`` works too).
     """
 
     def __init__(self, max_tokens: int = 512, overlap: int = 64) -> None:
