@@ -423,7 +423,7 @@ async def test_an_edit_in_flight_still_deletes_the_chunks_it_outgrew(tmp_path: P
     assert rows["a#chunk-0"]["text_content"] == A2
 
 
-async def test_without_a_sink_lookup_every_document_is_chunked() -> None:
+async def test_a_memory_sink_run_skips_what_it_already_received() -> None:
     stage = ChunkText(splitter=CountingSplitter(40, 0))
     sink = MemorySink()
     await (corpus({"a": A2}, name="s") | stage | sink).run(state=None)
