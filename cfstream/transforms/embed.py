@@ -1,0 +1,405 @@
+"""``embed``: fill ``Document.vector`` with an embedder, embedding only what changed.
+
+::
+
+    pipeline = source | T.chunk() | T.embed(LocalEmbedder()) | LanceSink("kb.lance")
+
+What is embedded: a document's ``text_content`` (its ``title`` when the text is empty), for every
+document except a chunked parent (``custom_metadata["cfstream.chunks"]`` set: its chunks carry the
+vectors) and documents with neither text nor title, which pass through without a vector.
+
+Only changed content is embedded. The stage marks each row it embeds with
+``custom_metadata["cfstream.embedding"] = "<record id>:<hash of the document as it arrived>"``
+(the record is the dataset's embedder record, :mod:`cfstream.embed.record`). Before embedding a
+chunk of documents it asks the sink, in one call, what it holds for their uuids; a document whose
+stored row carries the same mark is already stored, identical, with a vector from this embedder,
+and is dropped (counted as ``skipped_unchanged`` of its source and ``dropped`` of the stage). A
+row whose mark differs (new content, or another record) is embedded again and, its content hash
+changing with the mark and the vector, rewritten by the sink.
+
+The embedder is checked against the dataset before anything is written: a dataset whose vectors
+come from another embedder (name or width) stops the run with :class:`EmbedderChangedError`,
+unless the stage has ``reembed=True``: then the sink drops the old vectors (the column is
+replaced: rows not re-embedded have no vector, never one of another embedder), records the new
+embedder, and this run embeds every document it receives. Run it with ``--full`` (a full re-sync)
+so that every document comes through once.
+
+Texts are sent in batches of ``batch_size`` (across documents), up to ``concurrency`` batches at a
+time; the order of items is kept, so a checkpoint leaves the stage after every document before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from cfstream.context import StageContext
+from cfstream.embed.base import (
+    Embedder,
+    EmbedderChangedError,
+    as_matrix,
+    close_embedder,
+)
+from cfstream.embed.record import ROW_KEY, embedder_record, same_embedder
+from cfstream.errors import ClientError
+from cfstream.records import Document, uuid_array, uuid_digests
+from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
+
+__all__ = ("CHUNKED_PARENT_KEY", "Embed", "changed_embedder_message", "embed")
+
+#: custom_metadata key of a document split into chunks (its chunks are embedded, not it)
+CHUNKED_PARENT_KEY = "cfstream.chunks"
+
+
+def changed_embedder_message(where: str, have: dict[str, Any], name: str, dim: int) -> str:
+    """Why a run stops when ``where`` holds vectors of ``have`` and the pipeline embeds with
+    ``name`` (``dim`` wide), and what to do."""
+    theirs = f"{have.get('name')!r} ({have.get('dim')} wide)"
+    ours = f"{name!r}" + (f" ({dim} wide)" if dim else "")
+    return (
+        f"{where} holds vectors made by embedder {theirs}, but this pipeline embeds with {ours}; "
+        "vectors of two embedders are never mixed in one column, so nothing was written. "
+        "To replace every vector with the new embedder's, run once with `reembed: true` on the "
+        "embed stage (T.embed(..., reembed=True)) and a full re-sync (`cfstream sync --full`); "
+        "to keep the old vectors, embed with the old embedder again or write to another dataset"
+    )
+
+
+def _text_of(doc: Document) -> str | None:
+    meta = doc.custom_metadata
+    if meta and CHUNKED_PARENT_KEY in meta:
+        return None
+    text = doc.text_content
+    if type(text) is str and text.strip():
+        return text
+    title = doc.title
+    if type(title) is str and title.strip():
+        return title
+    return None
+
+
+def _mark_of(stored: Any) -> str | None:
+    """The embedding mark of a stored row's custom_metadata (Lance: a list of key/value
+    structs; MemorySink: a dict)."""
+    if isinstance(stored, dict):
+        value = stored.get(ROW_KEY)
+        return value if isinstance(value, str) else None
+    if isinstance(stored, list):
+        for kv in stored:
+            if isinstance(kv, dict) and kv.get("key") == ROW_KEY:
+                value = kv.get("value")
+                return value if isinstance(value, str) else None
+    return None
+
+
+@dataclass(eq=False)
+class _Work:
+    """One input chunk on its way through the stage."""
+
+    items: Chunk
+    #: positions in ``items`` of the documents to embed, their texts and input hashes
+    positions: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+    #: positions of documents already stored as they are (dropped)
+    unchanged: set[int] = field(default_factory=set)
+    vectors: list[Any] = field(default_factory=list)
+    failed: dict[int, BaseException] = field(default_factory=dict)
+    pending: int = 0
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def finish_one(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0:
+            self.done.set()
+
+
+@dataclass
+class _RunState:
+    """What one run of the stage knows about the dataset's embedder."""
+
+    #: the record id whose marks count as "already embedded" (None: skip nothing)
+    lookup_id: str | None = None
+    #: the record in effect once the sink was told (None: not yet)
+    record: dict[str, Any] | None = None
+    #: the width the dataset expects (0: unknown yet)
+    dim: int = 0
+
+
+class Embed(Stage):
+    """Fill ``Document.vector``; see :func:`embed` and the module docstring."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        batch_size: int | None = None,
+        concurrency: int | None = None,
+        reembed: bool = False,
+        name: str | None = None,
+    ) -> None:
+        for attr in ("name", "dim", "embed"):
+            if not hasattr(embedder, attr):
+                raise TypeError(
+                    f"{embedder!r} is not an embedder: it needs `name`, `dim` and "
+                    "`async embed(texts)` (see cfstream.embed.Embedder)"
+                )
+        self.embedder = embedder
+        self.batch_size = int(batch_size or getattr(embedder, "batch_size", None) or 64)
+        self.concurrency = int(concurrency or getattr(embedder, "concurrency", None) or 2)
+        if self.batch_size < 1 or self.concurrency < 1:
+            raise ValueError("batch_size and concurrency must be at least 1")
+        self.reembed = reembed
+        self.name = name or "embed"
+
+    def __repr__(self) -> str:
+        return f"<Embed {self.embedder.name!r} batch_size={self.batch_size}>"
+
+    # ------------------------------------------------------------------------------------------
+    # the dataset's embedder
+    # ------------------------------------------------------------------------------------------
+    async def _start(self, st: _RunState, ctx: StageContext) -> None:
+        """Compare the embedder with the dataset's record before anything is embedded."""
+        sink = ctx.run.sink
+        emb = self.embedder
+        have = await sink.embedder() if sink is not None else None
+        if have is not None:
+            if same_embedder(have, emb.name, emb.dim):
+                st.dim = int(have["dim"])
+                if not self.reembed:
+                    st.lookup_id = str(have.get("id"))
+            elif not self.reembed:
+                raise EmbedderChangedError(
+                    changed_embedder_message(_where(sink), have, emb.name, emb.dim)
+                )
+        elif sink is not None and not self.reembed:
+            # a sink that keeps no record (MemorySink, a user's sink): ids are derived from
+            # the embedder itself, so marks of the same embedder count across runs
+            st.lookup_id = str(embedder_record(emb, dim=emb.dim or 0, new_id=False)["id"])
+        if emb.dim:
+            await self._ready(st, ctx)
+
+    async def _ready(self, st: _RunState, ctx: StageContext) -> None:
+        """Tell the sink (once) which embedder's vectors are coming: it makes room for them
+        and records the embedder, or refuses (another embedder's vectors are stored)."""
+        if st.record is not None:
+            return
+        emb = self.embedder
+        dim = emb.dim or st.dim
+        if not dim:  # nothing embedded yet and no record to learn from: ask once
+            probe = await emb.embed(["cfstream"])
+            dim = emb.dim or int(np.asarray(probe).shape[1])
+        want = embedder_record(emb, dim=dim, new_id=False)
+        sink = ctx.run.sink
+        rec = want if sink is None else await sink.use_embedder(want, replace=self.reembed)
+        if st.lookup_id is not None and rec.get("id") != st.lookup_id:
+            st.lookup_id = str(rec.get("id"))
+        st.record = rec
+        st.dim = int(rec["dim"])
+
+    # ------------------------------------------------------------------------------------------
+    # the stream
+    # ------------------------------------------------------------------------------------------
+    async def _plan(self, chunk: Chunk, st: _RunState, ctx: StageContext) -> _Work:
+        """Find the documents of ``chunk`` to embed (one lookup of what is stored)."""
+        work = _Work(chunk)
+        docs: list[Document] = []
+        for i, it in enumerate(chunk):
+            if type(it) is not Document:
+                continue
+            text = _text_of(it)
+            if text is None:
+                continue
+            work.positions.append(i)
+            work.texts.append(text)
+            docs.append(it)
+        if not docs:
+            return work
+        try:
+            work.hashes = [d.compute_hash() for d in docs]
+        except Exception:  # a value the hash cannot take: one by one, the bad ones fail alone
+            work.hashes = []
+            for p, d in zip(work.positions, docs, strict=True):
+                try:
+                    work.hashes.append(d.compute_hash())
+                except Exception as exc:
+                    work.failed[p] = exc
+                    work.hashes.append("")
+        sink = ctx.run.sink
+        if st.lookup_id is not None and sink is not None:
+            try:
+                uuids = uuid_array(uuid_digests(docs)).to_pylist()
+            except Exception:  # an id that cannot be formatted: the sink dead-letters it
+                uuids = []
+            stored = await sink.stored(uuids, ["custom_metadata"]) if uuids else {}
+            if stored:
+                prefix = st.lookup_id + ":"
+                for k, (u, h) in enumerate(zip(uuids, work.hashes, strict=True)):
+                    row = stored.get(u)
+                    if row is not None and h and _mark_of(row.get("custom_metadata")) == prefix + h:
+                        work.unchanged.add(k)
+        return work
+
+    async def _embed_batch(self, work: _Work, ks: list[int], limiter: anyio.Semaphore) -> None:
+        try:
+            async with limiter:
+                texts = [work.texts[k] for k in ks]
+                try:
+                    vecs = await self._call(texts)
+                except ClientError:
+                    if len(ks) == 1:
+                        raise
+                    vecs = None
+                if vecs is not None:
+                    for j, k in enumerate(ks):
+                        work.vectors[k] = vecs[j]
+                    return
+            for k in ks:  # the server refused the batch: find the texts it refuses alone
+                async with limiter:
+                    try:
+                        work.vectors[k] = (await self._call([work.texts[k]]))[0]
+                    except ClientError as exc:
+                        work.failed[work.positions[k]] = exc
+        except ClientError as exc:
+            work.failed[work.positions[ks[0]]] = exc
+        finally:
+            work.finish_one()
+
+    async def _call(self, texts: list[str]) -> np.ndarray:
+        emb = self.embedder
+        out = await emb.embed(texts)
+        return as_matrix(out, len(texts), emb.dim, f"embedder {emb.name!r}")
+
+    def _finish(self, work: _Work, st: _RunState, ctx: StageContext) -> Chunk:
+        """The output chunk of ``work``: vectors and marks set, unchanged documents dropped,
+        failed ones dead-lettered; items in their input order."""
+        rid = st.record["id"] if st.record is not None else None
+        out_skip: set[int] = set()
+        sources = ctx.run.report.sources
+        for k, p in enumerate(work.positions):
+            doc: Document = work.items[p]  # type: ignore[assignment]
+            if p in work.failed:
+                out_skip.add(p)
+                exc = work.failed[p]
+                ctx.dead_letter(
+                    exc if isinstance(exc, Exception) else str(exc),
+                    doc,
+                    source=doc.source_name,
+                    source_id=doc.source_id,
+                )
+                continue
+            if k in work.unchanged:
+                out_skip.add(p)
+                ctx.stats.dropped += 1
+                stats = sources.get(doc.source_name or "")
+                if stats is not None:
+                    stats.skipped_unchanged += 1
+                continue
+            vec = work.vectors[k]
+            if st.dim and vec.shape[0] != st.dim:
+                have = st.record or {"name": self.embedder.name, "dim": st.dim}
+                raise EmbedderChangedError(
+                    changed_embedder_message(
+                        _where(ctx.run.sink), have, self.embedder.name, int(vec.shape[0])
+                    )
+                )
+            meta = dict(doc.custom_metadata or {})
+            meta[ROW_KEY] = f"{rid}:{work.hashes[k]}"
+            doc.custom_metadata = meta
+            doc.vector = vec
+            doc.content_hash = None
+        if not out_skip:
+            return work.items
+        return [it for i, it in enumerate(work.items) if i not in out_skip]
+
+    async def _emit(
+        self,
+        receive: ObjectReceiveStream[_Work],
+        send: ObjectSendStream[Chunk],
+        st: _RunState,
+        ctx: StageContext,
+    ) -> None:
+        stats = ctx.stats
+        async with receive:
+            async for work in receive:
+                await work.done.wait()
+                kept = count_docs(work.items) - len(work.unchanged) - len(work.failed)
+                if kept > 0 and st.record is None:
+                    # before the first document reaches the sink: the vector column and the
+                    # record (or the refusal), and the record id of the marks
+                    await self._ready(st, ctx)
+                out = self._finish(work, st, ctx)
+                stats.docs_out += count_docs(out)
+                if out:
+                    await send.send(out)
+
+    async def run(
+        self,
+        receive: ObjectReceiveStream[Chunk],
+        send: ObjectSendStream[Chunk],
+        ctx: StageContext,
+    ) -> None:
+        """Embed every chunk's documents, up to ``concurrency`` batches at once, in order."""
+        st = _RunState()
+        try:
+            await self._start(st, ctx)
+            limiter = anyio.Semaphore(self.concurrency)
+            q_send, q_recv = anyio.create_memory_object_stream[_Work](self.concurrency)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._emit, q_recv, send, st, ctx)
+                async with q_send:
+                    async for chunk in chunks(receive):
+                        ctx.stats.docs_in += count_docs(chunk)
+                        work = await self._plan(chunk, st, ctx)
+                        todo = [
+                            k
+                            for k, p in enumerate(work.positions)
+                            if k not in work.unchanged and p not in work.failed
+                        ]
+                        work.vectors = [None] * len(work.positions)
+                        batches = [
+                            todo[i : i + self.batch_size]
+                            for i in range(0, len(todo), self.batch_size)
+                        ]
+                        work.pending = len(batches)
+                        if not batches:
+                            work.done.set()
+                        for b in batches:
+                            tg.start_soon(self._embed_batch, work, b, limiter)
+                        await q_send.send(work)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await close_embedder(self.embedder)
+
+
+def _where(sink: Any) -> str:
+    uri = getattr(sink, "uri", None)
+    return f"dataset {uri}" if uri else "the destination"
+
+
+def embed(
+    embedder: Embedder,
+    *,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
+    reembed: bool = False,
+    name: str | None = None,
+) -> Embed:
+    """Fill ``Document.vector`` (float32, the embedder's width) with ``embedder``.
+
+    ``batch_size`` texts go to the embedder per call (default: the embedder's ``batch_size``,
+    else 64), up to ``concurrency`` calls at a time (default: its ``concurrency``, else 2).
+    Unchanged documents already stored with a vector from this embedder are dropped, not
+    embedded again. ``reembed=True`` accepts a dataset whose vectors come from another embedder:
+    they are dropped and every document this run receives is embedded (use it with a full
+    re-sync). A text the server refuses (a 4xx other than auth or rate limits, e.g. too long)
+    sends its document to the dead letters; any other failure stops the run. See the module
+    docstring of :mod:`cfstream.transforms.embed`.
+    """
+    return Embed(
+        embedder, batch_size=batch_size, concurrency=concurrency, reembed=reembed, name=name
+    )
