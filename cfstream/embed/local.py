@@ -90,9 +90,10 @@ class LocalEmbedder:
     def __repr__(self) -> str:
         return f"LocalEmbedder(model={self.model!r}, dim={self.dim})"
 
-    def load(self) -> None:
-        """Load the model now (it is otherwise loaded by the first :meth:`embed`)."""
-        _load(self.model, self.dim)
+    def load(self) -> Any:
+        """The wordllama model, loaded now if it was not yet (once per process and width; it is
+        otherwise loaded by the first :meth:`embed`)."""
+        return _load(self.model, self.dim)
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         """The vectors of ``texts``, computed in the calling thread."""

@@ -28,6 +28,7 @@ import xxhash
 __all__ = (
     "RECORD_KEY",
     "ROW_KEY",
+    "changed_embedder_message",
     "dataset_embedder",
     "embedder_record",
     "record_of_schema",
@@ -84,6 +85,20 @@ def record_of_schema(schema: pa.Schema) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return rec if isinstance(rec, dict) and "name" in rec and "dim" in rec else None
+
+
+def changed_embedder_message(where: str, have: dict[str, Any], name: str, dim: int) -> str:
+    """Why a run stops when ``where`` holds vectors of ``have`` and the pipeline embeds with
+    ``name`` (``dim`` wide), and what to do."""
+    theirs = f"{have.get('name')!r} ({have.get('dim')} wide)"
+    ours = f"{name!r}" + (f" ({dim} wide)" if dim else "")
+    return (
+        f"{where} holds vectors made by embedder {theirs}, but this pipeline embeds with {ours}; "
+        "vectors of two embedders are never mixed in one column, so nothing was written. "
+        "To replace every vector with the new embedder's, run once with `reembed: true` on the "
+        "embed stage (T.embed(..., reembed=True)) and a full re-sync (`cfstream sync --full`); "
+        "to keep the old vectors, embed with the old embedder again or write to another dataset"
+    )
 
 
 def vector_field(record: dict[str, Any]) -> pa.Field:

@@ -510,8 +510,13 @@ class LanceSink(Sink):
 
     def _use_embedder_sync(self, want: dict[str, Any], replace: bool) -> dict[str, Any]:
         from cfstream.embed.base import EmbedderChangedError
-        from cfstream.embed.record import RECORD_KEY, record_of_schema, same_embedder, vector_field
-        from cfstream.transforms.embed import changed_embedder_message
+        from cfstream.embed.record import (
+            RECORD_KEY,
+            changed_embedder_message,
+            record_of_schema,
+            same_embedder,
+            vector_field,
+        )
 
         name, dim = str(want["name"]), int(want["dim"])
         ds = self._open_dataset()

@@ -44,29 +44,20 @@ from cfstream.embed.base import (
     as_matrix,
     close_embedder,
 )
-from cfstream.embed.record import ROW_KEY, embedder_record, same_embedder
+from cfstream.embed.record import (
+    ROW_KEY,
+    changed_embedder_message,
+    embedder_record,
+    same_embedder,
+)
 from cfstream.errors import ClientError
 from cfstream.records import Document, uuid_array, uuid_digests
 from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 
-__all__ = ("CHUNKED_PARENT_KEY", "Embed", "changed_embedder_message", "embed")
+__all__ = ("CHUNKED_PARENT_KEY", "Embed", "embed")
 
 #: custom_metadata key of a document split into chunks (its chunks are embedded, not it)
 CHUNKED_PARENT_KEY = "cfstream.chunks"
-
-
-def changed_embedder_message(where: str, have: dict[str, Any], name: str, dim: int) -> str:
-    """Why a run stops when ``where`` holds vectors of ``have`` and the pipeline embeds with
-    ``name`` (``dim`` wide), and what to do."""
-    theirs = f"{have.get('name')!r} ({have.get('dim')} wide)"
-    ours = f"{name!r}" + (f" ({dim} wide)" if dim else "")
-    return (
-        f"{where} holds vectors made by embedder {theirs}, but this pipeline embeds with {ours}; "
-        "vectors of two embedders are never mixed in one column, so nothing was written. "
-        "To replace every vector with the new embedder's, run once with `reembed: true` on the "
-        "embed stage (T.embed(..., reembed=True)) and a full re-sync (`cfstream sync --full`); "
-        "to keep the old vectors, embed with the old embedder again or write to another dataset"
-    )
 
 
 def _text_of(doc: Document) -> str | None:

@@ -65,6 +65,7 @@ def list_source(docs: list[Document], *, checkpoint_every: int = 0) -> Any:
                 text_content=d.text_content,
                 custom_metadata=dict(d.custom_metadata) if d.custom_metadata else None,
                 updated_at=d.updated_at,
+                vector=d.vector,
             )
             if checkpoint_every and (i + 1) % checkpoint_every == 0:
                 yield Checkpoint({"at": i + 1})
