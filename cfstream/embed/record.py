@@ -25,6 +25,8 @@ import orjson
 import pyarrow as pa
 import xxhash
 
+from cfstream.secrets import redact_url
+
 __all__ = (
     "RECORD_KEY",
     "ROW_KEY",
@@ -61,7 +63,8 @@ def embedder_record(
         "dim": width,
         "provider": getattr(embedder, "provider", None) or "custom",
         "model": getattr(embedder, "model", None),
-        "base_url": None if base_url is None else str(base_url),
+        # user info and secret-looking query parameters never reach the dataset
+        "base_url": None if base_url is None else redact_url(str(base_url)),
         "id": rid,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

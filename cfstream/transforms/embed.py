@@ -186,9 +186,29 @@ class Embed(Stage):
             dim = emb.dim or int(np.asarray(probe).shape[1])
         want = embedder_record(emb, dim=dim, new_id=False)
         sink = ctx.run.sink
-        rec = want if sink is None else await sink.use_embedder(want, replace=self.reembed)
-        if st.lookup_id is not None and rec.get("id") != st.lookup_id:
-            st.lookup_id = str(rec.get("id"))
+        if sink is None:
+            rec = want
+        elif ctx.run.dry_run:  # check, change nothing
+            have = await sink.embedder()
+            if have is not None and same_embedder(have, emb.name, dim):
+                rec = have
+            elif have is not None and not self.reembed:
+                raise EmbedderChangedError(
+                    changed_embedder_message(_where(sink), have, emb.name, dim)
+                )
+            else:
+                rec = want
+        else:
+            rec = await sink.use_embedder(want, replace=self.reembed)
+        rid = str(rec.get("id"))
+        if self.reembed:
+            st.lookup_id = None
+        elif rid not in (want["id"], st.lookup_id):
+            # a record made now (a new dataset, a new vector column): no stored row can carry
+            # its id, so this run asks the sink nothing (a first load pays no lookups)
+            st.lookup_id = None
+        else:
+            st.lookup_id = rid
         st.record = rec
         st.dim = int(rec["dim"])
 

@@ -174,3 +174,51 @@ def test_embed_dim_given_and_different_is_a_clear_error(tmp_path: Path) -> None:
         DatasetError, match="embed_dim is 12 but embedder 'test:hash-bow' makes 8-wide"
     ):
         anyio.run(lambda: pipeline.run(dead_letter_path=False))
+
+
+def test_a_dry_run_checks_the_embedder_and_changes_nothing(tmp_path: Path) -> None:
+    uri = str(tmp_path / "kb.lance")
+    docs = notes(3)
+    anyio.run(lambda: (list_source(docs) | LanceSink(uri)).run(dead_letter_path=False))
+    version = lance.dataset(uri).version
+    pipeline = list_source(docs) | T.embed(HashEmbedder(dim=8)) | LanceSink(uri)
+    anyio.run(lambda: pipeline.run(dry_run=True))
+    ds = lance.dataset(uri)
+    assert ds.version == version and "vector" not in ds.schema.names
+    _sync(uri, docs, HashEmbedder(dim=8))
+    other = list_source(docs) | T.embed(HashEmbedder(dim=8, name="x")) | LanceSink(uri)
+    with pytest.raises(EmbedderChangedError):
+        anyio.run(lambda: other.run(dry_run=True))
+
+
+def test_the_ray_engine_refuses_the_embed_stage(tmp_path: Path) -> None:
+    from cfstream.distributed.ray import run_ray
+    from cfstream.errors import PipelineError
+
+    pipeline = list_source(notes(1)) | T.embed(HashEmbedder()) | LanceSink(str(tmp_path / "kb"))
+    with pytest.raises(PipelineError, match="Ray engine does not run the embed stage"):
+        run_ray(pipeline)
+
+
+class CountingSink(LanceSink):
+    """A LanceSink counting the stage's lookups of what is stored."""
+
+    lookups: list[int]
+
+    async def stored(self, uuids: Any, columns: Any) -> dict[str, dict[str, Any]]:
+        self.lookups = [*getattr(self, "lookups", []), len(uuids)]
+        return await super().stored(uuids, columns)
+
+
+def test_lookups_are_batched_and_a_first_load_makes_none(tmp_path: Path) -> None:
+    uri = str(tmp_path / "kb.lance")
+    docs = notes(30)
+
+    def sync() -> CountingSink:
+        sink = CountingSink(uri)
+        pipeline = list_source(docs) | T.embed(HashEmbedder()) | sink
+        anyio.run(lambda: pipeline.run(dead_letter_path=False, chunk_size=500))
+        return sink
+
+    assert getattr(sync(), "lookups", []) == []  # a new dataset: nothing can be stored yet
+    assert sync().lookups == [30]  # one lookup for the chunk, not one per document

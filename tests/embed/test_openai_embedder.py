@@ -17,7 +17,7 @@ from cfstream.embed import EmbedderError, OpenAIEmbedder, embedder_from_config
 from cfstream.errors import AuthError, RateLimitWaitTooLong
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.sinks import MemorySink
-from cfstream.testing import FakeAPI, FakeClock, Fault
+from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 
 KEY = "sk-test-3mb3dd1ng-k3y-0123456789"
 DIM = 6
@@ -195,3 +195,23 @@ def test_no_key_is_sent_to_another_server_from_the_environment(
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert OpenAIEmbedder("m")._key is not None  # OpenAI's own API: the usual variable
     assert OpenAIEmbedder("m", base_url="http://127.0.0.1:11434/v1")._key is None
+
+
+async def test_a_server_that_keeps_failing_stops_the_run_before_anything_is_written(
+    api: FakeAPI, tmp_path: Any
+) -> None:
+    from cfstream.errors import TransientError
+    from cfstream.sinks import LanceSink
+
+    api.route("POST", "/v1/embeddings", Reply({"error": {"message": "overloaded"}}, status=503))
+    emb = OpenAIEmbedder(
+        "m",
+        base_url=f"{api.url}/v1",
+        api_key=KEY,
+        retry=RetryPolicy(max_tries=2, base=0.01, jitter=False),
+    )
+    uri = str(tmp_path / "kb.lance")
+    with pytest.raises(TransientError) as caught:
+        await (list_source(notes(3), checkpoint_every=1) | T.embed(emb) | LanceSink(uri)).run()
+    assert KEY not in str(caught.value)
+    assert not (tmp_path / "kb.lance" / "_versions").exists()
