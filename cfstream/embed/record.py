@@ -10,7 +10,8 @@ store). The record::
      "model": "l2_supercat", "base_url": null, "id": "5f0c2a9e71b4", "created_at": "..."}
 
 ``id`` is new each time a dataset's vectors are reset for another embedder: the embed stage marks
-every row it embeds with it (``custom_metadata["cfstream.embedding"] = "<id>:<input hash>"``), so a
+every row it embeds with it (``custom_metadata["cfstream.embedding"] =
+"<id>:<document hash>:<text hash>"``), so a
 row embedded under an earlier record is never taken as embedded by the current one. It never holds
 a key or any other secret.
 """
@@ -40,7 +41,7 @@ __all__ = (
 
 #: the ``vector`` field's metadata key holding the record
 RECORD_KEY: Final = "cfstream.embedder"
-#: the ``custom_metadata`` key of an embedded row: ``"<record id>:<hash of the input document>"``
+#: the ``custom_metadata`` key of an embedded row: ``"<record id>:<document hash>:<text hash>"``
 ROW_KEY: Final = "cfstream.embedding"
 
 

@@ -9,13 +9,19 @@ document except a chunked parent (``custom_metadata["cfstream.chunks"]`` set: it
 vectors) and documents with neither text nor title, which pass through without a vector.
 
 Only changed content is embedded. The stage marks each row it embeds with
-``custom_metadata["cfstream.embedding"] = "<record id>:<hash of the document as it arrived>"``
-(the record is the dataset's embedder record, :mod:`cfstream.embed.record`). Before embedding a
-chunk of documents it asks the sink, in one call, what it holds for their uuids; a document whose
-stored row carries the same mark is already stored, identical, with a vector from this embedder,
-and is dropped (counted as ``skipped_unchanged`` of its source and ``dropped`` of the stage). A
-row whose mark differs (new content, or another record) is embedded again and, its content hash
-changing with the mark and the vector, rewritten by the sink.
+``custom_metadata["cfstream.embedding"] = "<record id>:<document hash>:<text hash>"`` (the record
+is the dataset's embedder record, :mod:`cfstream.embed.record`; the document hash is that of the
+document as it arrived, the text hash that of the text embedded). Before embedding a chunk of
+documents it asks the sink, in one call, what it holds for their uuids:
+
+- a document whose stored row carries the same record id and document hash is already stored,
+  identical, with a vector from this embedder: it is dropped (counted as ``skipped_unchanged`` of
+  its source and ``dropped`` of the stage);
+- a document that changed but whose text did not (a new title, tags or timestamps; a chunk of an
+  edited document) gets its stored vector back (one more lookup, of those rows' vectors) and is
+  not sent to the embedder;
+- anything else is embedded. Its row, whose content hash changes with the mark and the vector,
+  is rewritten by the sink.
 
 The embedder is checked against the dataset before anything is written: a dataset whose vectors
 come from another embedder (name or width) stops the run with :class:`EmbedderChangedError`,
@@ -35,6 +41,7 @@ from typing import Any
 
 import anyio
 import numpy as np
+import xxhash
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from cfstream.context import StageContext
@@ -73,6 +80,10 @@ def _text_of(doc: Document) -> str | None:
     return None
 
 
+def _text_hash(text: str) -> str:
+    return xxhash.xxh3_64_hexdigest(text.encode("utf-8", "surrogatepass"))
+
+
 def _mark_of(stored: Any) -> str | None:
     """The embedding mark of a stored row's custom_metadata (Lance: a list of key/value
     structs; MemorySink: a dict)."""
@@ -96,8 +107,10 @@ class _Work:
     positions: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)
-    #: positions of documents already stored as they are (dropped)
+    text_hashes: list[str] = field(default_factory=list)
+    #: documents already stored as they are (dropped), and those whose stored vector is reused
     unchanged: set[int] = field(default_factory=set)
+    reused: set[int] = field(default_factory=set)
     vectors: list[Any] = field(default_factory=list)
     failed: dict[int, BaseException] = field(default_factory=dict)
     pending: int = 0
@@ -230,6 +243,8 @@ class Embed(Stage):
             docs.append(it)
         if not docs:
             return work
+        work.vectors = [None] * len(docs)
+        work.text_hashes = [_text_hash(t) for t in work.texts]
         try:
             work.hashes = [d.compute_hash() for d in docs]
         except Exception:  # a value the hash cannot take: one by one, the bad ones fail alone
@@ -247,12 +262,29 @@ class Embed(Stage):
             except Exception:  # an id that cannot be formatted: the sink dead-letters it
                 uuids = []
             stored = await sink.stored(uuids, ["custom_metadata"]) if uuids else {}
-            if stored:
-                prefix = st.lookup_id + ":"
-                for k, (u, h) in enumerate(zip(uuids, work.hashes, strict=True)):
-                    row = stored.get(u)
-                    if row is not None and h and _mark_of(row.get("custom_metadata")) == prefix + h:
-                        work.unchanged.add(k)
+            same_text: dict[str, int] = {}
+            for k, (u, h) in enumerate(zip(uuids, work.hashes, strict=True)):
+                row = stored.get(u)
+                mark = _mark_of(row.get("custom_metadata")) if row is not None else None
+                if not h or mark is None:
+                    continue
+                rid, _, rest = mark.partition(":")
+                doc_hash, _, text_hash = rest.partition(":")
+                if rid != st.lookup_id:
+                    continue
+                if doc_hash == h:
+                    work.unchanged.add(k)
+                elif text_hash == work.text_hashes[k]:
+                    same_text[u] = k
+            if same_text:
+                # edited documents whose embedded text did not change (a chunk of an edited
+                # document, a new title over the same text): their stored vector is reused
+                rows = await sink.stored(list(same_text), ["vector"])
+                for u, k in same_text.items():
+                    vec = (rows.get(u) or {}).get("vector")
+                    if vec is not None and len(vec) == st.dim:
+                        work.vectors[k] = np.asarray(vec, dtype=np.float32)
+                        work.reused.add(k)
         return work
 
     async def _embed_batch(self, work: _Work, ks: list[int], limiter: anyio.Semaphore) -> None:
@@ -319,7 +351,7 @@ class Embed(Stage):
                     )
                 )
             meta = dict(doc.custom_metadata or {})
-            meta[ROW_KEY] = f"{rid}:{work.hashes[k]}"
+            meta[ROW_KEY] = f"{rid}:{work.hashes[k]}:{work.text_hashes[k]}"
             doc.custom_metadata = meta
             doc.vector = vec
             doc.content_hash = None
@@ -366,12 +398,12 @@ class Embed(Stage):
                     async for chunk in chunks(receive):
                         ctx.stats.docs_in += count_docs(chunk)
                         work = await self._plan(chunk, st, ctx)
+                        skip = work.unchanged | work.reused
                         todo = [
                             k
                             for k, p in enumerate(work.positions)
-                            if k not in work.unchanged and p not in work.failed
+                            if k not in skip and p not in work.failed
                         ]
-                        work.vectors = [None] * len(work.positions)
                         batches = [
                             todo[i : i + self.batch_size]
                             for i in range(0, len(todo), self.batch_size)

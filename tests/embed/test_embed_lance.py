@@ -222,3 +222,25 @@ def test_lookups_are_batched_and_a_first_load_makes_none(tmp_path: Path) -> None
 
     assert getattr(sync(), "lookups", []) == []  # a new dataset: nothing can be stored yet
     assert sync().lookups == [30]  # one lookup for the chunk, not one per document
+
+
+def test_a_changed_document_with_the_same_text_reuses_its_vector(tmp_path: Path) -> None:
+    """A chunk of an edited document (new timestamps, same text) is rewritten, never re-embedded."""
+    uri = str(tmp_path / "kb.lance")
+    docs = notes(5)
+    emb = HashEmbedder()
+    _sync(uri, docs, emb)
+    before = _rows(uri)
+    docs[1].title = "A new title"
+    docs[2].updated_at = "2026-02-02T00:00:00+00:00"
+    docs[3].text_content = "new words"
+    _sync(uri, docs, emb)
+    assert emb.texts[5:] == ["new words"]
+    rows = _rows(uri)
+    for sid in ("note-1", "note-2"):
+        assert rows[sid]["content_hash"] != before[sid]["content_hash"]  # rewritten
+        assert rows[sid]["vector"] == before[sid]["vector"]  # with the same vector
+    title = lance.dataset(uri).to_table(columns=["title"], filter="source_id = 'note-1'")
+    assert title.column("title").to_pylist() == ["A new title"]
+    _sync(uri, docs, emb)
+    assert len(emb.texts) == 6  # and then nothing at all
