@@ -28,7 +28,9 @@ come from another embedder (name or width) stops the run with :class:`EmbedderCh
 unless the stage has ``reembed=True``: then the sink drops the old vectors (the column is
 replaced: rows not re-embedded have no vector, never one of another embedder), records the new
 embedder, and this run embeds every document it receives. Run it with ``--full`` (a full re-sync)
-so that every document comes through once.
+so that every document comes through once. ``reembed`` may stay on: a run whose embedder is the
+recorded one skips unchanged work as usual (but a later change of embedder then replaces the
+vectors instead of stopping).
 
 Texts are sent in batches of ``batch_size`` (across documents), up to ``concurrency`` batches at a
 time; the order of items is kept, so a checkpoint leaves the stage after every document before it.
@@ -128,6 +130,8 @@ class _RunState:
 
     #: the record id whose marks count as "already embedded" (None: skip nothing)
     lookup_id: str | None = None
+    #: the id of the dataset's record when it is this embedder's
+    have_id: str | None = None
     #: the record in effect once the sink was told (None: not yet)
     record: dict[str, Any] | None = None
     #: the width the dataset expects (0: unknown yet)
@@ -174,13 +178,12 @@ class Embed(Stage):
         if have is not None:
             if same_embedder(have, emb.name, emb.dim):
                 st.dim = int(have["dim"])
-                if not self.reembed:
-                    st.lookup_id = str(have.get("id"))
+                st.lookup_id = st.have_id = str(have.get("id"))
             elif not self.reembed:
                 raise EmbedderChangedError(
                     changed_embedder_message(_where(sink), have, emb.name, emb.dim)
                 )
-        elif sink is not None and not self.reembed:
+        elif sink is not None:
             # a sink that keeps no record (MemorySink, a user's sink): ids are derived from
             # the embedder itself, so marks of the same embedder count across runs
             st.lookup_id = str(embedder_record(emb, dim=emb.dim or 0, new_id=False)["id"])
@@ -214,14 +217,13 @@ class Embed(Stage):
         else:
             rec = await sink.use_embedder(want, replace=self.reembed)
         rid = str(rec.get("id"))
-        if self.reembed:
-            st.lookup_id = None
-        elif rid not in (want["id"], st.lookup_id):
-            # a record made now (a new dataset, a new vector column): no stored row can carry
-            # its id, so this run asks the sink nothing (a first load pays no lookups)
-            st.lookup_id = None
-        else:
+        if rid in (want["id"], st.have_id):
             st.lookup_id = rid
+        else:
+            # a record made now (a new dataset, a new vector column, vectors replaced): no
+            # stored row carries its id, so this run asks the sink nothing (a first load pays
+            # no lookups)
+            st.lookup_id = None
         st.record = rec
         st.dim = int(rec["dim"])
 
@@ -439,7 +441,7 @@ def embed(
     Unchanged documents already stored with a vector from this embedder are dropped, not
     embedded again. ``reembed=True`` accepts a dataset whose vectors come from another embedder:
     they are dropped and every document this run receives is embedded (use it with a full
-    re-sync). A text the server refuses (a 4xx other than auth or rate limits, e.g. too long)
+    re-sync; with the recorded embedder it changes nothing). A text the server refuses (a 4xx other than auth or rate limits, e.g. too long)
     sends its document to the dead letters; any other failure stops the run. See the module
     docstring of :mod:`cfstream.transforms.embed`.
     """

@@ -244,3 +244,14 @@ def test_a_changed_document_with_the_same_text_reuses_its_vector(tmp_path: Path)
     assert title.column("title").to_pylist() == ["A new title"]
     _sync(uri, docs, emb)
     assert len(emb.texts) == 6  # and then nothing at all
+
+
+def test_reembed_left_on_with_the_recorded_embedder_embeds_nothing_again(tmp_path: Path) -> None:
+    uri = str(tmp_path / "kb.lance")
+    docs = notes(4)
+    emb = HashEmbedder()
+    _sync(uri, docs, emb, reembed=True)
+    rec = dataset_embedder(uri)
+    _sync(uri, docs, emb, reembed=True)
+    assert len(emb.texts) == 4
+    assert dataset_embedder(uri) == rec  # not replaced
