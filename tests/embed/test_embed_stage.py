@@ -151,3 +151,18 @@ def test_embedder_from_config_errors_are_config_errors() -> None:
         embedder_from_config("local", dim=100)
     emb = embedder_from_config("openai", model="m", base_url="http://127.0.0.1:9/v1", dim=64)
     assert emb.name == "openai:m@64" and emb.dim == 64
+
+
+def test_a_record_rebuilds_its_embedder_for_queries() -> None:
+    from cfstream.embed import LocalEmbedder, OpenAIEmbedder, embedder_from_record, embedder_record
+
+    local = embedder_from_record(embedder_record(LocalEmbedder(dim=128)))
+    assert isinstance(local, LocalEmbedder) and local.name == "local:wordllama/l2_supercat_128"
+    remote = OpenAIEmbedder("m", base_url="http://user:pw@127.0.0.1:9/v1", dimensions=64)
+    rec = embedder_record(remote)
+    assert "pw" not in str(rec["base_url"])  # no credential in the record
+    rebuilt = embedder_from_record({**rec, "base_url": "http://127.0.0.1:9/v1"}, api_key="k-1234")
+    assert isinstance(rebuilt, OpenAIEmbedder) and rebuilt.name == "openai:m@64"
+    assert rebuilt.dim == 64
+    with pytest.raises(EmbedderError, match="cannot rebuild"):
+        embedder_from_record(embedder_record(HashEmbedder()))
