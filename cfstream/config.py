@@ -11,6 +11,7 @@
         concurrency: 8
       - dedupe: {}
       - chunk: {max_tokens: 512, overlap: 64}
+      - embed: {provider: local}       # vectors; or openai with model, base_url, api_key: ${KEY}
     sources:
       docs:                            # the source's name: its cursor is kept under it
         type: github                   # a built-in name, an entry-point name, or "package.module:Class"
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import re
 import sys
 import typing
@@ -47,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from cfstream import _yaml as safe_yaml
 from cfstream.errors import ConfigError
 from cfstream.pipeline import Pipeline
-from cfstream.secrets import redact
+from cfstream.secrets import Secret, redact
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceConfig
 from cfstream.sources.registry import load_source_class
@@ -55,6 +57,7 @@ from cfstream.state import local_path
 from cfstream.transforms import Stage
 from cfstream.transforms import chunk as chunk_stage
 from cfstream.transforms import dedupe as dedupe_stage
+from cfstream.transforms import embed as embed_stage
 from cfstream.transforms import filter as filter_stage
 from cfstream.transforms import map as map_stage
 from cfstream.transforms import tag as tag_stage
@@ -164,6 +167,26 @@ class StageSpec:
             return filter_stage(opts["predicate"], name=opts.get("name"))
         if self.kind == "chunk":
             return chunk_stage(**opts)
+        if self.kind == "embed":
+            from cfstream.embed import embedder_from_config
+
+            reembed = bool(opts.pop("reembed", False))
+            batch_size = opts.get("batch_size")
+            concurrency = opts.get("concurrency")
+            extra = {"api_version": opts.pop("api_version")} if opts.get("api_version") else None
+            embedder = embedder_from_config(
+                opts.pop("provider"),
+                model=opts.get("model"),
+                base_url=opts.get("base_url"),
+                api_key=opts.get("api_key"),
+                dim=opts.get("dim"),
+                batch_size=batch_size,
+                concurrency=concurrency,
+                options=extra,
+            )
+            return embed_stage(
+                embedder, batch_size=batch_size, concurrency=concurrency, reembed=reembed
+            )
         raise ConfigError(f"{self.key_path}: unknown stage {self.kind!r}")  # pragma: no cover
 
 
@@ -525,7 +548,41 @@ class _ChunkOptions(BaseModel):
         return self
 
 
-_STAGE_KINDS = ("tag", "validate", "dedupe", "map", "filter", "chunk")
+class _EmbedOptions(BaseModel):
+    """The ``embed:`` stage: which embedder (see ``cfstream.embed.embedder_from_config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider: Literal["local", "openai", "sentence-transformers", "fastembed"] = "local"
+    model: str | None = Field(None, min_length=1)
+    base_url: str | None = Field(None, pattern=r"^https?://")
+    api_key: Secret | None = None
+    api_version: str | None = None
+    dim: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+    reembed: bool = False
+
+    @model_validator(mode="after")
+    def _fits_provider(self) -> _EmbedOptions:
+        if self.provider != "openai":
+            given = [k for k in ("base_url", "api_key", "api_version") if getattr(self, k)]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: options of provider openai, not of {self.provider}"
+                )
+        if self.provider == "local" and self.dim not in (None, 64, 128, 256):
+            raise ValueError("the local embedder's dim is 64, 128 or 256")
+        return self
+
+
+#: the package each optional embedding provider needs, and the extra that installs it
+_PROVIDER_PACKAGES = {
+    "sentence-transformers": ("sentence_transformers", "sentence-transformers"),
+    "fastembed": ("fastembed", "fastembed"),
+}
+
+
+_STAGE_KINDS = ("tag", "validate", "dedupe", "map", "filter", "chunk", "embed")
 
 
 def _declarative_filter(opts: _FilterOptions) -> Callable[[Any], bool]:
@@ -580,6 +637,25 @@ def _parse_stage(raw: Any, index: int, where: _Where) -> StageSpec:
                 raise where.error([*path, next(iter(extra))], "unknown key for a chunk stage")
             chunk_opts = _ChunkOptions.model_validate(value or {})
             return StageSpec("chunk", chunk_opts.model_dump(), _join(kpath))
+        if kind == "embed":
+            if extra:
+                raise where.error([*path, next(iter(extra))], "unknown key for an embed stage")
+            if value is not None and not isinstance(value, dict):
+                raise where.error(
+                    kpath, f"expected a mapping such as {{provider: local}}, got {value!r}"
+                )
+            try:
+                e_opts = _EmbedOptions.model_validate(value or {})
+            except ValidationError as exc:
+                raise _translate(exc, where, kpath, _EmbedOptions, frozenset({"api_key"})) from None
+            needs = _PROVIDER_PACKAGES.get(e_opts.provider)
+            if needs is not None and importlib.util.find_spec(needs[0]) is None:
+                raise where.error(
+                    [*kpath, "provider"],
+                    f"provider {e_opts.provider} needs the {needs[1]!r} package, which is not "
+                    f"installed: pip install 'cfstream[{needs[1]}]'",
+                )
+            return StageSpec("embed", e_opts.model_dump(), _join(kpath))
         if kind == "map":
             merged = (
                 {"function": value, **extra}

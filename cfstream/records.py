@@ -448,7 +448,7 @@ def _content_hash(d: Document) -> str:
         d.status,
         d.source_file,
         d.raw_data_type,
-        None if vec is None else list(vec),
+        None if vec is None else (vec.tolist() if isinstance(vec, np.ndarray) else list(vec)),
     )
     try:
         encoded = orjson.dumps(payload, option=_HASH_OPTIONS, default=str)
@@ -625,18 +625,24 @@ def _vectors(docs: Sequence[Document], dim: int, fill_zeros: bool) -> pa.Array:
             return pa.nulls(n, vtype)
         flat = pa.repeat(pa.scalar(0.0, pa.float32()), n * dim)
         return pa.FixedSizeListArray.from_arrays(flat, dim)
+    rows: list[Any] = [d.vector for d in docs]
+    if all(type(v) is np.ndarray for v in rows):  # the embed stage's rows: no Python floats
+        for d, v in zip(docs, rows, strict=True):
+            if v.shape != (dim,):
+                raise ValueError(f"vector of {d.source_id!r} has {v.size} values, expected {dim}")
+        flat = np.ascontiguousarray(np.stack(rows), dtype=np.float32).reshape(-1)
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
     values: list[float] = []
     zeros = [0.0] * dim
     mask: list[bool] = []
-    for d in docs:
-        v = d.vector
+    for d, v in zip(docs, rows, strict=True):
         if v is None:
             values.extend(zeros)
             mask.append(not fill_zeros)
         else:
             if len(v) != dim:
                 raise ValueError(f"vector of {d.source_id!r} has {len(v)} values, expected {dim}")
-            values.extend(v)
+            values.extend(v.tolist() if type(v) is np.ndarray else v)
             mask.append(False)
     arr = pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), dim)
     if any(mask):

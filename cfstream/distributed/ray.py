@@ -375,6 +375,14 @@ def run_ray(
             (``report.dead_lettered`` still counts). The workers write theirs next to it first,
             so on a cluster it must be on storage every node shares, as a local dataset must.
     """
+    from cfstream.transforms.embed import Embed
+
+    if any(isinstance(st, Embed) for st in pipeline.stages):
+        raise PipelineError(
+            "the Ray engine does not run the embed stage (its workers can neither record the "
+            "dataset's embedder nor skip unchanged vectors): run this pipeline with the local "
+            "engine (without --engine ray)"
+        )
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the extra

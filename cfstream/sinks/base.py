@@ -45,6 +45,22 @@ class Sink(ABC):
         Default: nothing is known to be stored (an empty dict)."""
         return {}
 
+    async def embedder(self) -> dict[str, Any] | None:
+        """The record of the embedder whose vectors the destination holds
+        (:mod:`cfstream.embed.record`), or None when it keeps none. Default: None."""
+        return None
+
+    async def use_embedder(
+        self, record: dict[str, Any], *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Called by the embed stage before its first document arrives: vectors of the embedder
+        ``record`` describes (its ``name`` and ``dim``) are coming. The sink makes room for them
+        (a vector column of that width) and records the embedder, or raises
+        :class:`~cfstream.embed.EmbedderChangedError` when it holds another embedder's vectors
+        and ``replace`` is false (with ``replace`` it drops them). Returns the record in effect
+        (its ``id`` marks the rows embedded under it). Default: ``record`` as given."""
+        return record
+
     @abstractmethod
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
         """Write every chunk of ``receive``; flush and save checkpoints before returning."""

@@ -330,6 +330,8 @@ class LanceSink(Sink):
         self.max_latency = max_latency
         self.max_inflight = max_inflight
         self.contextframe_compat = contextframe_compat
+        #: the width the user asked for (None: the embed stage's, or none)
+        self._embed_dim_arg = embed_dim
         if contextframe_compat and embed_dim is None:
             embed_dim = DEFAULT_EMBED_DIM
         self.embed_dim = embed_dim
@@ -483,6 +485,102 @@ class LanceSink(Sink):
             for row in tbl.to_pylist():
                 out[row.pop("uuid")] = row
         return out
+
+    async def embedder(self) -> dict[str, Any] | None:
+        """The record of the embedder of the dataset's vectors (the ``vector`` field's metadata,
+        :mod:`cfstream.embed.record`), or None: no dataset, no vector column or no record."""
+        return await anyio.to_thread.run_sync(self._embedder_sync)
+
+    def _embedder_sync(self) -> dict[str, Any] | None:
+        from cfstream.embed.record import record_of_schema
+
+        ds = self._open_dataset()
+        return record_of_schema(ds.schema if ds is not None else self.schema)
+
+    async def use_embedder(
+        self, record: dict[str, Any], *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Make the dataset ready for vectors of ``record``'s embedder (see
+        :meth:`Sink.use_embedder`): a new dataset is created with a vector column of its width
+        and the record; an existing one without a vector column gets one (all NULL, one commit);
+        one holding another embedder's vectors (or vectors of no recorded embedder) raises
+        :class:`~cfstream.embed.EmbedderChangedError`, or with ``replace`` has its vector column
+        replaced (every stored vector dropped) and the new record written."""
+        return await anyio.to_thread.run_sync(self._use_embedder_sync, dict(record), replace)
+
+    def _use_embedder_sync(self, want: dict[str, Any], replace: bool) -> dict[str, Any]:
+        from cfstream.embed.base import EmbedderChangedError
+        from cfstream.embed.record import (
+            RECORD_KEY,
+            changed_embedder_message,
+            record_of_schema,
+            same_embedder,
+            vector_field,
+        )
+
+        name, dim = str(want["name"]), int(want["dim"])
+        ds = self._open_dataset()
+        have = record_of_schema(ds.schema if ds is not None else self.schema)
+        if have is not None and same_embedder(have, name, dim):
+            if ds is not None:
+                self._check_schema(ds)
+            return have
+        where = f"dataset {self.uri}"
+        if have is not None and not replace:
+            raise EmbedderChangedError(changed_embedder_message(where, have, name, dim))
+        fresh = {**want, "id": uuid.uuid4().hex[:12]}
+        vfield = vector_field(fresh)
+        if ds is None:
+            if self._embed_dim_arg is not None and self._embed_dim_arg != dim:
+                raise DatasetError(
+                    f"embed_dim is {self._embed_dim_arg} but embedder {name!r} makes "
+                    f"{dim}-wide vectors: leave embed_dim out (the embed stage sets it)"
+                )
+            fields = [f for f in self.schema if f.name != "vector"]
+            fields.insert(2, vfield)  # where frame_schema puts it (after text_content)
+            self.schema = pa.schema(fields)
+            self.embed_dim = dim
+            return fresh
+        try:
+            if "vector" in ds.schema.names:
+                old = ds.schema.field("vector").type
+                same_width = pa.types.is_fixed_size_list(old) and old.list_size == dim
+                if have is None and not replace:
+                    stored = ds.count_rows(filter="vector IS NOT NULL")
+                    if stored:
+                        raise EmbedderChangedError(
+                            changed_embedder_message(
+                                where,
+                                {
+                                    "name": "unrecorded (not cfstream's embed stage)",
+                                    "dim": old.list_size,
+                                },
+                                name,
+                                dim,
+                            )
+                        )
+                if have is None and same_width and not replace:
+                    ds.update_field_metadata(
+                        {"vector": {RECORD_KEY: vfield.metadata[RECORD_KEY.encode()].decode()}}
+                    )
+                else:
+                    log.warning(
+                        "%s: dropping every stored vector (%s) to store %s's",
+                        self.uri,
+                        (have or {}).get("name", "unrecorded"),
+                        name,
+                    )
+                    ds.drop_columns(["vector"])
+                    ds.add_columns(vfield)
+            else:
+                ds.add_columns(vfield)
+        except OSError as exc:
+            raise CommitError(_os_error_message(exc, self.uri)) from exc
+        self._ds = None
+        ds = self._dataset()
+        self._check_schema(ds)
+        self._version = ds.version
+        return record_of_schema(ds.schema) or fresh
 
     async def upgrade(
         self,
