@@ -1307,8 +1307,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         _out(str(result.report))
     k = result.report.sink
+    split = f"{result.documents_written} records, {result.chunks_written} chunks with vectors"
     if result.first_run:
-        _out(f"\nfirst sync: {k.inserted + k.appended} new records")
+        _out(f"\nfirst sync: {k.inserted + k.appended} new rows ({split})")
         if result.fetched_twice:
             # the report counts documents fetched; the sink keeps one row per record
             twice = ", ".join(f"{name} {n}" for name, n in result.fetched_twice.items())
@@ -1317,7 +1318,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "are stored once: the dataset keeps one row per record)"
             )
     else:
-        _out(f"\nincremental sync: {k.inserted} new, {k.updated} updated records")
+        _out(f"\nincremental sync: {k.inserted} new, {k.updated} updated rows ({split})")
     if result.updated_records:
         _out("records written by this run:")
         for rec in result.updated_records:
@@ -1329,9 +1330,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _out(f"      relationships: {rec['relationships']}")
         if rec.get("text"):
             _out(f"      {rec['text']}")
+    _out(f'\nsearch: "{result.search_query}" (full text and vectors, fused)')
+    for i, hit in enumerate(result.search_hits, 1):
+        _out(f"  {i}. [{hit['source_type']}] {hit['title']}  (score {hit['score']})")
+        if hit.get("text"):
+            _out(f"      {hit['text']}")
     _out(
         f"\ndataset: {result.dataset}\nnext: `cfstream demo` again (nothing new), "
-        "`cfstream demo --change` (only edited records update)"
+        "`cfstream demo --change` (only edited records update), "
+        f'`cfstream search {result.dataset} "your question"`'
     )
     return exit_code(result.report)
 

@@ -71,6 +71,13 @@ _FILE_SOURCES = (("vault", "vault", "obsidian"), ("docs", "docs", "files"))
 
 _CHANGE_MARK = "Edited by `cfstream demo --change`"
 
+#: the demo splits documents into chunks of about this many tokens and embeds them offline
+DEMO_CHUNK_TOKENS = 256
+#: what the demo searches for at the end (the vault's sourdough starter note should come first)
+DEMO_QUERY = "how do I keep my sourdough starter alive"
+#: the custom_metadata key that marks a chunk row (see cfstream.transforms.chunking)
+_CHUNK_OF = "cfstream.chunk_of"
+
 #: Request-rate options the demo sets on a connector talking to its local fake, where the
 #: connector has the option and the fake's ``demo_config`` does not set it. The connectors' defaults
 #: pace requests for the real services (Notion 3/s, Linear 1.3/s, Slack 20-100/min), which made
@@ -113,6 +120,12 @@ class DemoResult:
     #: (rows are keyed by a uuid of source type and id; e.g. Linear lists a project shared by
     #: two teams, and its documents, under each team)
     fetched_twice: dict[str, int] = field(default_factory=dict)
+    #: rows written by this run: documents and chunks (the sink's counts cover both)
+    documents_written: int = 0
+    chunks_written: int = 0
+    #: the search the demo ends with: the query and its best hits
+    search_query: str = DEMO_QUERY
+    search_hits: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the result."""
@@ -126,6 +139,9 @@ class DemoResult:
             "updated_records": self.updated_records,
             "notes": self.notes,
             "fetched_twice": self.fetched_twice,
+            "documents_written": self.documents_written,
+            "chunks_written": self.chunks_written,
+            "search": {"query": self.search_query, "hits": self.search_hits},
             "report": self.report.to_dict(),
         }
 
@@ -242,16 +258,21 @@ def apply_file_changes(dataset: Path, count: int = 2) -> list[str]:
     return edited
 
 
+def _is_chunk(row: dict[str, Any]) -> bool:
+    return any(m.get("key") == _CHUNK_OF for m in row.get("custom_metadata") or ())
+
+
 def _read_records(
     dataset: str, since: datetime | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Three sample records (one per source type first) and the records written since ``since``."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Three sample records (one per source type first), the records (not chunks) written since
+    ``since`` (every one when None), and the number of chunk rows written since then."""
     import lance
 
     try:
         ds = lance.dataset(dataset)
     except (OSError, ValueError):
-        return [], []
+        return [], [], 0
     cols = [
         "title",
         "source_type",
@@ -260,8 +281,15 @@ def _read_records(
         "relationships",
         "ingested_at",
         "record_type",
+        "custom_metadata",
     ]
     rows = ds.to_table(columns=cols).to_pylist()
+    chunks_written = sum(
+        1
+        for r in rows
+        if _is_chunk(r) and (since is None or (r["ingested_at"] and r["ingested_at"] >= since))
+    )
+    rows = [r for r in rows if not _is_chunk(r)]
 
     def links(r: dict[str, Any]) -> int:
         return sum(1 for rel in r["relationships"] or [] if rel.get("type") == "reference")
@@ -305,12 +333,11 @@ def _read_records(
                 }
             )
     updated: list[dict[str, Any]] = []
-    if since is not None:
-        for r in rows:
-            ts = r["ingested_at"]
-            if ts is not None and ts >= since:
-                updated.append({"title": r["title"], "source_type": r["source_type"]})
-    return samples, updated
+    for r in rows:
+        ts = r["ingested_at"]
+        if since is None or (ts is not None and ts >= since):
+            updated.append({"title": r["title"], "source_type": r["source_type"]})
+    return samples, updated, chunks_written
 
 
 def _fetched_twice(dataset: str, report: RunReport) -> dict[str, int]:
@@ -322,12 +349,13 @@ def _fetched_twice(dataset: str, report: RunReport) -> dict[str, int]:
     import lance
 
     try:
-        types = lance.dataset(dataset).to_table(columns=["source_type"]).column(0).to_pylist()
+        table = lance.dataset(dataset).to_table(columns=["source_type", "custom_metadata"])
     except (OSError, ValueError):
         return {}
     rows: dict[str, int] = {}
-    for t in types:
-        rows[t] = rows.get(t, 0) + 1
+    for r in table.to_pylist():
+        if not _is_chunk(r):
+            rows[r["source_type"]] = rows.get(r["source_type"], 0) + 1
     out: dict[str, int] = {}
     for name, stats in report.sources.items():
         extra = stats.fetched - stats.failed - rows.get(stats.source_type, 0)
@@ -379,7 +407,11 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
             {
                 "dataset": str(dataset),
                 "sink": {"max_latency": 2.0},
-                "pipeline": [{"validate": {}}],
+                "pipeline": [
+                    {"validate": {}},
+                    {"chunk": {"max_tokens": DEMO_CHUNK_TOKENS, "overlap": 32}},
+                    {"embed": {"provider": "local"}},
+                ],
                 "sources": sources,
             },
             filename="<demo>",
@@ -388,7 +420,8 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
         t0 = time.perf_counter()
         report = await run_pipeline(build_pipeline(config), control=control)
         log.debug("demo sync took %.2fs", time.perf_counter() - t0)
-    samples, updated = _read_records(str(dataset), None if first_run else started)
+    samples, updated, chunks_written = _read_records(str(dataset), None if first_run else started)
+    hits = _search(str(dataset), notes)
     twice = (
         _fetched_twice(str(dataset), report)
         if first_run and not report.stopped_early and not report.dead_lettered
@@ -402,10 +435,37 @@ async def _run(dataset: Path, change: bool, control: RunControl) -> DemoResult:
         skipped=skipped,
         changed=changed,
         samples=samples,
-        updated_records=updated,
+        updated_records=[] if first_run else updated,
         notes=notes,
         fetched_twice=twice,
+        documents_written=len(updated),
+        chunks_written=chunks_written,
+        search_hits=hits,
     )
+
+
+def _search(dataset: str, notes: list[str]) -> list[dict[str, Any]]:
+    """The demo's closing search (:data:`DEMO_QUERY`): its three best hits."""
+    from cfstream.search import search
+
+    try:
+        hits = search(dataset, DEMO_QUERY, k=3, mode="hybrid")
+    except CfStreamError as exc:
+        notes.append(f"the closing search failed: {exc}")
+        return []
+    out = []
+    for h in hits:
+        text = " ".join((h.text or "").split())
+        out.append(
+            {
+                "title": h.title,
+                "source_type": h.source_type,
+                "source_id": h.source_id,
+                "score": round(h.score, 4),
+                "text": text[:100] + ("..." if len(text) > 100 else ""),
+            }
+        )
+    return out
 
 
 async def run_demo_async(

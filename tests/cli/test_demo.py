@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def test_demo_first_run_then_nothing_new_then_change(
 
     assert main(["demo", "--dataset", str(dataset), "--change"]) == 0
     out = capsys.readouterr().out
-    assert "incremental sync: 0 new, 4 updated records" in out
+    # the sink's counts cover documents and their chunks; the demo says how many of each
+    assert re.search(r"incremental sync: 0 new, \d+ updated rows \(4 records, \d+ chunks", out), out
     edited = [
         "vault/Index.md",
         "vault/Projects/Alpha.md",
@@ -92,7 +94,8 @@ def test_demo_first_run_then_nothing_new_then_change(
 
     assert main(["demo", "--dataset", str(dataset), "--json", "--quiet", "--change"]) == 0
     again = json_out(capsys.readouterr().out)
-    assert again["report"]["sink"]["updated"] == 4
+    assert again["documents_written"] == 4
+    assert again["report"]["sink"]["updated"] == 4 + again["chunks_written"]
     assert sorted(r["title"] for r in again["updated_records"]) == [
         "Alpha",
         "Docs",
@@ -120,7 +123,12 @@ def test_the_real_demo_twice_in_a_subprocess(tmp_path: Path) -> None:
     # the report's "documents fetched" and the rows written differ only by records fetched twice
     # (stored once), which the demo names per source
     twice = sum(result["fetched_twice"].values())
-    assert result["report"]["fetched"] == result["report"]["sink"]["inserted"] + twice
+    assert result["report"]["fetched"] == result["documents_written"] + twice
+    assert result["report"]["sink"]["inserted"] == (
+        result["documents_written"] + result["chunks_written"]
+    )
+    # the demo ends with a search that finds the vault's note on the question asked
+    assert result["search"]["hits"][0]["title"] == "Sourdough starter", result["search"]
     second = run_cli(
         "demo", "--dataset", str(tmp_path / "demo.lance"), "--json", "--quiet", cwd=tmp_path
     )
@@ -138,7 +146,7 @@ def test_the_real_demo_twice_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert changed.returncode == 0, changed.stderr
     result = json.loads(changed.stdout)
-    written = result["report"]["sink"]["inserted"] + result["report"]["sink"]["updated"]
+    written = result["documents_written"]
     assert result["changed"] and 0 < written <= len(result["changed"])
     assert len(result["updated_records"]) == written
     assert not list(DEMO_DATA.rglob("*.md.orig"))
