@@ -38,6 +38,7 @@ __all__ = (
     "VECTOR_MIN_TRAIN_ROWS",
     "IndexKeeper",
     "IndexSettings",
+    "column_index_names",
     "index_settings",
     "refresh_indexes",
     "unindexed_fts_columns",
@@ -47,6 +48,8 @@ log = get_logger("cfstream.sinks.indexes")
 
 #: the columns the full-text index covers (one INVERTED index each)
 FTS_COLUMNS: Final = ("text_content", "title")
+#: the Lance filter of rows holding a vector that is not all zeros
+_NONZERO: Final = "array_max(vector) > 0 OR array_min(vector) < 0"
 #: the fewest vectors a vector index is trained on (``vector: true`` waits for them)
 VECTOR_MIN_TRAIN_ROWS: Final = 256
 
@@ -126,14 +129,26 @@ def _sub_vectors(dim: int) -> int:
     return dim
 
 
-def _indexed_columns(ds: lance.LanceDataset) -> dict[str, tuple[str, str]]:
-    """column -> (index type in upper case, index name) of the dataset's single-column indexes."""
-    out: dict[str, tuple[str, str]] = {}
+def _indexed_columns(ds: lance.LanceDataset) -> dict[str, dict[str, str]]:
+    """column -> {index name: index type in upper case} of the dataset's single-column indexes
+    (a column may have several: a user's BTREE next to the sink's INVERTED)."""
+    out: dict[str, dict[str, str]] = {}
     for idx in ds.describe_indices():
         names = list(idx.field_names or [])
         if len(names) == 1:
-            out[names[0]] = (str(getattr(idx, "index_type", "") or "").upper(), str(idx.name))
+            kind = str(getattr(idx, "index_type", "") or "").upper()
+            out.setdefault(names[0], {})[str(idx.name)] = kind
     return out
+
+
+def _has(have: dict[str, dict[str, str]], column: str, kind: str) -> bool:
+    return any(kind in k for k in have.get(column, {}).values())
+
+
+def column_index_names(ds: lance.LanceDataset, column: str) -> list[str]:
+    """The names of ``ds``'s indexes on ``column`` alone (e.g. the sink's ``uuid`` BTREE: it
+    optimizes that one itself, between commits, and leaves the search indexes to the keeper)."""
+    return sorted(_indexed_columns(ds).get(column, {}))
 
 
 def unindexed_fts_columns(ds: lance.LanceDataset) -> list[str]:
@@ -143,11 +158,7 @@ def unindexed_fts_columns(ds: lance.LanceDataset) -> list[str]:
     lower-cases, stems nor drops stop words: only exact, case-sensitive words match.
     """
     have = _indexed_columns(ds)
-    return [
-        c
-        for c in FTS_COLUMNS
-        if c in ds.schema.names and "INVERTED" not in have.get(c, ("", ""))[0]
-    ]
+    return [c for c in FTS_COLUMNS if c in ds.schema.names and not _has(have, c, "INVERTED")]
 
 
 @dataclass(slots=True)
@@ -169,19 +180,25 @@ def refresh_indexes(ds: lance.LanceDataset, settings: IndexSettings) -> RefreshR
     names = ds.schema.names
     # the search indexes that already exist: new rows are folded into these (the sink keeps
     # its own uuid index itself)
-    ours = [name for col, (_, name) in have.items() if col in (*FTS_COLUMNS, "vector")]
+    ours = [
+        name
+        for col, found in have.items()
+        for name, kind in found.items()
+        if (col in FTS_COLUMNS and "INVERTED" in kind) or (col == "vector" and "IVF" in kind)
+    ]
     if settings.fts:
         for column in FTS_COLUMNS:
-            if column in names and "INVERTED" not in have.get(column, ("", ""))[0]:
+            if column in names and not _has(have, column, "INVERTED"):
                 ds.create_scalar_index(column, index_type="INVERTED", name=f"{column}_fts")
                 done.created.append(f"{column}_fts")
     needed = settings.vector_rows_needed()
-    if needed is not None and "vector" in names and "vector" not in have:
+    if needed is not None and "vector" in names and not _has(have, "vector", "IVF"):
         field_type = ds.schema.field("vector").type
         dim = int(getattr(field_type, "list_size", 0) or 0)
         # the 1-wide placeholder of a dataset without embeddings holds nothing to index
         if dim > PLACEHOLDER_VECTOR_DIM and ds.count_rows() >= needed:
-            vectors = ds.count_rows(filter="vector IS NOT NULL")
+            # real vectors only: rows without one are stored as zeros, which train nothing
+            vectors = ds.count_rows(filter=_NONZERO)
             if vectors >= needed:
                 params: dict[str, Any] = {
                     "num_partitions": max(1, min(4096, round(math.sqrt(vectors)))),

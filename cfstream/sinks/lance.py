@@ -81,7 +81,7 @@ from cfstream.records import (
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.sinks.indexes import IndexKeeper, IndexSettings, index_settings
+from cfstream.sinks.indexes import IndexKeeper, IndexSettings, column_index_names, index_settings
 from cfstream.sinks.vectors import ensure_vector_column, is_placeholder
 from cfstream.state import StateStore, file_lock, local_path
 
@@ -1036,6 +1036,14 @@ class LanceSink(Sink):
             num_threads=1,
         )
 
+    @staticmethod
+    def _optimize_uuid_index(ds: lance.LanceDataset) -> None:
+        """Fold new rows into the uuid index only: the search indexes are the IndexKeeper's, off
+        the writer's path (folding them in here would stall the stream)."""
+        names = column_index_names(ds, "uuid")
+        if names:
+            ds.optimize.optimize_indices(index_names=names)
+
     def _maintain(self, ds: lance.LanceDataset) -> int:
         """Index, optimize, compact and clean up from the writer itself (compaction does not retry)."""
         ran = 0
@@ -1049,7 +1057,7 @@ class LanceSink(Sink):
                     self._indexed = True
                     ran += 1
             elif self.optimize_every and self._commits % self.optimize_every == 0:
-                ds.optimize.optimize_indices()
+                self._optimize_uuid_index(ds)
                 ran += 1
             if (
                 self.maintenance_every
@@ -1058,7 +1066,7 @@ class LanceSink(Sink):
             ):
                 self._compact_small(ds)
                 if self._indexed:
-                    ds.optimize.optimize_indices()
+                    self._optimize_uuid_index(ds)
                 ds.cleanup_old_versions(older_than=self.cleanup_older_than)
                 ran += 1
         except OSError as exc:  # maintenance losing to a concurrent writer is not fatal

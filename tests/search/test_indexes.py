@@ -160,3 +160,36 @@ def test_yaml_index_options_reach_the_sink(tmp_path: Path) -> None:
     cfg.write_text(cfg.read_text().replace("index: false", "index: {vector: sometimes}"))
     with pytest.raises(ConfigError, match="sink.index"):
         load_config(cfg, env={})
+
+
+def test_the_writer_folds_new_rows_into_the_uuid_index_only(tmp_path: Path) -> None:
+    """The search indexes are the keeper's: the writer's own maintenance never stalls on them."""
+    uri = str(tmp_path / "kb.lance")
+    sync(uri, [doc(f"a{i}", "t", "apples") for i in range(20)])  # builds the FTS indexes
+    merging: dict[str, Any] = {"index_threshold": 1, "optimize_every": 1, "batch_rows": 5}
+    sync(uri, [doc(f"b{i}", "t", "bananas") for i in range(4)], index=False, **merging)
+    assert "uuid_idx" in _indexes(uri)  # the first merging run built it
+    sync(uri, [doc(f"c{i}", "t", "cherries") for i in range(12)], index=False, **merging)
+    assert _unindexed(uri, "uuid_idx") == 0
+    assert _unindexed(uri, "text_content_fts") == 16  # left alone (index=False: no keeper)
+    assert len(cf.search(uri, "cherries", mode="fts", k=20)) == 12  # still found
+
+
+def test_another_index_on_a_column_does_not_hide_the_fts_index(tmp_path: Path) -> None:
+    uri = str(tmp_path / "kb.lance")
+    sync(uri, [doc("a", "Alpha", "apples")])
+    lance.dataset(uri).create_scalar_index("title", index_type="BTREE", name="title_zz_btree")
+    done = idx.refresh_indexes(lance.dataset(uri), IndexSettings())
+    assert done.created == [] and done.optimized
+    assert idx.unindexed_fts_columns(lance.dataset(uri)) == []
+
+
+def test_zero_vectors_never_train_a_vector_index(tmp_path: Path) -> None:
+    uri = str(tmp_path / "kb.lance")
+    sink = sync(
+        uri,
+        [doc(f"d{i}", "t", "x") for i in range(300)],  # no vectors: stored as zeros
+        embed_dim=8,
+        index={"vector": True, "fts": False},
+    )
+    assert _indexes(uri) == {} and sink.indexes.failures == 0
