@@ -184,6 +184,13 @@ def run_search(
             used = "fts"
             notes.append(f"full-text search only: {exc}")
             log.info("search on %s: full-text search only: %s", dataset_uri, exc)
+        if qvec is not None and not qvec.any():
+            # no word the embedder knows: the query has no direction, nothing is near it
+            qvec = None
+            notes.append("the embedder found nothing to embed in the query: no vector hits")
+            if mode == "vector":
+                return SearchResults(hits=[], mode="vector", notes=notes)
+            used = "fts"
     if used in ("fts", "hybrid"):
         bare = unindexed_fts_columns(ds)
         if bare:
@@ -315,8 +322,8 @@ def _query_vector(
             f"the embedder {embedder.name} makes {vec.shape[0]}-wide vectors but {uri} stores "
             f"{dim}-wide ones: search with the embedder the dataset was synced with"
         )
-    if not np.isfinite(vec).all() or not vec.any():
-        raise SearchError(f"the embedder {embedder.name} gave an empty vector for the query")
+    if not np.isfinite(vec).all():
+        raise SearchError(f"the embedder {embedder.name} gave a vector with NaN or infinity")
     return vec
 
 

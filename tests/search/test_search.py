@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lance
 import pytest
 from search_support import HashEmbedder, chunked, doc, sync, with_vectors
 
@@ -203,3 +204,39 @@ def test_source_keeps_only_that_sources_rows(tmp_path: Path) -> None:
     only = run_search(uri, "milk", mode="fts", source=("files", "home")).hits
     assert [h.title for h in only] == ["home todo"]
     assert only[0].uuid == record_uuid("files", "todo", source_name="home")
+
+
+HOSTILE = [
+    '"unclosed',
+    "AND OR NOT (",
+    "title:apples",
+    "*",
+    "pasta\udcff",
+    "🍝 pasta",
+    "x" * 20_000,
+    "'; DROP TABLE notes; --",
+    "pasta\x00garlic",
+    "+pasta -garlic",
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_hostile_queries_never_raise(embedded: tuple[str, HashEmbedder], query: str) -> None:
+    uri, emb = embedded
+    for mode in ("fts", "vector", "hybrid"):
+        res = run_search(uri, query, mode=mode, embedder=emb, k=3)  # type: ignore[arg-type]
+        assert len(res.hits) <= 3
+        assert all(isinstance(h, SearchHit) for h in res.hits)
+    assert lance.dataset(uri).count_rows() == len(NOTES)  # a query never writes
+
+
+def test_a_query_the_embedder_cannot_embed_has_no_vector_hits(
+    embedded: tuple[str, HashEmbedder],
+) -> None:
+    uri, emb = embedded
+    res = run_search(uri, "*", mode="vector", embedder=emb)  # no word: a zero vector
+    assert res.hits == [] and "nothing to embed" in res.notes[0]
+    res = run_search(uri, "* sourdough", mode="hybrid", embedder=HashEmbedder(64))
+    assert [h.source_id for h in res.hits][:1] == ["bread"]
+    res = run_search(uri, "*", embedder=emb)
+    assert res.mode == "fts" and res.hits == []
