@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import lance
 import pytest
@@ -240,3 +243,37 @@ def test_a_query_the_embedder_cannot_embed_has_no_vector_hits(
     assert [h.source_id for h in res.hits][:1] == ["bread"]
     res = run_search(uri, "*", embedder=emb)
     assert res.mode == "fts" and res.hits == []
+
+
+def test_the_embedder_the_dataset_records_embeds_the_query(
+    embedded: tuple[str, HashEmbedder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup through ``cfstream.embed`` (h-embed's package; a stand-in module here)."""
+    uri, emb = embedded
+    calls: list[Any] = []
+    recorded: dict[str, Any] | None = {
+        "name": emb.name,
+        "dim": emb.dim,
+        "provider": "test",
+        "model": "hash",
+        "base_url": None,
+    }
+
+    def dataset_embedder(where: str) -> dict[str, Any] | None:
+        calls.append(where)
+        return recorded
+
+    def embedder_from_config(**options: Any) -> HashEmbedder:
+        calls.append(options)
+        return emb
+
+    fake = types.ModuleType("cfstream.embed")
+    fake.dataset_embedder = dataset_embedder  # type: ignore[attr-defined]
+    fake.embedder_from_config = embedder_from_config  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cfstream.embed", fake)
+    hits = cf.search(uri, "patch the puncture", mode="vector")
+    assert hits[0].source_id == "bikes"
+    assert calls == [uri, {"provider": "test", "model": "hash"}]
+    recorded = None
+    with pytest.raises(SearchError, match="records no embedder .*pass embedder="):
+        cf.search(uri, "bread", mode="vector")
