@@ -116,7 +116,7 @@ class IndexOptions(BaseModel):
     fts: bool = True
     vector: bool | Literal["auto"] = "auto"
     vector_min_rows: int = Field(20_000, ge=1)
-    vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_PQ"
+    vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
     metric: Literal["cosine", "l2", "dot"] = "cosine"
     refresh_seconds: float = Field(30.0, ge=0)
 

@@ -4,10 +4,13 @@
   lower-casing, English stemming and stop words: Lance's defaults). Search works without it, but
   Lance's flat scan of an unindexed column matches exact, case-sensitive words only (measured on
   pylance 14); rows written after the index are searched with the index's tokenizer.
-- **Vectors**: an ``IVF_PQ`` index (or ``IVF_HNSW_SQ``) on ``vector`` once the column holds
-  ``vector_min_rows`` vectors (``vector: auto``), as soon as it holds enough to train one
-  (``vector: true``: 256), or never (``vector: false``). Below the threshold Lance's exact flat
-  search is as fast as the index and has perfect recall.
+- **Vectors**: an ``IVF_HNSW_SQ`` index (or ``IVF_PQ``) on ``vector``, ``sqrt(rows)``
+  partitions, once the column holds ``vector_min_rows`` real (not all-zero) vectors
+  (``vector: auto``), as soon as it holds enough to train one (``vector: true``: 256), or never
+  (``vector: false``). Below the threshold Lance's exact flat search is fast enough and exact.
+  Measured on pylance 14, 256-d, 2 busy cores: flat search takes ~10 ms at 5k rows, ~75 ms at
+  20k, ~200 ms at 50k; at 20k rows IVF_HNSW_SQ builds in ~7 s and answers in ~4-7 ms with
+  recall@10 0.99-1.00, while IVF_PQ took ~24 s with recall@10 0.27 (0.78 re-ranked).
 
 Upkeep never blocks the stream: after a commit the sink calls :meth:`IndexKeeper.after_commit`,
 which at most every ``refresh_seconds`` starts one refresh in a background thread (never two at
@@ -63,7 +66,7 @@ class IndexSettings:
         vector: ``"auto"`` (index once ``vector_min_rows`` vectors are stored), ``True`` (as soon
             as :data:`VECTOR_MIN_TRAIN_ROWS` are), ``False`` (never: exact flat search).
         vector_min_rows: the threshold of ``"auto"``.
-        vector_index_type: ``"IVF_PQ"`` (faster to build and query) or ``"IVF_HNSW_SQ"``.
+        vector_index_type: ``"IVF_HNSW_SQ"`` (better recall, measured) or ``"IVF_PQ"`` (smaller).
         metric: the vector index's distance (``"cosine"``, ``"l2"`` or ``"dot"``).
         refresh_seconds: the shortest time between two refreshes during a run.
     """
@@ -71,7 +74,7 @@ class IndexSettings:
     fts: bool = True
     vector: bool | Literal["auto"] = "auto"
     vector_min_rows: int = 20_000
-    vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_PQ"
+    vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
     metric: Literal["cosine", "l2", "dot"] = "cosine"
     refresh_seconds: float = 30.0
 

@@ -53,7 +53,8 @@ def test_index_false_keeps_no_index(tmp_path: Path) -> None:
     assert _indexes(uri) == {}
 
 
-def test_vector_index_waits_for_its_threshold(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["IVF_HNSW_SQ", "IVF_PQ"])
+def test_vector_index_waits_for_its_threshold(tmp_path: Path, kind: str) -> None:
     uri = str(tmp_path / "kb.lance")
     emb = HashEmbedder(32)
     words = ["red", "green", "blue", "cyan", "teal", "pink", "gold", "gray", "navy", "lime"]
@@ -67,11 +68,16 @@ def test_vector_index_waits_for_its_threshold(tmp_path: Path) -> None:
             emb,
         )
 
-    options: dict[str, Any] = {"fts": False, "vector": "auto", "vector_min_rows": 300}
+    options: dict[str, Any] = {
+        "fts": False,
+        "vector": "auto",
+        "vector_min_rows": 300,
+        "vector_index_type": kind,
+    }
     sync(uri, batch(0, 200), embed_dim=32, index=options)
     assert _indexes(uri) == {}  # 200 < 300: exact flat search
     sync(uri, batch(200, 400), embed_dim=32, index=options)
-    assert _indexes(uri) == {"vector_idx": "IVF_PQ"}
+    assert _indexes(uri) == {"vector_idx": kind}
     # the exact words of d321 (green blue): distance 0, found through the index
     hits = cf.search(uri, "note 321 green blue 321", mode="vector", embedder=emb, k=3)
     assert hits[0].source_id == "d321"
