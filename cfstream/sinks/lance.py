@@ -297,8 +297,8 @@ class LanceSink(Sink):
         embed_dim: the width of the ``vector`` column (zeros where a document carries no vector).
             Without it the dataset gets a 1-wide zero placeholder (:mod:`cfstream.sinks.vectors`),
             which ContextFrame's ``FrameDataset`` needs to read any row.
-        contextframe_compat: write zero vectors of ``embed_dim`` (default 1536) for every row, so
-            ContextFrame's own ``FrameDataset`` reads the dataset.
+        contextframe_compat: make the ``vector`` column ContextFrame's default width (1536) when
+            ``embed_dim`` is not given (zeros where documents carry no vector).
         compress_text: use Lance's string compression for ``text_content`` (slower writes, ~20%
             less disk).
         index: the search indexes to keep (:class:`~cfstream.sinks.indexes.IndexSettings`, or a
