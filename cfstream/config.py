@@ -119,6 +119,7 @@ class IndexOptions(BaseModel):
     vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
     metric: Literal["cosine", "l2", "dot"] = "cosine"
     refresh_seconds: float = Field(30.0, ge=0)
+    merge_rows: int = Field(50_000, ge=0)
 
 
 class SinkSettings(BaseModel):

@@ -15,7 +15,8 @@
 Upkeep never blocks the stream: after a commit the sink calls :meth:`IndexKeeper.after_commit`,
 which at most every ``refresh_seconds`` starts one refresh in a background thread (never two at
 once) and returns at once. A refresh creates the missing indexes and folds the rows written since
-the last one into the existing ones (``optimize_indices``: no retraining). Rows not yet indexed
+the last one into the existing ones (``optimize_indices``: no retraining) as a new segment, then
+merges the newest segments while they are small (``merge_rows``). Rows not yet indexed
 are still found: Lance searches the unindexed fragments by a flat scan. At the end of a run
 :meth:`IndexKeeper.finish` waits for a running refresh and makes a last one, so a finished sync
 leaves its dataset fully indexed. A refresh that loses to a concurrent commit is logged and
@@ -69,6 +70,9 @@ class IndexSettings:
         vector_index_type: ``"IVF_HNSW_SQ"`` (better recall, measured) or ``"IVF_PQ"`` (smaller).
         metric: the vector index's distance (``"cosine"``, ``"l2"`` or ``"dot"``).
         refresh_seconds: the shortest time between two refreshes during a run.
+        merge_rows: each refresh indexes the new rows as a new segment; the newest segments are
+            merged into one while they hold at most this many rows together (bounds a merge's
+            memory, keeps few segments for incremental syncs).
     """
 
     fts: bool = True
@@ -77,6 +81,7 @@ class IndexSettings:
     vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
     metric: Literal["cosine", "l2", "dot"] = "cosine"
     refresh_seconds: float = 30.0
+    merge_rows: int = 50_000
 
     def __post_init__(self) -> None:
         if self.vector not in (True, False, "auto"):
@@ -91,6 +96,8 @@ class IndexSettings:
             raise ValueError(f"index metric must be cosine, l2 or dot, not {self.metric!r}")
         if self.refresh_seconds < 0:
             raise ValueError("index refresh_seconds must be 0 or more")
+        if self.merge_rows < 0:
+            raise ValueError("index merge_rows must be 0 or more")
 
     @property
     def enabled(self) -> bool:
@@ -170,6 +177,8 @@ class RefreshResult:
 
     created: list[str] = field(default_factory=list)
     optimized: bool = False
+    #: indexes whose newest (small) segments were merged into one
+    merged: list[str] = field(default_factory=list)
 
 
 def refresh_indexes(ds: lance.LanceDataset, settings: IndexSettings) -> RefreshResult:
@@ -217,9 +226,31 @@ def refresh_indexes(ds: lance.LanceDataset, settings: IndexSettings) -> RefreshR
                 )
                 done.created.append("vector_idx")
     if ours:
-        ds.optimize.optimize_indices(index_names=ours)
+        # the rows written since the last refresh become a new segment of each index: time and
+        # memory in proportion to those rows (Lance's default, merging them into the newest
+        # segment, costs in proportion to the whole index after a first load)
+        ds.optimize.optimize_indices(index_names=ours, num_indices_to_merge=0)
         done.optimized = True
+        for name in ours:
+            newest = _small_newest_segments(ds, name, settings.merge_rows)
+            if newest >= 2:
+                # small segments (incremental syncs) are merged: queries stay fast, and Lance
+                # compacts only fragments that one segment covers
+                ds.optimize.optimize_indices(index_names=[name], num_indices_to_merge=newest)
+                done.merged.append(name)
     return done
+
+
+def _small_newest_segments(ds: lance.LanceDataset, name: str, limit: int) -> int:
+    """How many of index ``name``'s newest segments hold at most ``limit`` rows together."""
+    sizes = ds.stats.index_stats(name).get("num_indexed_rows_per_delta") or []
+    count = total = 0
+    for rows in reversed(sizes):  # Lance lists them oldest first
+        total += int(rows)
+        if total > limit:
+            break
+        count += 1
+    return count
 
 
 class IndexKeeper:
@@ -296,7 +327,7 @@ class IndexKeeper:
             self.refreshes += 1
             self.created.extend(done.created)
         if done.created:
-            log.info(
+            log.debug(
                 "created index(es) %s on %s in %.1f s",
                 ", ".join(done.created),
                 self.uri,

@@ -236,3 +236,26 @@ def test_a_fresh_load_compacting_indexed_fragments_keeps_appending(
     assert "Rewrite" in kinds  # the case happened
     assert "Update" not in kinds  # every batch was appended: no fall back to merging
     assert [h.source_id for h in cf.search(uri, "word37", mode="fts")] == ["d37"]
+
+
+def test_new_rows_become_a_segment_and_small_segments_are_merged(tmp_path: Path) -> None:
+    """A refresh indexes only the new rows (never re-merging the whole index); the newest
+    segments are merged while they hold at most ``merge_rows`` rows together."""
+    uri = str(tmp_path / "kb.lance")
+    options: dict[str, Any] = {"merge_rows": 5, "vector": False}
+
+    def sizes() -> list[int]:
+        stats = lance.dataset(uri).stats.index_stats("text_content_fts")
+        return [int(n) for n in stats["num_indexed_rows_per_delta"]]
+
+    sync(uri, [doc(f"a{i}", "t", f"alpha{i}") for i in range(10)], index=options)
+    assert sizes() == [10]
+    seen = []
+    for n in range(3):
+        sync(uri, [doc(f"b{n}", "t", f"beta{n}")], index=options)
+        seen.append(sizes())
+    assert seen == [[10, 1], [10, 2], [10, 3]]  # the 10-row segment is never rewritten
+    sync(uri, [doc(f"c{i}", "t", f"gamma{i}") for i in range(8)], index=options)
+    assert sizes() == [10, 3, 8]  # 8 > merge_rows: a segment of its own
+    for word, sid in (("alpha3", "a3"), ("beta2", "b2"), ("gamma7", "c7")):
+        assert [h.source_id for h in cf.search(uri, word, mode="fts")] == [sid]
