@@ -23,6 +23,7 @@ from cfstream.errors import (
     PipelineError,
     RateLimitError,
     RecordError,
+    SearchError,
     SinkError,
     SourceError,
     StateError,
@@ -40,6 +41,7 @@ from cfstream.records import (
 )
 from cfstream.report import RunReport
 from cfstream.runner import RunControl, run, run_pipeline
+from cfstream.search import SearchHit, search
 from cfstream.secrets import Secret, env
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.sources import Source, merge, source
@@ -68,6 +70,8 @@ __all__ = (
     "Relationship",
     "RunControl",
     "RunReport",
+    "SearchError",
+    "SearchHit",
     "Secret",
     "SinkError",
     "Source",
@@ -81,5 +85,6 @@ __all__ = (
     "record_uuid",
     "run",
     "run_pipeline",
+    "search",
     "source",
 )

@@ -1,4 +1,5 @@
-"""The ``cfstream`` command: ``sync``, ``status``, ``watch``, ``validate``, ``sources`` and ``demo``.
+"""The ``cfstream`` command: ``sync``, ``status``, ``watch``, ``search``, ``validate``, ``sources``
+and ``demo``.
 
 This is the only module that prints for people or reads the process environment. Exit codes:
 
@@ -1057,6 +1058,61 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
+    return value
+
+
+def _snippet(text: str | None, width: int = 160) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``cfstream search CONFIG QUERY``: the best documents of the config's dataset for QUERY."""
+    from dataclasses import asdict
+
+    from cfstream.search import run_search
+
+    config = _load(args)
+    _setup_logging(args.log_level, args.log_format, args.quiet)
+    source: tuple[str, str | None] | None = None
+    if args.source:
+        src = build_source(select_sources(config, [args.source])[0])
+        source = (src.source_type, src.record_name)
+    results = run_search(
+        config.dataset,
+        args.query,
+        k=args.k,
+        mode=args.mode,
+        source=source,
+        storage_options=config.sink.storage_options,
+    )
+    if not args.quiet:
+        for note in results.notes:
+            _err(f"note: {note}")
+    if args.json:
+        _out(_json([asdict(hit) for hit in results.hits]))
+        return EXIT_OK
+    if not results.hits:
+        _out(f"no results for {args.query!r}" + (f" in source {args.source}" if source else ""))
+        return EXIT_OK
+    width = len(str(len(results.hits)))
+    for i, hit in enumerate(results.hits, 1):
+        where = hit.source_url or f"{hit.source_type}:{hit.source_id}"
+        _out(f"{str(i).rjust(width)}. {hit.title}  [{hit.source_type}]  score {hit.score:.4g}")
+        _out(f"{' ' * width}  {where}")
+        snippet = _snippet(hit.text)
+        if snippet:
+            _out(f"{' ' * width}  {snippet}")
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """``cfstream init [CONNECTOR ...]``: write a commented starter config and a .env template."""
     folder = Path(args.dir)
@@ -1408,6 +1464,19 @@ def _parser() -> argparse.ArgumentParser:
         "--max-runs", type=int, default=0, metavar="N", help="stop each source after N runs"
     )
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("search", parents=[common], help="search the dataset: full text and vectors")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("query", metavar="QUERY", help="what to look for, in words")
+    p.add_argument("--k", type=_positive_int, default=10, metavar="N", help="hits to show (10)")
+    p.add_argument(
+        "--mode",
+        choices=["hybrid", "fts", "vector"],
+        default="hybrid",
+        help="full text, vectors, or both fused (default: hybrid)",
+    )
+    p.add_argument("--source", metavar="NAME", help="only the documents of this source")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("validate", parents=[common], help="check a config without any network call")
     p.add_argument("config", metavar="CONFIG")

@@ -68,6 +68,7 @@ __all__ = (
     "MAX_CONFIG_BYTES",
     "Config",
     "ConfigFile",
+    "IndexOptions",
     "SinkSettings",
     "SourceSpec",
     "StageSpec",
@@ -112,6 +113,20 @@ _SECRET_NAMES = re.compile(r"(?i)(token|secret|password|passwd|api_?key|credenti
 # ------------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------------
+class IndexOptions(BaseModel):
+    """The ``sink: index:`` block: :class:`~cfstream.sinks.indexes.IndexSettings` fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fts: bool = True
+    vector: bool | Literal["auto"] = "auto"
+    vector_min_rows: int = Field(20_000, ge=1)
+    vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
+    metric: Literal["cosine", "l2", "dot"] = "cosine"
+    refresh_seconds: float = Field(30.0, ge=0)
+    merge_rows: int = Field(50_000, ge=0)
+
+
 class SinkSettings(BaseModel):
     """The ``sink:`` block: :class:`~cfstream.sinks.LanceSink` keyword arguments."""
 
@@ -130,6 +145,8 @@ class SinkSettings(BaseModel):
     maintenance_every: int = Field(100, ge=0)
     conflict_retries: int = Field(8, ge=0)
     storage_options: dict[str, str] | None = None
+    #: the search indexes the sink keeps (``false``: none)
+    index: IndexOptions | bool | None = None
 
 
 class ConfigFile(BaseModel):

@@ -27,6 +27,7 @@ condition is worth retrying (``retryable``).
     │   ├── DatasetBusyError     another writer holds the dataset
     │   └── CommitError          a commit failed (disk full, permission denied, conflicts)
     ├── RecordError              one record is invalid: becomes a dead letter, never ends a run
+    ├── SearchError              a search cannot run (no dataset, a bad filter, no vectors)
     └── PipelineError            a stage failed as a whole; wraps the original cause
 """
 
@@ -50,6 +51,7 @@ __all__ = (
     "RecordError",
     "ResponseFormatError",
     "ResponseTooLargeError",
+    "SearchError",
     "SinkError",
     "SourceError",
     "StateError",
@@ -206,6 +208,11 @@ class RecordError(CfStreamError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class SearchError(CfStreamError):
+    """A search cannot run: the dataset is missing, the filter is invalid, or the dataset cannot
+    do the vector search asked for. The message says what to do."""
 
 
 class PipelineError(CfStreamError):

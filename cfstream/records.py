@@ -35,6 +35,7 @@ __all__ = (
     "CFSTREAM_COLUMNS",
     "CFSTREAM_NAMESPACE",
     "DEFAULT_EMBED_DIM",
+    "PLACEHOLDER_VECTOR_DIM",
     "RELATIONSHIP_TYPES",
     "Checkpoint",
     "Document",
@@ -61,6 +62,10 @@ _NS_BYTES: Final = CFSTREAM_NAMESPACE.bytes
 
 #: ContextFrame's default embedding width.
 DEFAULT_EMBED_DIM: Final = 1536
+
+#: The width of the zero ``vector`` a dataset without embeddings stores, so that ContextFrame's
+#: readers (which need a vector on every row) can read it (see :mod:`cfstream.sinks.vectors`).
+PLACEHOLDER_VECTOR_DIM: Final = 1
 
 #: Relationship types ContextFrame knows.
 RELATIONSHIP_TYPES: Final = frozenset(
@@ -811,6 +816,10 @@ def documents_to_table(
     arrays["ingested_at"] = pa.repeat(pa.scalar(now, _TS), n)
     if "vector" in schema.names:
         dim = schema.field("vector").type.list_size
+        if dim == PLACEHOLDER_VECTOR_DIM and any(d.vector is not None for d in docs):
+            raise ValueError(
+                "documents carry vectors but the dataset has no vector column: set embed_dim"
+            )
         arrays["vector"] = _vectors(docs, dim, fill_zero_vectors)
     elif any(d.vector is not None for d in docs):
         raise ValueError(

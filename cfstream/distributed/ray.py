@@ -418,7 +418,7 @@ def run_ray(
         mode=mode,
         schema=sink.schema,
         batch_rows=sink.batch_rows,
-        fill_zero_vectors=sink.contextframe_compat,
+        fill_zero_vectors=True,  # as LanceSink: ContextFrame fails on null vectors
         storage_options=sink.storage_options,
         dead_letter_dir=str(letters_dir) if letters_dir is not None else None,
     )

@@ -35,6 +35,9 @@ How it works:
    ``optimize_indices`` every ``optimize_every`` commits, and every ``maintenance_every`` commits
    a compaction and a cleanup of versions older than ``cleanup_older_than``. It keeps its dataset
    handle from one commit to the next (each commit moves it on) instead of reopening the dataset.
+7. The search indexes (full text on ``text_content`` and ``title``, vectors once there are enough)
+   are kept by an :class:`~cfstream.sinks.indexes.IndexKeeper` in a background thread: each commit
+   only tells it; the end of the run waits for it (``index=``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from cfstream.context import RunContext
 from cfstream.errors import CommitError, DatasetError, RecordError
 from cfstream.records import (
     DEFAULT_EMBED_DIM,
+    PLACEHOLDER_VECTOR_DIM,
     Checkpoint,
     Document,
     Item,
@@ -77,6 +81,8 @@ from cfstream.records import (
 )
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
+from cfstream.sinks.indexes import IndexKeeper, IndexSettings, column_index_names, index_settings
+from cfstream.sinks.vectors import ensure_vector_column, is_placeholder
 from cfstream.state import StateStore, file_lock, local_path
 
 if TYPE_CHECKING:
@@ -288,11 +294,16 @@ class LanceSink(Sink):
         mode: ``"upsert"`` (merge on uuid, the default) or ``"append"``.
         batch_rows / batch_bytes / max_latency: when to cut a batch.
         max_inflight: batches built or being written at once (backpressure bound).
-        embed_dim: add a ``vector`` column of that width (null unless documents carry vectors).
-        contextframe_compat: write zero vectors of ``embed_dim`` (default 1536) for every row, so
-            ContextFrame's own ``FrameDataset`` reads the dataset.
+        embed_dim: the width of the ``vector`` column (zeros where a document carries no vector).
+            Without it the dataset gets a 1-wide zero placeholder (:mod:`cfstream.sinks.vectors`),
+            which ContextFrame's ``FrameDataset`` needs to read any row.
+        contextframe_compat: make the ``vector`` column ContextFrame's default width (1536) when
+            ``embed_dim`` is not given (zeros where documents carry no vector).
         compress_text: use Lance's string compression for ``text_content`` (slower writes, ~20%
             less disk).
+        index: the search indexes to keep (:class:`~cfstream.sinks.indexes.IndexSettings`, or a
+            mapping of its fields; ``False``: none). Default: full text, and vectors once
+            ``vector_min_rows`` are stored.
         storage_options: passed to Lance for object stores.
     """
 
@@ -318,6 +329,7 @@ class LanceSink(Sink):
         conflict_retries: int = 8,
         storage_options: dict[str, str] | None = None,
         cache_bytes: int = 64 * 1024 * 1024,
+        index: IndexSettings | Mapping[str, Any] | bool | None = None,
     ) -> None:
         if mode not in ("upsert", "append"):
             raise ValueError(f"mode must be 'upsert' or 'append', not {mode!r}")
@@ -343,7 +355,10 @@ class LanceSink(Sink):
         self.conflict_retries = conflict_retries
         self.storage_options = storage_options
         self.cache_bytes = cache_bytes
-        self.schema: pa.Schema = frame_schema(embed_dim, compress_text=compress_text)
+        self.indexes = IndexKeeper(self.uri, index_settings(index), storage_options=storage_options)
+        self.schema: pa.Schema = frame_schema(
+            embed_dim or PLACEHOLDER_VECTOR_DIM, compress_text=compress_text
+        )
         self._exists = False
         # a first load into a dataset this sink created appends instead of merging (see
         # _commit_once); it remembers 8 bytes per written uuid to stay exactly-once
@@ -433,7 +448,7 @@ class LanceSink(Sink):
         if "vector" in have.names and "vector" not in self.schema.names:
             fields.insert(2, have.field("vector"))
         self.schema = pa.schema(fields)
-        if "vector" in self.schema.names:
+        if "vector" in self.schema.names and not is_placeholder(self.schema):
             self.embed_dim = self.schema.field("vector").type.list_size
 
     def _open_sync(self) -> tuple[int | None, int]:
@@ -457,9 +472,24 @@ class LanceSink(Sink):
     async def open(self, ctx: RunContext) -> None:
         """Check that the dataset is usable (or absent) before any source is read."""
         version, rows = await anyio.to_thread.run_sync(self._open_sync)
+        if (
+            version is not None
+            and not ctx.dry_run
+            and await anyio.to_thread.run_sync(self._upgrade_vector_column)
+        ):
+            version, rows = await anyio.to_thread.run_sync(self._open_sync)
         ctx.report.dataset = self.uri
         ctx.report.sink.dataset_version = version
         ctx.report.sink.dataset_rows = rows
+
+    def _upgrade_vector_column(self) -> bool:
+        """Give an existing dataset the vector column this sink writes (a placeholder for
+        ContextFrame's readers, or ``embed_dim`` wide); True when it changed the dataset."""
+        try:
+            return ensure_vector_column(self._dataset(), self.embed_dim)
+        except OSError as exc:  # another writer got there first: write the columns it has
+            log.warning("could not add the vector column to %s: %s", self.uri, exc)
+            return False
 
     async def stored(
         self, uuids: Sequence[str], columns: Sequence[str]
@@ -834,7 +864,7 @@ class LanceSink(Sink):
             docs,
             self.schema,
             ingested_at=datetime.now(UTC),
-            fill_zero_vectors=self.contextframe_compat,
+            fill_zero_vectors=True,  # ContextFrame's readers fail on a null vector
             uuids=uuids,
         )
 
@@ -988,6 +1018,7 @@ class LanceSink(Sink):
             if out["maintenance"]:
                 ds = self._ds = self._dataset()
             out["version"] = self._version = ds.version
+            self.indexes.after_commit()  # returns at once: the upkeep runs in the background
         return out
 
     _ds: lance.LanceDataset | None = None
@@ -1029,6 +1060,7 @@ class LanceSink(Sink):
                     time.sleep(min(2.0, 0.05 * 2 ** (attempt + 1)))
         self._fresh = False
         self._written = UuidKeySet()
+        self.indexes.finish()
         return removed
 
     def _alone(self) -> bool:
@@ -1056,6 +1088,12 @@ class LanceSink(Sink):
         for version in range(first, last + 1):
             try:
                 tx = ds.read_transaction(version)
+            except TypeError as exc:
+                # pylance 14.0.2 cannot build the Python form of a compaction that rewrote an
+                # index (the FTS index, say): a Rewrite, which never adds rows
+                if "RewrittenIndex" in str(exc):
+                    continue
+                return True
             except (OSError, ValueError):
                 return True
             if tx is None:
@@ -1102,6 +1140,14 @@ class LanceSink(Sink):
             num_threads=1,
         )
 
+    @staticmethod
+    def _optimize_uuid_index(ds: lance.LanceDataset) -> None:
+        """Fold new rows into the uuid index only: the search indexes are the IndexKeeper's, off
+        the writer's path (folding them in here would stall the stream)."""
+        names = column_index_names(ds, "uuid")
+        if names:
+            ds.optimize.optimize_indices(index_names=names)
+
     def _maintain(self, ds: lance.LanceDataset) -> int:
         """Index, optimize, compact and clean up from the writer itself (compaction does not retry)."""
         ran = 0
@@ -1115,7 +1161,7 @@ class LanceSink(Sink):
                     self._indexed = True
                     ran += 1
             elif self.optimize_every and self._commits % self.optimize_every == 0:
-                ds.optimize.optimize_indices()
+                self._optimize_uuid_index(ds)
                 ran += 1
             if (
                 self.maintenance_every
@@ -1124,7 +1170,7 @@ class LanceSink(Sink):
             ):
                 self._compact_small(ds)
                 if self._indexed:
-                    ds.optimize.optimize_indices()
+                    self._optimize_uuid_index(ds)
                 ds.cleanup_old_versions(older_than=self.cleanup_older_than)
                 ran += 1
         except OSError as exc:  # maintenance losing to a concurrent writer is not fatal
