@@ -52,12 +52,66 @@ MAX_TOKENS = 256
 OVERLAP = 32
 BATCH = 256
 
-_WORDS = (
-    "river stone bread flour yeast garden tomato compost ferment salt acid heat oven crumb crust "
-    "starter hydration knead proof shape bake cool slice jar brine cabbage pepper garlic onion "
-    "basil thyme season harvest soil water light shade seed sprout leaf root branch bloom fruit "
-    "lance arrow stream batch cursor commit merge index vector query search chunk embed token"
-).split()
+_WORDS = [
+    "river",
+    "stone",
+    "bread",
+    "flour",
+    "yeast",
+    "garden",
+    "tomato",
+    "compost",
+    "ferment",
+    "salt",
+    "acid",
+    "heat",
+    "oven",
+    "crumb",
+    "crust",
+    "starter",
+    "hydration",
+    "knead",
+    "proof",
+    "shape",
+    "bake",
+    "cool",
+    "slice",
+    "jar",
+    "brine",
+    "cabbage",
+    "pepper",
+    "garlic",
+    "onion",
+    "basil",
+    "thyme",
+    "season",
+    "harvest",
+    "soil",
+    "water",
+    "light",
+    "shade",
+    "seed",
+    "sprout",
+    "leaf",
+    "root",
+    "branch",
+    "bloom",
+    "fruit",
+    "lance",
+    "arrow",
+    "stream",
+    "batch",
+    "cursor",
+    "commit",
+    "merge",
+    "index",
+    "vector",
+    "query",
+    "search",
+    "chunk",
+    "embed",
+    "token",
+]
 
 
 def _paragraph(rng: random.Random, words: int) -> str:
@@ -176,7 +230,9 @@ def p6_corpus(
         shutil.rmtree(uri, ignore_errors=True)
         cf_s.append(wall)
         loop_s.append(_loop(embedder, texts))
-        log(f"  P6 {label} round {r}: cfstream {wall:.2f}s, loop {loop_s[-1]:.2f}s ({chunks:,} chunks)")
+        log(
+            f"  P6 {label} round {r}: cfstream {wall:.2f}s, loop {loop_s[-1]:.2f}s ({chunks:,} chunks)"
+        )
     ratios = [b / a for a, b in zip(cf_s, loop_s, strict=True)]
     return {
         "docs": len(docs),
@@ -250,7 +306,9 @@ def p7(docs: int, rounds: int, work: Path, log: Callable[[str], None]) -> dict[s
         "chunks": total_chunks,
         "full_s": full_s,
         "resyncs": resyncs,
-        "embedded_fraction_median": statistics.median(x["embedded"] / total_chunks for x in resyncs),
+        "embedded_fraction_median": statistics.median(
+            x["embedded"] / total_chunks for x in resyncs
+        ),
         "time_ratio_median": statistics.median(x["wall_s"] / full_s for x in resyncs),
     }
 
@@ -429,14 +487,23 @@ def plot(res: dict[str, Any], png: Path) -> None:
         axes[0].set_title("P6 loop time / pipeline time")
     if "P7" in res:
         p = res["P7"]
-        axes[1].bar(["chunks embedded", "time"], [p["embedded_fraction_median"], p["time_ratio_median"]])
+        axes[1].bar(
+            ["chunks embedded", "time"], [p["embedded_fraction_median"], p["time_ratio_median"]]
+        )
         axes[1].set_title("P7 re-sync after 1% changed (share of full)")
     if "RETRIEVAL" in res:
         modes = list(res["RETRIEVAL"]["modes"])
         k = res["RETRIEVAL"]["k"]
         xs = np.arange(len(modes))
-        axes[2].bar(xs - 0.2, [res["RETRIEVAL"]["modes"][m][f"recall@{k}"] for m in modes], 0.4, label=f"recall@{k}")
-        axes[2].bar(xs + 0.2, [res["RETRIEVAL"]["modes"][m]["mrr"] for m in modes], 0.4, label="MRR")
+        axes[2].bar(
+            xs - 0.2,
+            [res["RETRIEVAL"]["modes"][m][f"recall@{k}"] for m in modes],
+            0.4,
+            label=f"recall@{k}",
+        )
+        axes[2].bar(
+            xs + 0.2, [res["RETRIEVAL"]["modes"][m]["mrr"] for m in modes], 0.4, label="MRR"
+        )
         axes[2].set_xticks(xs, modes)
         axes[2].legend()
         axes[2].set_title("retrieval")

@@ -1074,23 +1074,40 @@ def _snippet(text: str | None, width: int = 160) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``cfstream search CONFIG QUERY``: the best documents of the config's dataset for QUERY."""
+    """``cfstream search CONFIG|DATASET QUERY``: the best documents of the dataset for QUERY.
+
+    Vector search embeds the query with the config's ``embed`` stage when it has one (its key
+    comes from the config), else with the embedder recorded with the dataset."""
     from dataclasses import asdict
 
     from cfstream.search import run_search
+    from cfstream.transforms import Embed
 
-    config = _load(args)
+    target = Path(args.config)
+    if target.is_dir():  # a dataset folder, not a config
+        if args.source:
+            _err("cfstream: --source needs a config (it names one of the config's sources)")
+            return EXIT_USAGE
+        sink = SinkSettings.model_validate({})
+        config = Config(dataset=str(target.resolve()), sink=sink, stages=(), sources={})
+    else:
+        config = _load(args)
     _setup_logging(args.log_level, args.log_format, args.quiet)
     source: tuple[str, str | None] | None = None
     if args.source:
         src = build_source(select_sources(config, [args.source])[0])
         source = (src.source_type, src.record_name)
+    embedder = None
+    if args.mode != "fts":
+        stages = [spec.build() for spec in config.stages if spec.kind == "embed"]
+        embedder = next((st.embedder for st in stages if isinstance(st, Embed)), None)
     results = run_search(
         config.dataset,
         args.query,
         k=args.k,
         mode=args.mode,
         source=source,
+        embedder=embedder,
         storage_options=config.sink.storage_options,
     )
     if not args.quiet:

@@ -118,7 +118,7 @@ class IndexOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fts: bool = True
+    fts: bool | Literal["auto"] = "auto"
     vector: bool | Literal["auto"] = "auto"
     vector_min_rows: int = Field(20_000, ge=1)
     vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"

@@ -25,7 +25,6 @@ text. ``where`` is a Lance SQL filter applied before ranking (``"source_type = '
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import math
 import threading
@@ -245,31 +244,23 @@ def dataset_query_embedder(uri: str) -> QueryEmbedder:
     """The embedder recorded with the dataset at ``uri`` (``cfstream.embed.dataset_embedder``),
     rebuilt to embed queries. Raises :class:`~cfstream.errors.SearchError` saying to pass
     ``embedder=`` when there is none (or the ``cfstream.embed`` package is missing)."""
+    from cfstream.embed import dataset_embedder, embedder_from_record
+
     try:
-        embed = importlib.import_module("cfstream.embed")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("cfstream.embed", "cfstream"):
-            raise SearchError(f"cannot load cfstream.embed ({exc}); pass embedder=") from exc
-        raise SearchError(
-            "this cfstream has no embedders (cfstream.embed); pass embedder="
-        ) from exc
-    try:
-        info = embed.dataset_embedder(uri)
+        info = dataset_embedder(uri)
     except Exception as exc:  # a broken record of the embedder: say so, do not crash
         raise SearchError(f"cannot read the embedder recorded with {uri}: {exc}") from exc
     if not info:
         raise SearchError(
             f"{uri} records no embedder (sync it with an embed stage, or pass embedder=)"
         )
-    options = {key: info[key] for key in ("provider", "model", "base_url") if info.get(key)}
     try:
-        built: QueryEmbedder = embed.embedder_from_config(**options)
+        return embedder_from_record(info)
     except Exception as exc:  # e.g. a provider that needs an API key: the caller must pass one
         raise SearchError(
             f"cannot rebuild the embedder recorded with {uri} ({info.get('name')}): {exc}; "
-            "pass embedder="
+            "pass embedder= (or search through a config whose embed stage has the key)"
         ) from exc
-    return built
 
 
 def _run_coroutine(awaitable: Any) -> Any:

@@ -61,6 +61,10 @@ class Sink(ABC):
         (its ``id`` marks the rows embedded under it). Default: ``record`` as given."""
         return record
 
+    def want_search(self) -> None:  # noqa: B027 - optional hook
+        """Called by stages that make the data searchable (chunk, embed) before their first
+        item: a sink that keeps search indexes keeps them for this dataset. Default: nothing."""
+
     @abstractmethod
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
         """Write every chunk of ``receive``; flush and save checkpoints before returning."""

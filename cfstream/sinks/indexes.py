@@ -63,7 +63,11 @@ class IndexSettings:
     """Which search indexes the sink keeps (``LanceSink(index=...)``; YAML ``sink: index:``).
 
     Attributes:
-        fts: keep INVERTED (BM25) indexes on ``text_content`` and ``title``.
+        fts: keep INVERTED (BM25) indexes on ``text_content`` and ``title``: ``True``, ``False``,
+            or ``"auto"`` (the default): when the dataset is meant for search - a pipeline that
+            chunks or embeds writes into it, it holds vectors, or it already has the index. An
+            index costs a bulk import about 3x its time and memory that grows with its rows (see
+            docs/search.md), so plain syncs do not pay for it unless asked to.
         vector: ``"auto"`` (index once ``vector_min_rows`` vectors are stored), ``True`` (as soon
             as :data:`VECTOR_MIN_TRAIN_ROWS` are), ``False`` (never: exact flat search).
         vector_min_rows: the threshold of ``"auto"``.
@@ -75,7 +79,7 @@ class IndexSettings:
             memory, keeps few segments for incremental syncs).
     """
 
-    fts: bool = True
+    fts: bool | Literal["auto"] = "auto"
     vector: bool | Literal["auto"] = "auto"
     vector_min_rows: int = 20_000
     vector_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
@@ -84,6 +88,8 @@ class IndexSettings:
     merge_rows: int = 50_000
 
     def __post_init__(self) -> None:
+        if self.fts not in (True, False, "auto"):
+            raise ValueError(f"index fts must be true, false or 'auto', not {self.fts!r}")
         if self.vector not in (True, False, "auto"):
             raise ValueError(f"index vector must be true, false or 'auto', not {self.vector!r}")
         if self.vector_min_rows < 1:
@@ -102,7 +108,7 @@ class IndexSettings:
     @property
     def enabled(self) -> bool:
         """True when some index is to be kept."""
-        return self.fts or self.vector is not False
+        return self.fts is not False or self.vector is not False
 
     def vector_rows_needed(self) -> int | None:
         """The vectors needed before the vector index is built (None: never built)."""
@@ -181,8 +187,11 @@ class RefreshResult:
     merged: list[str] = field(default_factory=list)
 
 
-def refresh_indexes(ds: lance.LanceDataset, settings: IndexSettings) -> RefreshResult:
-    """Create the missing indexes ``settings`` asks for and fold new rows into the existing ones.
+def refresh_indexes(
+    ds: lance.LanceDataset, settings: IndexSettings, *, search_wanted: bool = False
+) -> RefreshResult:
+    """Create the missing indexes ``settings`` asks for and fold new rows into the existing ones
+    (``search_wanted``: this run chunks or embeds, which turns ``fts="auto"`` on).
 
     Synchronous; commits to ``ds``'s dataset (one version per index created, one for the
     optimize). Raises what Lance raises (an ``OSError`` on a commit conflict).
@@ -198,7 +207,18 @@ def refresh_indexes(ds: lance.LanceDataset, settings: IndexSettings) -> RefreshR
         for name, kind in found.items()
         if (col in FTS_COLUMNS and "INVERTED" in kind) or (col == "vector" and "IVF" in kind)
     ]
-    if settings.fts:
+    fts = settings.fts
+    if fts == "auto":
+        fts = (
+            search_wanted
+            or any(_has(have, c, "INVERTED") for c in FTS_COLUMNS)
+            or (
+                "vector" in names
+                and int(getattr(ds.schema.field("vector").type, "list_size", 0) or 0)
+                > PLACEHOLDER_VECTOR_DIM
+            )
+        )
+    if fts:
         for column in FTS_COLUMNS:
             if column in names and not _has(have, column, "INVERTED"):
                 ds.create_scalar_index(column, index_type="INVERTED", name=f"{column}_fts")
@@ -278,6 +298,12 @@ class IndexKeeper:
         self.refreshes = 0
         self.created: list[str] = []
         self.failures = 0
+        #: set by :meth:`want_search`: the run makes the dataset searchable (``fts="auto"``)
+        self.search_wanted = False
+
+    def want_search(self) -> None:
+        """Note that the run chunks or embeds: ``fts="auto"`` keeps the full-text index."""
+        self.search_wanted = True
 
     def after_commit(self) -> None:
         """Note a commit; start a background refresh when one is due and none is running."""
@@ -315,7 +341,7 @@ class IndexKeeper:
         t0 = time.perf_counter()
         try:
             ds = lance.dataset(self.uri, storage_options=self.storage_options)
-            done = refresh_indexes(ds, self.settings)
+            done = refresh_indexes(ds, self.settings, search_wanted=self.search_wanted)
         except (OSError, ValueError, RuntimeError) as exc:
             # a conflict with the writer's next commit, a full disk: the next refresh tries again
             with self._lock:

@@ -82,7 +82,7 @@ from cfstream.records import (
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.sinks.indexes import IndexKeeper, IndexSettings, column_index_names, index_settings
-from cfstream.sinks.vectors import ensure_vector_column, is_placeholder
+from cfstream.sinks.vectors import ensure_vector_column, is_placeholder, replace_vector_column
 from cfstream.state import StateStore, file_lock, local_path
 
 if TYPE_CHECKING:
@@ -527,6 +527,10 @@ class LanceSink(Sink):
         ds = self._open_dataset()
         return record_of_schema(ds.schema if ds is not None else self.schema)
 
+    def want_search(self) -> None:
+        """Keep the full-text index of this dataset (its ``fts="auto"`` setting)."""
+        self.indexes.want_search()
+
     async def use_embedder(
         self, record: dict[str, Any], *, replace: bool = False
     ) -> dict[str, Any]:
@@ -572,7 +576,10 @@ class LanceSink(Sink):
             self.embed_dim = dim
             return fresh
         try:
-            if "vector" in ds.schema.names:
+            if is_placeholder(ds.schema) and have is None:
+                # a dataset synced without embeddings: its 1-wide zeros hold no vector
+                replace_vector_column(ds, vfield)
+            elif "vector" in ds.schema.names:
                 old = ds.schema.field("vector").type
                 same_width = pa.types.is_fixed_size_list(old) and old.list_size == dim
                 if have is None and not replace:
@@ -600,10 +607,9 @@ class LanceSink(Sink):
                         (have or {}).get("name", "unrecorded"),
                         name,
                     )
-                    ds.drop_columns(["vector"])
-                    ds.add_columns(vfield)
+                    replace_vector_column(ds, vfield)
             else:
-                ds.add_columns(vfield)
+                replace_vector_column(ds, vfield)
         except OSError as exc:
             raise CommitError(_os_error_message(exc, self.uri)) from exc
         self._ds = None

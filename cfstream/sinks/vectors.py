@@ -25,7 +25,13 @@ import pyarrow as pa
 from cfstream.records import PLACEHOLDER_VECTOR_DIM
 from cfstream.secrets import get_logger
 
-__all__ = ("PLACEHOLDER_VECTOR_DIM", "ensure_vector_column", "is_placeholder", "vector_dim")
+__all__ = (
+    "PLACEHOLDER_VECTOR_DIM",
+    "ensure_vector_column",
+    "is_placeholder",
+    "replace_vector_column",
+    "vector_dim",
+)
 
 log = get_logger("cfstream.sinks.vectors")
 
@@ -44,15 +50,24 @@ def is_placeholder(schema: pa.Schema) -> bool:
     return vector_dim(schema) == PLACEHOLDER_VECTOR_DIM
 
 
-def _zeros(dim: int) -> Any:
-    vtype = pa.list_(pa.float32(), list_size=dim)
+def _zeros(dim: int, vfield: pa.Field | None = None) -> Any:
+    vfield = vfield or pa.field(_VECTOR, pa.list_(pa.float32(), list_size=dim))
+    schema = pa.schema([vfield])
 
-    @lance.batch_udf(output_schema=pa.schema([pa.field(_VECTOR, vtype)]))  # type: ignore[untyped-decorator]
+    @lance.batch_udf(output_schema=schema)  # type: ignore[untyped-decorator]
     def zeros(batch: pa.RecordBatch) -> pa.RecordBatch:
         flat = pa.array(np.zeros(batch.num_rows * dim, dtype=np.float32))
-        return pa.record_batch([pa.FixedSizeListArray.from_arrays(flat, dim)], names=[_VECTOR])
+        return pa.record_batch([pa.FixedSizeListArray.from_arrays(flat, dim)], schema=schema)
 
     return zeros
+
+
+def replace_vector_column(ds: lance.LanceDataset, vfield: pa.Field) -> None:
+    """Give ``ds`` the ``vector`` column ``vfield`` (a fixed-size list of float32, with its field
+    metadata), every row zeros: the old column, if any, is dropped first (two commits then)."""
+    if _VECTOR in ds.schema.names:
+        ds.drop_columns([_VECTOR])
+    ds.add_columns(_zeros(int(vfield.type.list_size), vfield), read_columns=["uuid"])
 
 
 def ensure_vector_column(ds: lance.LanceDataset, embed_dim: int | None) -> bool:

@@ -581,6 +581,8 @@ class ChunkText(Stage):
     ) -> None:
         """Chunk every chunk of items; checkpoints and tombstones keep their place."""
         stats = ctx.stats
+        if ctx.run.sink is not None:
+            ctx.run.sink.want_search()
         async for items in chunks(receive):
             stats.docs_in += count_docs(items)
             out = await self.process(items, ctx)

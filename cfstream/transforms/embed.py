@@ -390,6 +390,8 @@ class Embed(Stage):
     ) -> None:
         """Embed every chunk's documents, up to ``concurrency`` batches at once, in order."""
         st = _RunState()
+        if ctx.run.sink is not None:
+            ctx.run.sink.want_search()
         try:
             await self._start(st, ctx)
             limiter = anyio.Semaphore(self.concurrency)

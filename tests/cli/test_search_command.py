@@ -22,6 +22,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tmp_path / "cfstream.yaml"
     cfg.write_text(
         "dataset: ./kb.lance\n"
+        "sink: {index: {fts: true}}\n"
         "sources:\n"
         f"  work: {{type: {NOTES}, count: 3, prefix: memo}}\n"
         f"  home: {{type: {NOTES}, count: 2, prefix: memo, version: 7}}\n"
@@ -88,3 +89,14 @@ def test_user_mistakes_get_one_line_and_no_traceback(
     for bad in (["--k", "0"], ["--k", "many"], ["--mode", "semantic"]):
         assert main(["search", str(synced), "memo", *bad]) == EXIT_USAGE
         assert "usage:" in capsys.readouterr().err
+
+
+def test_a_dataset_folder_is_searched_directly(
+    synced: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = synced.parent / "kb.lance"
+    assert main(["search", str(dataset), "version 7", "--mode", "fts", "--json"]) == EXIT_OK
+    assert json_out(capsys.readouterr().out)
+    # --source names a config's source: with a dataset folder it is a usage error, in one line
+    assert main(["search", str(dataset), "memo", "--source", "work"]) == EXIT_USAGE
+    assert "--source needs a config" in capsys.readouterr().err

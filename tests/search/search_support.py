@@ -86,6 +86,13 @@ def sync(
         for item in items:
             yield item
 
+    # these tests keep the full-text index whatever the pipeline (its default, "auto", keeps it
+    # only for datasets meant for search: tests/search/test_indexes.py checks that)
+    index = sink_options.get("index")
+    if index is None:
+        sink_options["index"] = {"fts": True}
+    elif isinstance(index, dict) and "fts" not in index:
+        sink_options["index"] = {**index, "fts": True}
     sink = LanceSink(uri, **sink_options)
 
     async def main() -> None:

@@ -12,6 +12,7 @@ import pytest
 from search_support import HashEmbedder, doc, sync, with_vectors
 
 import cfstream as cf
+from cfstream import transforms as T
 from cfstream.config import build_sink, load_config
 from cfstream.errors import ConfigError
 from cfstream.sinks import LanceSink
@@ -97,7 +98,7 @@ def test_after_commit_returns_at_once_and_runs_one_refresh_at_a_time(
     release = threading.Event()
     started: list[int] = []
 
-    def slow_refresh(ds: Any, settings: IndexSettings) -> idx.RefreshResult:
+    def slow_refresh(ds: Any, settings: IndexSettings, **kw: Any) -> idx.RefreshResult:
         started.append(1)
         release.wait(30)
         return idx.RefreshResult(created=["x"])
@@ -122,11 +123,11 @@ def test_a_failed_refresh_is_retried_at_the_end(
     calls: list[int] = []
     real = idx.refresh_indexes
 
-    def flaky(ds: Any, settings: IndexSettings) -> idx.RefreshResult:
+    def flaky(ds: Any, settings: IndexSettings, **kw: Any) -> idx.RefreshResult:
         calls.append(1)
         if len(calls) == 1:
             raise OSError("Retryable commit conflict for version 3")
-        return real(ds, settings)
+        return real(ds, settings, **kw)
 
     monkeypatch.setattr(idx, "refresh_indexes", flaky)
     uri = str(tmp_path / "kb.lance")
@@ -259,3 +260,23 @@ def test_new_rows_become_a_segment_and_small_segments_are_merged(tmp_path: Path)
     assert sizes() == [10, 3, 8]  # 8 > merge_rows: a segment of its own
     for word, sid in (("alpha3", "a3"), ("beta2", "b2"), ("gamma7", "c7")):
         assert [h.source_id for h in cf.search(uri, word, mode="fts")] == [sid]
+
+
+def test_fts_auto_indexes_only_datasets_meant_for_search(tmp_path: Path) -> None:
+    """``fts: auto`` (the default): a plain sync builds no full-text index (a bulk import would
+    pay ~3x for it); a run that chunks builds it; once built it is kept by plain syncs too."""
+    plain = str(tmp_path / "plain.lance")
+    sync(plain, [doc("a", "Alpha", "apples")], index={"fts": "auto"})
+    assert _indexes(plain) == {}
+
+    @cf.source(source_type="notes")
+    async def notes() -> Any:
+        yield doc("b", "Beta", "bananas and cherries")
+
+    searchable = str(tmp_path / "kb.lance")
+    sink = LanceSink(searchable, index={"fts": "auto", "refresh_seconds": 0})
+    anyio.run(lambda: (notes(name="notes") | T.chunk(max_tokens=64, overlap=8) | sink).run())
+    assert {"text_content_fts", "title_fts"} <= set(_indexes(searchable))
+    # a later plain sync (no chunk stage) keeps the index it finds
+    sync(searchable, [doc("c", "Gamma", "grapes")], index={"fts": "auto", "refresh_seconds": 0})
+    assert _unindexed(searchable, "text_content_fts") == 0

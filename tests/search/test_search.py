@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
+import anyio
 import lance
 import pytest
 from search_support import HashEmbedder, chunked, doc, sync, with_vectors
@@ -15,6 +14,7 @@ import cfstream as cf
 from cfstream.errors import SearchError
 from cfstream.records import record_uuid
 from cfstream.search import SearchHit, run_search
+from cfstream.sinks import LanceSink
 
 NOTES = [
     ("pasta", "Weeknight pasta", "Boil the spaghetti, fry garlic in olive oil, toss with chili."),
@@ -245,35 +245,24 @@ def test_a_query_the_embedder_cannot_embed_has_no_vector_hits(
     assert res.mode == "fts" and res.hits == []
 
 
-def test_the_embedder_the_dataset_records_embeds_the_query(
-    embedded: tuple[str, HashEmbedder], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The lookup through ``cfstream.embed`` (h-embed's package; a stand-in module here)."""
-    uri, emb = embedded
-    calls: list[Any] = []
-    recorded: dict[str, Any] | None = {
-        "name": emb.name,
-        "dim": emb.dim,
-        "provider": "test",
-        "model": "hash",
-        "base_url": None,
-    }
+def test_the_embedder_the_dataset_records_embeds_the_query(tmp_path: Path) -> None:
+    """A dataset embedded by the embed stage records its embedder: vector search rebuilds it (the
+    offline local one here) to embed the query; a custom embedder's record cannot be rebuilt."""
+    from cfstream import transforms as T
+    from cfstream.embed import LocalEmbedder
 
-    def dataset_embedder(where: str) -> dict[str, Any] | None:
-        calls.append(where)
-        return recorded
+    @cf.source(source_type="notes")
+    async def notes() -> Any:
+        for d in _notes():
+            yield d
 
-    def embedder_from_config(**options: Any) -> HashEmbedder:
-        calls.append(options)
-        return emb
-
-    fake = types.ModuleType("cfstream.embed")
-    fake.dataset_embedder = dataset_embedder  # type: ignore[attr-defined]
-    fake.embedder_from_config = embedder_from_config  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cfstream.embed", fake)
-    hits = cf.search(uri, "patch the puncture", mode="vector")
+    uri = str(tmp_path / "local.lance")
+    anyio.run(lambda: (notes(name="notes") | T.embed(LocalEmbedder()) | LanceSink(uri)).run())
+    hits = cf.search(uri, "fix a flat bicycle tyre", mode="vector")
     assert hits[0].source_id == "bikes"
-    assert calls == [uri, {"provider": "test", "model": "hash"}]
-    recorded = None
-    with pytest.raises(SearchError, match="records no embedder .*pass embedder="):
-        cf.search(uri, "bread", mode="vector")
+
+    custom = str(tmp_path / "custom.lance")
+    anyio.run(lambda: (notes(name="notes") | T.embed(HashEmbedder()) | LanceSink(custom)).run())
+    with pytest.raises(SearchError, match="pass embedder="):
+        cf.search(custom, "bread", mode="vector")
+    assert cf.search(custom, "patch the puncture", mode="vector", embedder=HashEmbedder())
