@@ -40,7 +40,19 @@ from cfstream.errors import (
     ResponseFormatError,
     SourceError,
 )
-from cfstream.http import BearerAuth, DiscordPolicy, RateLimit, Service, SnowflakePaginator
+from cfstream.http import (
+    BearerAuth,
+    Gate,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    Service,
+    SnowflakePaginator,
+    join_message,
+    parse_reset,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput, require_list
@@ -75,6 +87,57 @@ def snowflake_at(when: datetime) -> int:
     """The smallest snowflake of ``when`` (for ``after=`` filters by time)."""
     ms = int(when.timestamp() * 1000) - DISCORD_EPOCH_MS
     return max(0, ms) << 22
+
+
+class DiscordPolicy(ResponsePolicy):
+    """Discord: per-bucket limits (``X-RateLimit-Bucket``/``-Remaining``/``-Reset-After``) and 429 bodies.
+
+    A response with remaining 0 closes its bucket for ``Reset-After`` seconds. A 429 waits for the
+    body's ``retry_after`` (float seconds); ``global: true`` (or ``X-RateLimit-Global``) closes the
+    whole service, otherwise only the bucket.
+    """
+
+    name = "discord"
+    default_auth_hint = (
+        "check the {service} bot token (sent as 'Authorization: Bot <token>') and that the bot can "
+        "view the channel and read its message history"
+    )
+
+    def learned_bucket(self, raw: RawResponse) -> tuple[str, str] | None:
+        """Discord names the bucket of every route in ``X-RateLimit-Bucket``."""
+        bucket = raw.header("X-RateLimit-Bucket")
+        return (raw.route, bucket) if bucket else None
+
+    def _bucket(self, raw: RawResponse) -> str:
+        return raw.header("X-RateLimit-Bucket") or raw.route
+
+    def gates(self, raw: RawResponse, now: float) -> list[Gate]:
+        """Close the bucket when its remaining budget is 0."""
+        if raw.status != 429 and raw.header("X-RateLimit-Remaining") == "0":
+            wait = parse_reset(raw.header("X-RateLimit-Reset-After"), now=now)
+            if wait:
+                return [Gate(now + wait, self._bucket(raw), "X-RateLimit-Remaining is 0")]
+        return []
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """429 with ``retry_after``/``global`` in the body."""
+        if raw.status != 429:
+            return None
+        body_wait = data.get("retry_after") if isinstance(data, Mapping) else None
+        retry_after = float(body_wait) if isinstance(body_wait, int | float) else None
+        is_global = (isinstance(data, Mapping) and data.get("global") is True) or (
+            (raw.header("X-RateLimit-Global") or "").lower() == "true"
+        )
+        scope_hdr = raw.header("X-RateLimit-Scope") or ("global" if is_global else "")
+        detail = join_message(self.error_message(data), f"scope {scope_hdr}" if scope_hdr else "")
+        if is_global:
+            return self.rate_limited(raw, now, detail, retry_after=retry_after, scope="service")
+        return self.rate_limited(
+            raw, now, detail, retry_after=retry_after, scope="bucket", bucket=self._bucket(raw)
+        )
+
+
+register_policy(DiscordPolicy)
 
 
 class DiscordConfig(SourceConfig):

@@ -37,11 +37,18 @@ from cfstream.context import SourceContext
 from cfstream.errors import ConfigError, HTTPError, NotFoundError, ResponseFormatError
 from cfstream.http import (
     BearerAuth,
-    GitHubPolicy,
+    Gate,
     LinkHeaderPaginator,
     NoAuth,
+    Problem,
     RateLimit,
+    RawResponse,
+    ResponsePolicy,
     Service,
+    join_message,
+    parse_reset,
+    parse_retry_after,
+    register_policy,
 )
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.secrets import Secret
@@ -79,6 +86,65 @@ _AUTH_HINT = (
 #: blob mode of symbolic links in git trees
 _SYMLINK_MODE = "120000"
 _BINARY_SNIFF = 8192
+
+
+class GitHubPolicy(ResponsePolicy):
+    """GitHub REST: primary limit via ``x-ratelimit-remaining``/``-reset``, secondary via ``retry-after``.
+
+    ``x-ratelimit-remaining: 0`` closes the service until ``x-ratelimit-reset`` (epoch seconds). A
+    403/429 with ``retry-after`` is a secondary limit; one with remaining 0 waits for the reset; a
+    403 whose message mentions a rate limit but gives neither waits 60 s as GitHub's docs ask.
+    """
+
+    name = "github"
+    default_auth_hint = (
+        "check the {service} token and that it has scope repo (or read access to this repository)"
+    )
+
+    def auth_hint(self, service: str, raw: RawResponse, data: Any) -> str:
+        """Names the scopes GitHub says the endpoint accepts (``X-Accepted-OAuth-Scopes``)."""
+        accepted = raw.header("X-Accepted-OAuth-Scopes")
+        if accepted and not self.custom_hint:
+            return f"check the {service} token and that it has scope {accepted}"
+        return super().auth_hint(service, raw, data)
+
+    def gates(self, raw: RawResponse, now: float) -> list[Gate]:
+        """Close the service until the reset when the primary budget is spent."""
+        if raw.header("x-ratelimit-remaining") == "0":
+            wait = parse_reset(raw.header("x-ratelimit-reset"), now=now)
+            if wait:
+                return [
+                    Gate(
+                        now + wait,
+                        None,
+                        "x-ratelimit-remaining is 0; waiting for x-ratelimit-reset",
+                    )
+                ]
+        return []
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """403/429 rate limits (primary and secondary)."""
+        if raw.status not in (403, 429):
+            return None
+        detail = self.error_message(data)
+        retry_after = parse_retry_after(raw.header("retry-after"), now=now)
+        if retry_after is not None:
+            return self.rate_limited(
+                raw, now, join_message("secondary rate limit", detail), retry_after=retry_after
+            )
+        if raw.header("x-ratelimit-remaining") == "0":
+            wait = parse_reset(raw.header("x-ratelimit-reset"), now=now)
+            return self.rate_limited(
+                raw, now, join_message("primary rate limit", detail), retry_after=wait or 60.0
+            )
+        if "rate limit" in detail.lower():
+            return self.rate_limited(
+                raw, now, join_message("secondary rate limit", detail), retry_after=60.0
+            )
+        return None
+
+
+register_policy(GitHubPolicy)
 
 
 class GitHubConfig(SourceConfig):

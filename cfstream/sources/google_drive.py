@@ -57,8 +57,19 @@ from cfstream.errors import (
     ResponseFormatError,
     SourceError,
 )
-from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, SeenRequests, Service
-from cfstream.http.policies import Problem, RawResponse
+from cfstream.http import (
+    HttpClient,
+    JsonResponse,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    SeenRequests,
+    Service,
+    get_path,
+    join_message,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp
 from cfstream.sources._files import validate_options
 from cfstream.sources._google_auth import (
@@ -148,6 +159,61 @@ _FLUSH_ITEMS = 500
 _DRIVE = "/drive/v3"
 
 T = TypeVar("T")
+
+
+_GOOGLE_RATE = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+#: 403 reasons about one file, not the credential: retrying or re-authenticating will not help
+_GOOGLE_PER_FILE = frozenset(
+    {
+        "exportSizeLimitExceeded",
+        "fileNotDownloadable",
+        "fileNotExportable",
+        "cannotDownloadAbusiveFile",
+        "downloadQuotaExceeded",
+    }
+)
+
+
+class GooglePolicy(ResponsePolicy):
+    """Google APIs: 403 ``rateLimitExceeded``/``userRateLimitExceeded`` and 429 are rate limits.
+
+    Google sends no ``Retry-After``, so those waits use exponential backoff with jitter.
+    """
+
+    name = "google"
+    default_auth_hint = (
+        "check the {service} access token (it may have expired) and that it has scope "
+        "https://www.googleapis.com/auth/drive.readonly, and that the file is shared with the account"
+    )
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """Rate-limit reasons in the ``error.errors[].reason`` envelope."""
+        if raw.status not in (403, 429):
+            return None
+        errors = get_path(data, "error.errors")
+        reasons = (
+            {e.get("reason") for e in errors if isinstance(e, Mapping)}
+            if isinstance(errors, list)
+            else set()
+        )
+        if raw.status == 429 or reasons & _GOOGLE_RATE:
+            why = ", ".join(sorted(r for r in reasons if isinstance(r, str))) or "429"
+            return self.rate_limited(
+                raw, now, join_message(why, self.error_message(data)), scope="request"
+            )
+        per_file = sorted(r for r in reasons & _GOOGLE_PER_FILE if isinstance(r, str))
+        if per_file:
+            return Problem(
+                ClientError,
+                join_message(
+                    ", ".join(per_file), self.error_message(data), "this file cannot be read"
+                ),
+                f"google_{per_file[0]}",
+            )
+        return None
+
+
+register_policy(GooglePolicy, "gdrive", "google-drive", "google_drive", "drive")
 
 
 class GoogleDriveConfig(SourceConfig):

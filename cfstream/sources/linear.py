@@ -28,18 +28,26 @@ from typing import Any, ClassVar, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, NotFoundError
+from cfstream.errors import AuthError, ClientError, ConfigError, NotFoundError, TransientError
 from cfstream.http import (
     Auth,
     BearerAuth,
+    Gate,
     GraphQLPaginator,
     HeaderAuth,
     JsonResponse,
-    LinearPolicy,
+    Problem,
     RateLimit,
+    RawResponse,
+    ResponsePolicy,
     Service,
     get_path,
+    join_message,
+    parse_reset,
+    parse_retry_after,
+    register_policy,
 )
+from cfstream.http.policies import RETRY_STATUSES
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
@@ -188,6 +196,72 @@ _AUTH_HINT = (
 )
 #: most entries kept in a cursor's ``recent`` map (items inside the lookback window)
 _MAX_RECENT: Final = 5000
+
+
+class LinearPolicy(ResponsePolicy):
+    """Linear GraphQL: ``errors[].extensions.code == "RATELIMITED"`` is a rate limit at any status.
+
+    Any other GraphQL error becomes a typed error (never data): authentication codes an
+    :class:`~cfstream.errors.AuthError`, the rest a :class:`~cfstream.errors.ClientError`.
+    ``X-RateLimit-Requests-Remaining: 0`` closes the service until ``X-RateLimit-Requests-Reset``.
+    """
+
+    name = "linear"
+    default_auth_hint = (
+        "check the {service} API key (personal keys are sent without 'Bearer') and that it can "
+        "read the team"
+    )
+
+    def gates(self, raw: RawResponse, now: float) -> list[Gate]:
+        """Close the service when the request or complexity budget is spent."""
+        out: list[Gate] = []
+        for kind in ("Requests", "Complexity"):
+            if raw.header(f"X-RateLimit-{kind}-Remaining") == "0":
+                wait = parse_reset(raw.header(f"X-RateLimit-{kind}-Reset"), now=now)
+                if wait:
+                    out.append(Gate(now + wait, None, f"X-RateLimit-{kind}-Remaining is 0"))
+        return out
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """GraphQL ``errors`` in the body, whatever the HTTP status."""
+        errors = data.get("errors") if isinstance(data, Mapping) else None
+        if not isinstance(errors, list) or not errors:
+            if raw.status == 429:
+                return self._rate_limit(raw, now, "429 Too Many Requests")
+            return None
+        codes: list[str] = []
+        for err in errors:
+            ext = err.get("extensions") if isinstance(err, Mapping) else None
+            if isinstance(ext, Mapping):
+                codes += [str(ext.get("code") or "").upper(), str(ext.get("type") or "").upper()]
+        message = self.error_message(data)
+        if raw.status == 429 or "RATELIMITED" in codes:
+            return self._rate_limit(raw, now, message)
+        if {"AUTHENTICATION_ERROR", "AUTHENTICATION ERROR", "FORBIDDEN"} & set(
+            codes
+        ) or raw.status in (401, 403):
+            return Problem(
+                AuthError,
+                join_message("GraphQL error", message, self.auth_hint(service, raw, data)),
+                "graphql_auth",
+            )
+        if raw.status in RETRY_STATUSES:
+            return Problem(
+                TransientError,
+                join_message("server error", message),
+                f"http_{raw.status}",
+                scope="request",
+            )
+        return Problem(ClientError, join_message("GraphQL error", message), "graphql_error")
+
+    def _rate_limit(self, raw: RawResponse, now: float, detail: str) -> Problem:
+        wait = parse_retry_after(raw.header("Retry-After"), now=now)
+        if wait is None:
+            wait = parse_reset(raw.header("X-RateLimit-Requests-Reset"), now=now)
+        return self.rate_limited(raw, now, join_message("RATELIMITED", detail), retry_after=wait)
+
+
+register_policy(LinearPolicy)
 
 
 class LinearConfig(SourceConfig):

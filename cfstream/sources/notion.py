@@ -36,8 +36,18 @@ import orjson
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, HTTPError, NotFoundError
-from cfstream.http import BearerAuth, BodyCursorPaginator, NotionPolicy, RateLimit, Service
+from cfstream.errors import ConfigError, HTTPError, NotFoundError, TransientError
+from cfstream.http import (
+    BearerAuth,
+    BodyCursorPaginator,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    Service,
+    join_message,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources._notion_markdown import (
@@ -72,6 +82,50 @@ def _normalize_id(value: str) -> str:
             f"{value!r} is not a Notion id: use the 32-hex id (dashed or not) or the page's URL"
         )
     return "-".join(matches[-1]).lower()
+
+
+class NotionPolicy(ResponsePolicy):
+    """Notion: the ``{"object": "error", "status", "code", "message"}`` envelope.
+
+    ``rate_limited`` (429) honours ``Retry-After``; ``object_not_found`` says to share the page with
+    the integration; ``conflict_error`` and 529 ``service_overload`` are retried.
+    """
+
+    name = "notion"
+    default_auth_hint = (
+        "check the {service} integration token and that the page or database is shared with the "
+        "integration (page menu -> Connections)"
+    )
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """Notion error codes."""
+        if not isinstance(data, Mapping) or data.get("object") != "error":
+            return None
+        code = str(data.get("code") or "")
+        message = self.error_message(data)
+        if code == "rate_limited" or raw.status == 429:
+            return self.rate_limited(raw, now, join_message(code, message))
+        if code == "object_not_found":
+            return Problem(
+                NotFoundError,
+                join_message(
+                    message, "share the page or database with the integration, or check the ID"
+                ),
+                "http_404",
+            )
+        if code in (
+            "conflict_error",
+            "service_overload",
+            "internal_server_error",
+            "service_unavailable",
+        ):
+            return Problem(
+                TransientError, join_message(code, message), f"notion_{code}", scope="request"
+            )
+        return None
+
+
+register_policy(NotionPolicy)
 
 
 class NotionConfig(SourceConfig):

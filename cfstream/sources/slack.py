@@ -36,8 +36,25 @@ import orjson
 from pydantic import Field, ValidationError, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import AuthError, ConfigError, NotFoundError, SourceError
-from cfstream.http import BearerAuth, BodyCursorPaginator, RateLimit, Service, SlackPolicy
+from cfstream.errors import (
+    AuthError,
+    ClientError,
+    ConfigError,
+    NotFoundError,
+    SourceError,
+    TransientError,
+)
+from cfstream.http import (
+    BearerAuth,
+    BodyCursorPaginator,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    Service,
+    join_message,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
@@ -54,6 +71,91 @@ _AUTH_HINT = (
     "that the app has scopes channels:read, groups:read, channels:history, groups:history and "
     "users:read, and is installed in the workspace"
 )
+
+
+_SLACK_AUTH = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "ekm_access_denied",
+    }
+)
+_SLACK_TRANSIENT = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+_SLACK_NOT_FOUND = {
+    "not_in_channel": "invite the app to the channel (/invite @your-app) or use a token of a member",
+    "channel_not_found": (
+        "check the channel ID and that the token can see it (invite the app to private channels)"
+    ),
+    "thread_not_found": "the thread's parent message is gone or the ts is wrong",
+    "user_not_found": "check the user ID",
+    "message_not_found": "the message was deleted or the ts is wrong",
+}
+
+
+class SlackPolicy(ResponsePolicy):
+    """Slack Web API: HTTP 200 with ``{"ok": false, "error": ...}`` is an error.
+
+    ``ratelimited`` (at 200 or 429) is a rate limit honouring ``Retry-After``, kept per method;
+    ``invalid_auth``/``not_authed``/``account_inactive``/``token_revoked`` are auth errors;
+    ``missing_scope`` names the scope needed; ``not_in_channel``/``channel_not_found`` are
+    not-found errors that say what to do; other codes are client errors.
+    """
+
+    name = "slack"
+    default_auth_hint = (
+        "check the {service} token (xoxb-/xoxp-) and that it has scopes channels:read and "
+        "channels:history (groups:/im:/mpim: for private conversations)"
+    )
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """Slack's ``ok: false`` envelope."""
+        if not isinstance(data, Mapping) or data.get("ok") is not False:
+            if raw.status == 429:
+                return self.rate_limited(
+                    raw, now, "429 Too Many Requests", scope="bucket", bucket=raw.route
+                )
+            return None
+        code = str(data.get("error") or "unknown_error")
+        if code == "ratelimited" or raw.status == 429:
+            return self.rate_limited(
+                raw, now, f"slack error {code!r}", scope="bucket", bucket=raw.route
+            )
+        if code == "missing_scope":
+            needed = data.get("needed")
+            hint = (
+                f"the {service} token lacks scope {needed}; add it to the app and reinstall"
+                if needed
+                else self.auth_hint(service, raw, data)
+            )
+            return Problem(
+                AuthError, join_message("slack error 'missing_scope'", hint), "slack_missing_scope"
+            )
+        if code in _SLACK_AUTH:
+            return Problem(
+                AuthError,
+                join_message(f"slack error {code!r}", self.auth_hint(service, raw, data)),
+                f"slack_{code}",
+            )
+        if code in _SLACK_NOT_FOUND:
+            return Problem(
+                NotFoundError,
+                join_message(f"slack error {code!r}", _SLACK_NOT_FOUND[code]),
+                f"slack_{code}",
+            )
+        if code in _SLACK_TRANSIENT:
+            return Problem(
+                TransientError, f"slack error {code!r}", f"slack_{code}", scope="request"
+            )
+        return Problem(ClientError, f"slack error {code!r}", f"slack_{code}")
+
+
+register_policy(SlackPolicy)
 
 
 class SlackConfig(SourceConfig):
