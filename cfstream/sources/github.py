@@ -52,7 +52,7 @@ from cfstream.http import (
 )
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.secrets import Secret
-from cfstream.sources._files import matches_any, validate_options
+from cfstream.sources._files import matches_any
 from cfstream.sources.base import (
     Source,
     SourceConfig,
@@ -62,6 +62,7 @@ from cfstream.sources.base import (
     require_list,
     size_and_digest_problem,
 )
+from cfstream.sources.options import validate_options
 
 __all__ = ("GitHubConfig", "GitHubSource")
 
@@ -356,62 +357,10 @@ class GitHubSource(Source):
         "fine-grained token: Contents, Issues, Pull requests and Metadata: read",
     )
 
-    def __init__(
-        self,
-        *,
-        owner: str | None = None,
-        repo: str | None = None,
-        repos: Sequence[str] | None = None,
-        token: str | Secret | None = None,
-        base_url: str = "https://api.github.com",
-        ref: str | None = None,
-        path: str | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        content: Sequence[ContentKind] = ("files", "issues"),
-        state: Literal["open", "closed", "all"] = "all",
-        labels: Sequence[str] | None = None,
-        since: datetime | str | None = None,
-        comments: bool = True,
-        max_file_size: int = 1_000_000,
-        per_page: int = 100,
-        requests_per_second: float | None = 15.0,
-        max_in_flight: int = 8,
-        checkpoint_every: int = 200,
-        max_concurrency: int = 4,
-        name: str | None = None,
-    ) -> None:
-        options: dict[str, Any] = {
-            "owner": owner,
-            "repo": repo,
-            "repos": list(repos or []),
-            "token": token,
-            "base_url": base_url,
-            "ref": ref,
-            "path": path,
-            "include": list(include or []),
-            "exclude": list(exclude or []),
-            "content": list(content),
-            "state": state,
-            "labels": list(labels or []),
-            "since": since,
-            "comments": comments,
-            "max_file_size": max_file_size,
-            "per_page": per_page,
-            "requests_per_second": requests_per_second,
-            "max_in_flight": max_in_flight,
-            "checkpoint_every": checkpoint_every,
-            "max_concurrency": max_concurrency,
-        }
-        self.config: GitHubConfig = validate_options(GitHubConfig, "github", options)
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: GitHubConfig = validate_options(GitHubConfig, self.source_type, options)
         super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self.repos = [_Repo(*n.split("/", 1)) for n in self.config.repo_names()]
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> GitHubSource:
-        """Build the source from config options (validated by :class:`GitHubConfig`)."""
-        cfg = validate_options(GitHubConfig, "github", options)
-        return cls(name=name, **cfg.model_dump(exclude={"token"}), token=cfg.token)
 
     # -- partitions ------------------------------------------------------------------------------
 

@@ -71,7 +71,6 @@ from cfstream.http import (
     register_policy,
 )
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp
-from cfstream.sources._files import validate_options
 from cfstream.sources._google_auth import (
     DRIVE_READONLY_SCOPE,
     AccessTokenCredentials,
@@ -89,6 +88,7 @@ from cfstream.sources.base import (
     is_transient,
     size_and_digest_problem,
 )
+from cfstream.sources.options import validate_options
 
 __all__ = (
     "AccessTokenCredentials",
@@ -472,51 +472,14 @@ class GoogleDriveSource(Source):
     config_model: ClassVar[type[SourceConfig] | None] = GoogleDriveConfig
     required_scopes: ClassVar[tuple[str, ...]] = (DRIVE_READONLY_SCOPE,)
 
-    def __init__(
-        self,
-        *,
-        credentials: str
-        | Mapping[str, Any]
-        | OAuthCredentials
-        | ServiceAccountCredentials
-        | AccessTokenCredentials
-        | CredentialsFile,
-        folder_ids: Sequence[str] | None = None,
-        drive_id: str | None = None,
-        base_url: str = "https://www.googleapis.com",
-        token_url: str = "https://oauth2.googleapis.com/token",
-        binaries: Literal["metadata", "skip"] = "metadata",
-        max_export_bytes: int = 10 * 1024 * 1024,
-        page_size: int = 100,
-        fetch_concurrency: int = 8,
-        requests_per_second: float = 10.0,
-        name: str | None = None,
-        max_concurrency: int | None = None,
-    ) -> None:
-        options = {
-            "credentials": credentials,
-            "folder_ids": list(folder_ids) if folder_ids is not None else None,
-            "drive_id": drive_id,
-            "base_url": base_url,
-            "token_url": token_url,
-            "binaries": binaries,
-            "max_export_bytes": max_export_bytes,
-            "page_size": page_size,
-            "fetch_concurrency": fetch_concurrency,
-            "requests_per_second": requests_per_second,
-            "max_concurrency": max_concurrency,
-        }
-        self.config = _validate(options)
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: GoogleDriveConfig = validate_options(
+            GoogleDriveConfig, self.source_type, options
+        )
         super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self.auth = GoogleTokenAuth(self.config.credentials, token_url=self.config.token_url)
         self._api: _Api | None = None
         self._api_run: RunContext | None = None
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> Source:
-        """Build the source from YAML options, validated by :class:`GoogleDriveConfig`."""
-        cfg = _validate(options)
-        return cls(name=name, **{k: getattr(cfg, k) for k in GoogleDriveConfig.model_fields})
 
     def __repr__(self) -> str:
         where = (
@@ -560,10 +523,6 @@ class GoogleDriveSource(Source):
             self._api = _Api(self, ctx.http)
             self._api_run = ctx.run
         return self._api
-
-
-def _validate(options: Mapping[str, Any]) -> GoogleDriveConfig:
-    return validate_options(GoogleDriveConfig, "google_drive", options)
 
 
 class _PartitionReader:

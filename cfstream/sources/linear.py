@@ -25,10 +25,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import AuthError, ClientError, ConfigError, NotFoundError, TransientError
+from cfstream.errors import AuthError, ClientError, NotFoundError, TransientError
 from cfstream.http import (
     Auth,
     BearerAuth,
@@ -51,6 +51,7 @@ from cfstream.http.policies import RETRY_STATUSES
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.options import validate_options
 
 __all__ = (
     "COMMENTS_QUERY",
@@ -267,31 +268,73 @@ register_policy(LinearPolicy)
 class LinearConfig(SourceConfig):
     """Settings of :class:`LinearSource` (what a YAML ``type: linear`` source may set)."""
 
-    #: a personal API key (Settings -> Security & access -> Personal API keys), sent as-is
-    api_key: Secret | None = None
-    #: an OAuth 2.0 access token with scope ``read``, sent as ``Bearer <token>``
-    oauth_token: Secret | None = None
-    #: team IDs to import; None imports every team the credential can see
-    team_ids: list[str] | None = None
-    #: the API origin (``/graphql`` is appended); point it at a fake or a proxy in tests
-    base_url: str = "https://api.linear.app"
-    #: what to import
-    content: list[ContentKind] = Field(default_factory=lambda: list(CONTENT_KINDS))
-    #: nodes per GraphQL page (Linear allows 1..250; 50 is its default)
-    page_size: int = Field(50, ge=1, le=250)
-    #: keep archived (not trashed) items as documents instead of deleting them
-    include_archived: bool = False
-    #: seconds re-read before the saved cursor, so late commits are not missed (unchanged items
-    #: seen again are skipped)
-    lookback_seconds: float = Field(60.0, ge=0)
-    #: pages between two checkpoints (a crash refetches at most this many pages per partition)
-    checkpoint_every: int = Field(1, ge=1)
-    #: sustained request rate (Linear allows about 5,000 requests an hour per key)
-    requests_per_second: float = Field(1.3, gt=0)
-    #: requests that may go at once before the sustained rate applies
-    burst: int = Field(10, ge=1)
-    #: requests in flight at once for this credential
-    http_concurrency: int = Field(4, ge=1)
+    api_key: Secret | None = Field(
+        default=None,
+        description=(
+            "a personal API key (Settings -> Security & access -> Personal API keys), sent as-is"
+        ),
+    )
+    oauth_token: Secret | None = Field(
+        default=None,
+        description=("an OAuth 2.0 access token with scope `read`, sent as `Bearer <token>`"),
+    )
+    team_ids: list[str] | None = Field(
+        default=None,
+        description="team IDs to import; None imports every team the credential can see",
+    )
+    base_url: str = Field(
+        default="https://api.linear.app",
+        description=(
+            "the API origin (`/graphql` is appended); point it at a fake or a proxy in tests"
+        ),
+    )
+    content: list[ContentKind] = Field(
+        default_factory=lambda: list(CONTENT_KINDS), description="what to import"
+    )
+    page_size: int = Field(
+        50,
+        ge=1,
+        le=250,
+        description="nodes per GraphQL page (Linear allows 1..250; 50 is its default)",
+    )
+    include_archived: bool = Field(
+        default=False,
+        description=("keep archived (not trashed) items as documents instead of deleting them"),
+    )
+    lookback_seconds: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "seconds re-read before the saved cursor, so late commits are not "
+            "missed (unchanged items seen again are skipped)"
+        ),
+    )
+    checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description=(
+            "pages between two checkpoints (a crash refetches at most this many "
+            "pages per partition)"
+        ),
+    )
+    requests_per_second: float = Field(
+        1.3,
+        gt=0,
+        description=("sustained request rate (Linear allows about 5,000 requests an hour per key)"),
+    )
+    burst: int = Field(
+        10, ge=1, description="requests that may go at once before the sustained rate applies"
+    )
+    http_concurrency: int = Field(
+        4, ge=1, description="requests in flight at once for this credential"
+    )
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "partitions (teams and content kinds) read at once; None: the source's default (4)"
+        ),
+    )
 
     @field_validator("content")
     @classmethod
@@ -312,14 +355,6 @@ class LinearConfig(SourceConfig):
         if (self.api_key is None) == (self.oauth_token is None):
             raise ValueError("give exactly one of api_key (personal API key) or oauth_token")
         return self
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "linear"
-        parts.append(f"{where}: {err['msg']}")
-    return ConfigError("invalid linear source options: " + "; ".join(parts))
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -700,18 +735,9 @@ class LinearSource(Source):
     config_model: ClassVar[type[SourceConfig] | None] = LinearConfig
     required_scopes: ClassVar[tuple[str, ...]] = ("read",)
 
-    def __init__(
-        self,
-        *,
-        name: str | None = None,
-        max_concurrency: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(name=name, max_concurrency=max_concurrency)
-        try:
-            self.config: LinearConfig = LinearConfig(**options)
-        except ValidationError as exc:
-            raise _config_error(exc) from None
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: LinearConfig = validate_options(LinearConfig, self.source_type, options)
+        super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self._map = _Mapper(self.source_type, self)
         self._teams: list[dict[str, Any]] | None = None
 
