@@ -19,7 +19,7 @@
         schedule: 1h                   # for `cfstream watch`
 
 The file (at most :data:`MAX_CONFIG_BYTES`) is parsed like ``yaml.safe_load`` (tags that build
-Python objects are refused) by :mod:`cfstream._yaml`, which refuses alias bombs, recursive aliases
+Python objects are refused) by :mod:`cfstream.safe_yaml`, which refuses alias bombs, recursive aliases
 and absurd nesting before anything walks the data; string values
 get ``${VAR}`` / ``${VAR:-default}`` expansion from the ``env`` mapping handed in (a missing variable
 is an error naming it; ``$${`` writes a literal ``${``), and everything is validated with pydantic:
@@ -43,7 +43,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from cfstream import _yaml as safe_yaml
+from cfstream import safe_yaml
 from cfstream.errors import ConfigError
 from cfstream.pipeline import Pipeline
 from cfstream.secrets import redact

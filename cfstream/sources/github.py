@@ -383,6 +383,13 @@ class GitHubSource(Source):
                 out.append(f"{repo.full}:{self._issue_kind}")
         return out
 
+    async def authenticate(self, ctx: SourceContext) -> None:
+        """``GET /repos/{owner}/{repo}`` for each repository: an AuthError (or NotFoundError)
+        says what to check before a sync starts."""
+        svc = self._service(ctx)
+        for repo in self.repos:
+            await svc.get(repo.api)
+
     def _service(self, ctx: SourceContext) -> Service:
         cfg = self.config
         rps = cfg.requests_per_second

@@ -38,7 +38,7 @@ import orjson
 import yaml
 from pydantic import Field
 
-from cfstream import _yaml as safe_yaml
+from cfstream import safe_yaml
 from cfstream.records import Document, Relationship, parse_timestamp
 from cfstream.sources._files import (
     DEFAULT_MAX_FILE_BYTES,
