@@ -364,6 +364,7 @@ async def _run_one(
             http=http,
             progress=progress,
             progress_interval=0.25 if progress is not None and progress.mode == "rich" else 1.0,
+            tune_interpreter=True,  # the command owns its process
         )
 
 
@@ -998,7 +999,12 @@ def _retry_dead_letters(
             with tempfile.TemporaryDirectory() as scratch:  # replays save no cursor
                 scratch_state = StateStore(Path(scratch) / "state.json")
                 report = anyio.run(
-                    lambda: run_pipeline(pipeline, state=scratch_state, dead_letter_path=path),
+                    lambda: run_pipeline(
+                        pipeline,
+                        state=scratch_state,
+                        dead_letter_path=path,
+                        tune_interpreter=True,  # the command owns its process
+                    ),
                     backend="asyncio",
                 )
     finally:
