@@ -775,11 +775,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_SIMPLE_TYPES: dict[Any, str] = {
+_SIMPLE_TYPES: dict[Any, str] = {  # in order: the first base class that matches names the type
+    bool: "true/false",  # before int: bool is a subclass of int
     str: "text",
     int: "integer",
     float: "number",
-    bool: "true/false",
     dt.datetime: "date-time (ISO 8601)",
     dt.date: "date (YYYY-MM-DD)",
     Path: "path",

@@ -56,6 +56,8 @@ def test_sources_json_lists_exactly_each_models_fields(capsys: pytest.CaptureFix
             assert option["required"] is f.is_required(), (type_name, name)
             assert option["secret"] is is_secret_annotation(f.annotation), (type_name, name)
             assert option["description"], f"{type_name}.{name} has no description"
+            if f.annotation is bool:
+                assert option["type"] == "true/false", (type_name, name, option)
 
 
 @pytest.mark.parametrize("type_name", CONNECTORS)
