@@ -365,6 +365,7 @@ async def _run_one(
             http=http,
             progress=progress,
             progress_interval=0.25 if progress is not None and progress.mode == "rich" else 1.0,
+            tune_interpreter=True,  # the command owns its process
         )
 
 
@@ -775,11 +776,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_SIMPLE_TYPES: dict[Any, str] = {
+_SIMPLE_TYPES: dict[Any, str] = {  # in order: the first base class that matches names the type
+    bool: "true/false",  # before int: bool is a subclass of int
     str: "text",
     int: "integer",
     float: "number",
-    bool: "true/false",
     dt.datetime: "date-time (ISO 8601)",
     dt.date: "date (YYYY-MM-DD)",
     Path: "path",
@@ -999,7 +1000,12 @@ def _retry_dead_letters(
             with tempfile.TemporaryDirectory() as scratch:  # replays save no cursor
                 scratch_state = StateStore(Path(scratch) / "state.json")
                 report = anyio.run(
-                    lambda: run_pipeline(pipeline, state=scratch_state, dead_letter_path=path),
+                    lambda: run_pipeline(
+                        pipeline,
+                        state=scratch_state,
+                        dead_letter_path=path,
+                        tune_interpreter=True,  # the command owns its process
+                    ),
                     backend="asyncio",
                 )
     finally:

@@ -21,7 +21,7 @@
         schedule: 1h                   # for `cfstream watch`
 
 The file (at most :data:`MAX_CONFIG_BYTES`) is parsed like ``yaml.safe_load`` (tags that build
-Python objects are refused) by :mod:`cfstream._yaml`, which refuses alias bombs, recursive aliases
+Python objects are refused) by :mod:`cfstream.safe_yaml`, which refuses alias bombs, recursive aliases
 and absurd nesting before anything walks the data; string values
 get ``${VAR}`` / ``${VAR:-default}`` expansion from the ``env`` mapping handed in (a missing variable
 is an error naming it; ``$${`` writes a literal ``${``), and everything is validated with pydantic:
@@ -46,12 +46,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from cfstream import _yaml as safe_yaml
+from cfstream import safe_yaml
 from cfstream.errors import ConfigError
 from cfstream.pipeline import Pipeline
 from cfstream.secrets import Secret, redact
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceConfig
+from cfstream.sources.options import is_secret_annotation, option_errors
 from cfstream.sources.registry import load_source_class
 from cfstream.state import local_path
 from cfstream.transforms import Stage
@@ -107,7 +108,6 @@ _BOOL_WORDS = {
     "off": False,
     "0": False,
 }
-_SECRET_NAMES = re.compile(r"(?i)(token|secret|password|passwd|api_?key|credential|private)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,24 +302,10 @@ def _display(value: Any) -> Any:
     return value
 
 
-def is_secret_annotation(annotation: Any) -> bool:
-    """True when a field annotation is (or contains) ``Secret``/``SecretStr``."""
-    if isinstance(annotation, type) and issubclass(annotation, SecretStr):
-        return True
-    return any(is_secret_annotation(a) for a in typing.get_args(annotation))
-
-
 def _secret_fields(model: type[BaseModel] | None) -> frozenset[str]:
     if model is None:
         return frozenset()
     return frozenset(n for n, f in model.model_fields.items() if is_secret_annotation(f.annotation))
-
-
-def _describe_input(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"got {text} ({type(value).__name__})"
 
 
 def _translate(
@@ -327,34 +313,13 @@ def _translate(
     where: _Where,
     prefix: Sequence[str | int],
     model: type[BaseModel] | None,
-    secrets: frozenset[str] = frozenset(),
+    options: Mapping[str, Any] | None = None,
 ) -> ConfigError:
-    """One ConfigError listing every pydantic error with its file, key path and line."""
-    messages = []
-    for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if isinstance(p, str | int)]
-        path = [*prefix, *loc]
-        kind = err["type"]
-        last = loc[-1] if loc else None
-        secret = bool(loc) and (
-            (isinstance(loc[0], str) and loc[0] in secrets)
-            or any(isinstance(p, str) and _SECRET_NAMES.search(p) for p in loc)
-        )
-        if kind == "extra_forbidden":
-            msg = f"unknown key {last!r}"
-            if model is not None and len(loc) == 1:
-                allowed = sorted(model.model_fields)
-                msg += f"; expected one of: {', '.join(allowed)}"
-        elif kind == "missing":
-            msg = f"missing required key {last!r}"
-        elif kind == "value_error" and not loc:  # a rule across several options: say the rule
-            msg = str(err["msg"]).removeprefix("Value error, ")
-        else:
-            msg = f"expected {err['msg'][0].lower()}{err['msg'][1:]}"
-            msg = msg.replace("expected input should be", "expected")
-            if not secret:
-                msg += f", {_describe_input(err.get('input'))}"
-        messages.append(where.at(path, msg))
+    """One ConfigError listing every pydantic error with its file, key path and line (the
+    messages of :func:`cfstream.sources.options.option_errors`: no secret value in them)."""
+    messages = [
+        where.at([*prefix, *loc], msg) for loc, msg in option_errors(exc, model, options or {})
+    ]
     head = "invalid config" if len(messages) > 1 else ""
     return ConfigError("\n".join([head, *messages]) if head else messages[0])
 
@@ -787,7 +752,7 @@ def _parse_source(
         try:
             validated = model.model_validate(options)
         except ValidationError as exc:
-            raise _translate(exc, where, path, model, secrets) from None
+            raise _translate(exc, where, path, model, options) from None
         validated = _resolve_local_paths(validated, base_dir, where, path)
         options = {k: getattr(validated, k) for k in validated.model_fields_set}
     return SourceSpec(

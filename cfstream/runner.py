@@ -46,13 +46,25 @@ from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import get_logger, redact
 from cfstream.sources.base import is_transient
 from cfstream.state import ItemStore, StateStore, local_path, scope_digest, state_dir_for
-from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
+from cfstream.transforms.base import (
+    Chunk,
+    ChunkFunction,
+    Stage,
+    run_chunk_functions,
+)
 
 if TYPE_CHECKING:
     from cfstream.pipeline import Pipeline
     from cfstream.sources.base import Source
 
-__all__ = ("RunControl", "check_source_scope", "http_client_for", "run", "run_pipeline")
+__all__ = (
+    "RunControl",
+    "check_source_scope",
+    "http_client_for",
+    "run",
+    "run_pipeline",
+    "set_interpreter_tuning",
+)
 
 log = get_logger("cfstream.runner")
 #: Tracebacks of failures (a source's own code raising): DEBUG, shown by ``--log-level debug`` or
@@ -100,8 +112,27 @@ RUN_GC_THRESHOLD = 50_000
 RUN_SWITCH_INTERVAL = 0.0002
 
 
+#: whether runs tune the interpreter when ``run_pipeline(tune_interpreter=None)``
+_TUNING = True
+
+
+def set_interpreter_tuning(enabled: bool) -> bool:
+    """Whether runs tune the interpreter (default: yes); returns the previous setting.
+
+    While a run is going, cfstream raises the cyclic GC's generation-0 threshold to
+    :data:`RUN_GC_THRESHOLD` and lowers the thread switch interval to :data:`RUN_SWITCH_INTERVAL`
+    (both process-wide; restored when the last run ends): together worth about a third of the
+    engine's throughput. An application that embeds cfstream and wants its own settings kept
+    calls ``set_interpreter_tuning(False)`` once (or passes ``tune_interpreter=False`` to one
+    run). The ``cfstream`` command keeps the tuning on.
+    """
+    global _TUNING
+    previous, _TUNING = _TUNING, bool(enabled)
+    return previous
+
+
 @contextlib.contextmanager
-def _run_tuning() -> Iterator[None]:
+def _run_tuning(enabled: bool = True) -> Iterator[None]:
     """Tune the interpreter while runs are going; restore it after the last one ends.
 
     - Collect cycles less often. A run allocates millions of short-lived, acyclic objects
@@ -114,6 +145,9 @@ def _run_tuning() -> Iterator[None]:
       (measured: +15% engine throughput at 0.2 ms).
     """
     global _GC_RUNS, _GC_SAVED, _SWITCH_SAVED
+    if not enabled:
+        yield
+        return
     with _GC_LOCK:
         if _GC_RUNS == 0:
             _GC_SAVED = gc.get_threshold()
@@ -367,6 +401,7 @@ async def run_pipeline(
     grace_period: float = 30.0,
     progress: Callable[[RunReport], None] | None = None,
     progress_interval: float = 0.5,
+    tune_interpreter: bool | None = None,
 ) -> RunReport:
     """Run ``pipeline`` to the end.
 
@@ -386,6 +421,8 @@ async def run_pipeline(
         max_partitions: cap on partitions read at once across all sources.
         grace_period: after a graceful stop, seconds before the run is cancelled outright.
         progress: called with the live report every ``progress_interval`` seconds.
+        tune_interpreter: tune the GC threshold and thread switch interval while the run goes
+            (see :func:`set_interpreter_tuning`); None: the process-wide setting (on by default).
     """
     sink = pipeline.sink
     if sink is None:
@@ -417,7 +454,7 @@ async def run_pipeline(
     if len(set(names)) != len(names):
         raise PipelineError(f"sources need distinct names (cursors are kept by name): {names}")
     gc_tuning = contextlib.ExitStack()
-    gc_tuning.enter_context(_run_tuning())
+    gc_tuning.enter_context(_run_tuning(_TUNING if tune_interpreter is None else tune_interpreter))
     try:
         if state is not None:
             for s in leaves:
@@ -603,7 +640,7 @@ class _Group:
         self,
         stage: Stage | None,
         ctx: StageContext | None,
-        fused: list[tuple[Callable[[Chunk, StageContext], Chunk], StageContext]],
+        fused: list[tuple[ChunkFunction, StageContext]],
     ) -> None:
         self.stage = stage
         self.ctx = ctx
@@ -615,31 +652,13 @@ class _Group:
             assert self.ctx is not None
             await self.stage.run(receive, send, self.ctx)
             return
-        fused = self.fused
-        async for chunk in chunks(receive):
-            out = chunk
-            n = count_docs(out)
-            for apply, sctx in fused:
-                stats = sctx.stats
-                stats.docs_in += n
-                try:
-                    out = apply(out, sctx)
-                except CfStreamError:
-                    raise
-                except Exception as exc:
-                    raise PipelineError(f"{type(exc).__name__}: {exc}", stage=sctx.name) from exc
-                if not out:
-                    break
-                n = count_docs(out)
-                stats.docs_out += n
-            if out:
-                await send.send(out)
+        await run_chunk_functions(self.fused, receive, send)
 
 
 def _fuse(stages: list[Stage], contexts: list[StageContext]) -> list[_Group]:
     """Group the stages into tasks: runs of stages with a ``sync_apply`` become one task."""
     groups: list[_Group] = []
-    run: list[tuple[Callable[[Chunk, StageContext], Chunk], StageContext]] = []
+    run: list[tuple[ChunkFunction, StageContext]] = []
     for stage, sctx in zip(stages, contexts, strict=True):
         fn = stage.sync_apply()
         if fn is not None:

@@ -99,7 +99,7 @@ class Secret(SecretStr):
             if isinstance(value, SecretStr):
                 return cls(value.get_secret_value())
             if not isinstance(value, str):
-                raise TypeError("a secret must be a string")
+                raise ValueError(f"a secret must be a string, not {type(value).__name__}")
             return cls(value)
 
         return core_schema.no_info_plain_validator_function(

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from cfstream import _yaml as safe_yaml
+from cfstream import safe_yaml
 from cfstream.config import Config, StageSpec, expand_env, parse_config, read_config_text
 from cfstream.connectors.base import DocumentFilter
 from cfstream.connectors.services import CONNECTORS

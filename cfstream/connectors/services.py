@@ -204,13 +204,6 @@ class GitHubConnector(SourceConnector):
             out["since"] = since
         return out
 
-    async def check_access(self, source: Source, ctx: SourceContext) -> None:
-        """``GET /repos/{owner}/{repo}`` for each repository."""
-        assert isinstance(source, GitHubSource)
-        svc = source._service(ctx)
-        for repo in source.repos:
-            await svc.get(repo.api)
-
     async def authenticate(self) -> None:
         """Check the token: the repositories' metadata, or ``GET /rate_limit`` without one."""
         if self.config["repo"] or self.config["repos"]:

@@ -39,18 +39,14 @@ from cfstream.http.paginate import SeenRequests as SeenRequests
 from cfstream.http.paginate import SnowflakePaginator as SnowflakePaginator
 from cfstream.http.paginate import get_path as get_path
 from cfstream.http.paginate import parse_link_header as parse_link_header
-from cfstream.http.policies import DiscordPolicy as DiscordPolicy
 from cfstream.http.policies import GenericPolicy as GenericPolicy
-from cfstream.http.policies import GitHubPolicy as GitHubPolicy
-from cfstream.http.policies import GooglePolicy as GooglePolicy
-from cfstream.http.policies import LinearPolicy as LinearPolicy
-from cfstream.http.policies import NotionPolicy as NotionPolicy
 from cfstream.http.policies import Problem as Problem
 from cfstream.http.policies import RawResponse as RawResponse
 from cfstream.http.policies import ResponsePolicy as ResponsePolicy
-from cfstream.http.policies import SlackPolicy as SlackPolicy
 from cfstream.http.policies import Verdict as Verdict
+from cfstream.http.policies import join_message as join_message
 from cfstream.http.policies import policy_for as policy_for
+from cfstream.http.policies import register_policy as register_policy
 from cfstream.http.ratelimit import Gate as Gate
 from cfstream.http.ratelimit import RateLimit as RateLimit
 from cfstream.http.retry import RetryPolicy as RetryPolicy
@@ -61,20 +57,15 @@ __all__ = (
     "Auth",
     "BearerAuth",
     "BodyCursorPaginator",
-    "DiscordPolicy",
     "Gate",
     "GenericPolicy",
-    "GitHubPolicy",
-    "GooglePolicy",
     "GraphQLPaginator",
     "HeaderAuth",
     "HttpClient",
     "HttpMetrics",
     "JsonResponse",
-    "LinearPolicy",
     "LinkHeaderPaginator",
     "NoAuth",
-    "NotionPolicy",
     "PageRequest",
     "PageTokenPaginator",
     "Paginator",
@@ -85,14 +76,15 @@ __all__ = (
     "RetryPolicy",
     "SeenRequests",
     "Service",
-    "SlackPolicy",
     "SnowflakePaginator",
     "Verdict",
     "get_path",
+    "join_message",
     "origin_of",
     "parse_link_header",
     "parse_reset",
     "parse_retry_after",
     "policy_for",
+    "register_policy",
     "same_origin",
 )

@@ -53,18 +53,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio.to_thread
-from pydantic import ValidationError
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, SourceError
+from cfstream.errors import SourceError
 from cfstream.records import Checkpoint, Document, ItemChanges, Tombstone
-from cfstream.secrets import redact
-from cfstream.sources.base import Source, SourceConfig, SourceOutput
-
-_C = TypeVar("_C", bound=SourceConfig)
+from cfstream.sources.base import Source, SourceOutput
 
 __all__ = (
     "DEFAULT_MAX_FILE_BYTES",
@@ -79,7 +75,6 @@ __all__ = (
     "folder_of",
     "header_id",
     "scan_tree",
-    "validate_options",
 )
 
 #: cursor key of the header of the root folder
@@ -148,24 +143,6 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out) + r"\Z")
-
-
-def validate_options(model: type[_C], source_type: str, options: Mapping[str, Any]) -> _C:
-    """Validate config options with ``model``; a :class:`ConfigError` naming each bad key.
-
-    The error carries no input values: pydantic's own error (not chained) repeats them, and
-    options hold credentials; the problems are redacted as well.
-    """
-    try:
-        return model.model_validate(dict(options))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(
-            f"invalid options for the {source_type!r} source: {redact(problems)}"
-        ) from None
 
 
 def matches_any(path: str, patterns: Sequence[str]) -> bool:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cfstream.context import SourceContext
 from cfstream.errors import HTTPError, ResponseFormatError
 from cfstream.records import Item, record_uuid
 from cfstream.secrets import get_logger
+from cfstream.sources.options import options_signature
 
 if TYPE_CHECKING:
     from cfstream.http import Service
@@ -60,9 +62,15 @@ def path_option(description: str, *, kind: str = "dir", default: Any = ...) -> A
 
 
 class SourceConfig(BaseModel):
-    """Base of every connector's settings model: unknown keys are errors, secrets are ``Secret``."""
+    """Base of every connector's settings model: unknown keys are errors, secrets are ``Secret``,
+    a path object (``pathlib.Path``) is accepted where a string is expected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class Source(ABC):
@@ -85,14 +93,28 @@ class Source(ABC):
     max_concurrency: int = 4
     #: whether the runner must hand this source an HTTP client (``ctx.http``)
     uses_http: ClassVar[bool] = False
-    #: the pydantic model of this connector's settings (what a YAML config may set)
+    #: the pydantic model of this connector's settings: the one declaration of its options. The
+    #: constructor takes its fields as keyword arguments (validated with
+    #: :func:`cfstream.sources.options.validate_options`), ``from_config`` passes a config's
+    #: options to the constructor, and ``cfstream sources`` lists its fields.
     config_model: ClassVar[type[SourceConfig] | None] = None
+    #: the one option the constructor also takes by position (``FilesSource("docs")``), if any
+    positional_option: ClassVar[str | None] = None
     #: API scopes/permissions the credential needs (shown by ``cfstream sources``)
     required_scopes: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = cls.__dict__.get("config_model")
+        if model is not None:  # help() and inspect.signature() show the model's options
+            cls.__signature__ = options_signature(  # type: ignore[attr-defined]
+                model, positional=cls.positional_option
+            )
+
     @classmethod
     def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> Source:
-        """Build the source from config options (validated by :attr:`config_model`)."""
+        """Build the source from config options: the constructor validates them with
+        :attr:`config_model`."""
         return cls(name=name, **dict(options))
 
     #: where this source's options were written, for messages: ``"sources.<name>"`` when the

@@ -30,20 +30,32 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from cfstream.context import SourceContext
 from cfstream.errors import (
     AuthError,
-    ConfigError,
     PartitionError,
     ResponseFormatError,
     SourceError,
 )
-from cfstream.http import BearerAuth, DiscordPolicy, RateLimit, Service, SnowflakePaginator
+from cfstream.http import (
+    BearerAuth,
+    Gate,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    Service,
+    SnowflakePaginator,
+    join_message,
+    parse_reset,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput, require_list
+from cfstream.sources.options import validate_options
 
 __all__ = ("DiscordConfig", "DiscordSource", "snowflake_at", "snowflake_time")
 
@@ -77,45 +89,126 @@ def snowflake_at(when: datetime) -> int:
     return max(0, ms) << 22
 
 
+class DiscordPolicy(ResponsePolicy):
+    """Discord: per-bucket limits (``X-RateLimit-Bucket``/``-Remaining``/``-Reset-After``) and 429 bodies.
+
+    A response with remaining 0 closes its bucket for ``Reset-After`` seconds. A 429 waits for the
+    body's ``retry_after`` (float seconds); ``global: true`` (or ``X-RateLimit-Global``) closes the
+    whole service, otherwise only the bucket.
+    """
+
+    name = "discord"
+    default_auth_hint = (
+        "check the {service} bot token (sent as 'Authorization: Bot <token>') and that the bot can "
+        "view the channel and read its message history"
+    )
+
+    def learned_bucket(self, raw: RawResponse) -> tuple[str, str] | None:
+        """Discord names the bucket of every route in ``X-RateLimit-Bucket``."""
+        bucket = raw.header("X-RateLimit-Bucket")
+        return (raw.route, bucket) if bucket else None
+
+    def _bucket(self, raw: RawResponse) -> str:
+        return raw.header("X-RateLimit-Bucket") or raw.route
+
+    def gates(self, raw: RawResponse, now: float) -> list[Gate]:
+        """Close the bucket when its remaining budget is 0."""
+        if raw.status != 429 and raw.header("X-RateLimit-Remaining") == "0":
+            wait = parse_reset(raw.header("X-RateLimit-Reset-After"), now=now)
+            if wait:
+                return [Gate(now + wait, self._bucket(raw), "X-RateLimit-Remaining is 0")]
+        return []
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """429 with ``retry_after``/``global`` in the body."""
+        if raw.status != 429:
+            return None
+        body_wait = data.get("retry_after") if isinstance(data, Mapping) else None
+        retry_after = float(body_wait) if isinstance(body_wait, int | float) else None
+        is_global = (isinstance(data, Mapping) and data.get("global") is True) or (
+            (raw.header("X-RateLimit-Global") or "").lower() == "true"
+        )
+        scope_hdr = raw.header("X-RateLimit-Scope") or ("global" if is_global else "")
+        detail = join_message(self.error_message(data), f"scope {scope_hdr}" if scope_hdr else "")
+        if is_global:
+            return self.rate_limited(raw, now, detail, retry_after=retry_after, scope="service")
+        return self.rate_limited(
+            raw, now, detail, retry_after=retry_after, scope="bucket", bucket=self._bucket(raw)
+        )
+
+
+register_policy(DiscordPolicy)
+
+
 class DiscordConfig(SourceConfig):
     """Settings of :class:`DiscordSource` (what a YAML config may set under ``type: discord``)."""
 
-    #: Bot token (``Authorization: Bot <token>``), or an OAuth token with ``token_type: Bearer``.
-    token: Secret
-    #: The guild (server) id.
-    guild_id: str = Field(pattern=r"^\d+$")
-    #: Channel ids to import; default: every text and announcement channel of the guild.
-    channel_ids: list[str] | None = None
-    #: The REST API root; point it at a fake or proxy in tests.
-    base_url: str = "https://discord.com/api/v10"
-    #: Where message links point (``<web_url>/channels/<guild>/<channel>/<message>``).
-    web_url: str = "https://discord.com"
-    #: ``Bot`` for bot tokens, ``Bearer`` for OAuth2 access tokens.
-    token_type: Literal["Bot", "Bearer"] = "Bot"
-    #: Import threads (active and archived public threads) as their own partitions.
-    include_threads: bool = True
-    #: Also list archived public threads (one call per channel and 100 threads).
-    include_archived_threads: bool = True
-    #: Messages per page (``limit``, 1..100).
-    page_size: int = Field(default=100, ge=1, le=100)
-    #: How far before the newest synced message an incremental sync re-reads, to catch edits and
-    #: deletions.
-    lookback_days: float = Field(default=7.0, ge=0)
-    #: Message types imported (0 default, 19 reply, 20 slash command, 23 context menu command);
-    #: system messages (joins, pins, thread-created notices) are skipped and counted.
-    message_types: list[int] = Field(default_factory=lambda: [0, 19, 20, 23])
-    #: Requests per second for this token (Discord's global cap is 50; per-route buckets are
-    #: followed from the ``X-RateLimit-*`` headers on top of this).
-    rate_per_second: float = Field(default=40.0, gt=0)
-    #: Channels and threads read at the same time.
-    max_concurrency: int = Field(default=4, ge=1)
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
-    ]
-    return ConfigError("invalid DiscordSource settings: " + "; ".join(parts))
+    token: Secret = Field(
+        description=(
+            "Bot token (`Authorization: Bot <token>`), or an OAuth token with `token_type: Bearer`."
+        )
+    )
+    guild_id: str = Field(pattern=r"^\d+$", description="The guild (server) id.")
+    channel_ids: list[str] | None = Field(
+        default=None,
+        description=(
+            "Channel ids to import; default: every text and announcement channel of the guild."
+        ),
+    )
+    base_url: str = Field(
+        default="https://discord.com/api/v10",
+        description="The REST API root; point it at a fake or proxy in tests.",
+    )
+    web_url: str = Field(
+        default="https://discord.com",
+        description=(
+            "Where message links point (`<web_url>/channels/<guild>/<channel>/<message>`)."
+        ),
+    )
+    token_type: Literal["Bot", "Bearer"] = Field(
+        default="Bot", description="`Bot` for bot tokens, `Bearer` for OAuth2 access tokens."
+    )
+    include_threads: bool = Field(
+        default=True,
+        description=(
+            "Import threads (active and archived public threads) as their own partitions."
+        ),
+    )
+    include_archived_threads: bool = Field(
+        default=True,
+        description=("Also list archived public threads (one call per channel and 100 threads)."),
+    )
+    page_size: int = Field(
+        default=100, ge=1, le=100, description="Messages per page (`limit`, 1..100)."
+    )
+    lookback_days: float = Field(
+        default=7.0,
+        ge=0,
+        description=(
+            "How far before the newest synced message an incremental sync re-"
+            "reads, to catch edits and deletions."
+        ),
+    )
+    message_types: list[int] = Field(
+        default_factory=lambda: [0, 19, 20, 23],
+        description=(
+            "Message types imported (0 default, 19 reply, 20 slash command, 23 "
+            "context menu command); system messages (joins, pins, thread-created "
+            "notices) are skipped and counted."
+        ),
+    )
+    rate_per_second: float = Field(
+        default=40.0,
+        gt=0,
+        description=(
+            "Requests per second for this token (Discord's global cap is 50; per-"
+            "route buckets are followed from the `X-RateLimit-*` headers on top "
+            "of this)."
+        ),
+    )
+    max_concurrency: int = Field(
+        default=4, ge=1, description="Channels and threads read at the same time."
+    )
 
 
 def _short_hash(doc: Document) -> str:
@@ -212,28 +305,8 @@ class DiscordSource(Source):
         "Message Content intent",
     )
 
-    def __init__(
-        self,
-        *,
-        token: str | Secret,
-        guild_id: str,
-        channel_ids: Sequence[str] | None = None,
-        base_url: str = "https://discord.com/api/v10",
-        include_threads: bool = True,
-        name: str | None = None,
-        **options: Any,
-    ) -> None:
-        try:
-            self.config = DiscordConfig(
-                token=token,  # type: ignore[arg-type]  # validated into a Secret
-                guild_id=str(guild_id),
-                channel_ids=[str(c) for c in channel_ids] if channel_ids is not None else None,
-                base_url=base_url,
-                include_threads=include_threads,
-                **options,
-            )
-        except ValidationError as exc:
-            raise _config_error(exc) from None
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: DiscordConfig = validate_options(DiscordConfig, self.source_type, options)
         super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self._run: _RunState | None = None
 

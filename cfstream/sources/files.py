@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -31,9 +30,9 @@ from cfstream.sources._files import (
     file_times,
     folder_of,
     header_id,
-    validate_options,
 )
-from cfstream.sources.base import Source, SourceConfig, path_option
+from cfstream.sources.base import SourceConfig, path_option
+from cfstream.sources.options import validate_options
 
 __all__ = ("FilesConfig", "FilesSource")
 
@@ -44,16 +43,28 @@ class FilesConfig(SourceConfig):
     """Settings of a files source (the ``files`` type in a YAML config)."""
 
     path: str = path_option("the folder to import")
-    include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.txt"], min_length=1)
-    exclude: list[str] = Field(default_factory=list)
-    folder_headers: bool = True
-    checkpoint_every: int = Field(default=1000, ge=1)
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*.md", "**/*.txt"],
+        min_length=1,
+        description="globs over folder-relative paths that files must match (`**` spans folders)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="globs over folder-relative paths to leave out"
+    )
+    folder_headers: bool = Field(
+        default=True, description="a `collection_header` record per folder"
+    )
+    checkpoint_every: int = Field(
+        default=1000, ge=1, description="files between two checkpoints inside one top-level folder"
+    )
     max_file_bytes: int = Field(
         default=DEFAULT_MAX_FILE_BYTES,
         ge=1,
         description="a bigger file is not read: it becomes a dead letter (default 32 MiB)",
     )
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="top-level folders read at once"
+    )
 
 
 class FilesSource(FileTreeSource):
@@ -77,35 +88,30 @@ class FilesSource(FileTreeSource):
 
     source_type: ClassVar[str] = "files"
     config_model: ClassVar[type[SourceConfig] | None] = FilesConfig
+    positional_option: ClassVar[str | None] = "path"
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
+        /,
         *,
-        include: Sequence[str] = ("**/*.md", "**/*.txt"),
-        exclude: Sequence[str] = (),
-        folder_headers: bool = True,
-        checkpoint_every: int = 1000,
-        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         name: str | None = None,
-        max_concurrency: int | None = None,
+        **options: Any,
     ) -> None:
+        if path is not None:
+            options["path"] = path
+        cfg = validate_options(FilesConfig, self.source_type, options)
+        self.config: FilesConfig = cfg
         super().__init__(
-            path,
-            include=include,
-            exclude=exclude,
-            folder_headers=folder_headers,
-            checkpoint_every=checkpoint_every,
-            max_file_bytes=max_file_bytes,
+            cfg.path,
+            include=cfg.include,
+            exclude=cfg.exclude,
+            folder_headers=cfg.folder_headers,
+            checkpoint_every=cfg.checkpoint_every,
+            max_file_bytes=cfg.max_file_bytes,
             name=name,
-            max_concurrency=max_concurrency,
+            max_concurrency=cfg.max_concurrency,
         )
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> Source:
-        """Build the source from YAML options, validated by :class:`FilesConfig`."""
-        cfg = validate_options(FilesConfig, cls.source_type, options)
-        return cls(name=name, **cfg.model_dump())
 
     def folder_header(self, folder: str) -> Document:
         """The ``collection_header`` record of a folder."""

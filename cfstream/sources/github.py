@@ -37,15 +37,22 @@ from cfstream.context import SourceContext
 from cfstream.errors import ConfigError, HTTPError, NotFoundError, ResponseFormatError
 from cfstream.http import (
     BearerAuth,
-    GitHubPolicy,
+    Gate,
     LinkHeaderPaginator,
     NoAuth,
+    Problem,
     RateLimit,
+    RawResponse,
+    ResponsePolicy,
     Service,
+    join_message,
+    parse_reset,
+    parse_retry_after,
+    register_policy,
 )
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.secrets import Secret
-from cfstream.sources._files import matches_any, validate_options
+from cfstream.sources._files import matches_any
 from cfstream.sources.base import (
     Source,
     SourceConfig,
@@ -55,6 +62,7 @@ from cfstream.sources.base import (
     require_list,
     size_and_digest_problem,
 )
+from cfstream.sources.options import validate_options
 
 __all__ = ("GitHubConfig", "GitHubSource")
 
@@ -79,6 +87,65 @@ _AUTH_HINT = (
 #: blob mode of symbolic links in git trees
 _SYMLINK_MODE = "120000"
 _BINARY_SNIFF = 8192
+
+
+class GitHubPolicy(ResponsePolicy):
+    """GitHub REST: primary limit via ``x-ratelimit-remaining``/``-reset``, secondary via ``retry-after``.
+
+    ``x-ratelimit-remaining: 0`` closes the service until ``x-ratelimit-reset`` (epoch seconds). A
+    403/429 with ``retry-after`` is a secondary limit; one with remaining 0 waits for the reset; a
+    403 whose message mentions a rate limit but gives neither waits 60 s as GitHub's docs ask.
+    """
+
+    name = "github"
+    default_auth_hint = (
+        "check the {service} token and that it has scope repo (or read access to this repository)"
+    )
+
+    def auth_hint(self, service: str, raw: RawResponse, data: Any) -> str:
+        """Names the scopes GitHub says the endpoint accepts (``X-Accepted-OAuth-Scopes``)."""
+        accepted = raw.header("X-Accepted-OAuth-Scopes")
+        if accepted and not self.custom_hint:
+            return f"check the {service} token and that it has scope {accepted}"
+        return super().auth_hint(service, raw, data)
+
+    def gates(self, raw: RawResponse, now: float) -> list[Gate]:
+        """Close the service until the reset when the primary budget is spent."""
+        if raw.header("x-ratelimit-remaining") == "0":
+            wait = parse_reset(raw.header("x-ratelimit-reset"), now=now)
+            if wait:
+                return [
+                    Gate(
+                        now + wait,
+                        None,
+                        "x-ratelimit-remaining is 0; waiting for x-ratelimit-reset",
+                    )
+                ]
+        return []
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """403/429 rate limits (primary and secondary)."""
+        if raw.status not in (403, 429):
+            return None
+        detail = self.error_message(data)
+        retry_after = parse_retry_after(raw.header("retry-after"), now=now)
+        if retry_after is not None:
+            return self.rate_limited(
+                raw, now, join_message("secondary rate limit", detail), retry_after=retry_after
+            )
+        if raw.header("x-ratelimit-remaining") == "0":
+            wait = parse_reset(raw.header("x-ratelimit-reset"), now=now)
+            return self.rate_limited(
+                raw, now, join_message("primary rate limit", detail), retry_after=wait or 60.0
+            )
+        if "rate limit" in detail.lower():
+            return self.rate_limited(
+                raw, now, join_message("secondary rate limit", detail), retry_after=60.0
+            )
+        return None
+
+
+register_policy(GitHubPolicy)
 
 
 class GitHubConfig(SourceConfig):
@@ -290,62 +357,10 @@ class GitHubSource(Source):
         "fine-grained token: Contents, Issues, Pull requests and Metadata: read",
     )
 
-    def __init__(
-        self,
-        *,
-        owner: str | None = None,
-        repo: str | None = None,
-        repos: Sequence[str] | None = None,
-        token: str | Secret | None = None,
-        base_url: str = "https://api.github.com",
-        ref: str | None = None,
-        path: str | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        content: Sequence[ContentKind] = ("files", "issues"),
-        state: Literal["open", "closed", "all"] = "all",
-        labels: Sequence[str] | None = None,
-        since: datetime | str | None = None,
-        comments: bool = True,
-        max_file_size: int = 1_000_000,
-        per_page: int = 100,
-        requests_per_second: float | None = 15.0,
-        max_in_flight: int = 8,
-        checkpoint_every: int = 200,
-        max_concurrency: int = 4,
-        name: str | None = None,
-    ) -> None:
-        options: dict[str, Any] = {
-            "owner": owner,
-            "repo": repo,
-            "repos": list(repos or []),
-            "token": token,
-            "base_url": base_url,
-            "ref": ref,
-            "path": path,
-            "include": list(include or []),
-            "exclude": list(exclude or []),
-            "content": list(content),
-            "state": state,
-            "labels": list(labels or []),
-            "since": since,
-            "comments": comments,
-            "max_file_size": max_file_size,
-            "per_page": per_page,
-            "requests_per_second": requests_per_second,
-            "max_in_flight": max_in_flight,
-            "checkpoint_every": checkpoint_every,
-            "max_concurrency": max_concurrency,
-        }
-        self.config: GitHubConfig = validate_options(GitHubConfig, "github", options)
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: GitHubConfig = validate_options(GitHubConfig, self.source_type, options)
         super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self.repos = [_Repo(*n.split("/", 1)) for n in self.config.repo_names()]
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> GitHubSource:
-        """Build the source from config options (validated by :class:`GitHubConfig`)."""
-        cfg = validate_options(GitHubConfig, "github", options)
-        return cls(name=name, **cfg.model_dump(exclude={"token"}), token=cfg.token)
 
     # -- partitions ------------------------------------------------------------------------------
 
@@ -367,6 +382,13 @@ class GitHubSource(Source):
             if self._issue_kind:
                 out.append(f"{repo.full}:{self._issue_kind}")
         return out
+
+    async def authenticate(self, ctx: SourceContext) -> None:
+        """``GET /repos/{owner}/{repo}`` for each repository: an AuthError (or NotFoundError)
+        says what to check before a sync starts."""
+        svc = self._service(ctx)
+        for repo in self.repos:
+            await svc.get(repo.api)
 
     def _service(self, ctx: SourceContext) -> Service:
         cfg = self.config

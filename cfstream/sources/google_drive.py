@@ -57,10 +57,20 @@ from cfstream.errors import (
     ResponseFormatError,
     SourceError,
 )
-from cfstream.http import GooglePolicy, HttpClient, JsonResponse, RateLimit, SeenRequests, Service
-from cfstream.http.policies import Problem, RawResponse
+from cfstream.http import (
+    HttpClient,
+    JsonResponse,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    SeenRequests,
+    Service,
+    get_path,
+    join_message,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp
-from cfstream.sources._files import validate_options
 from cfstream.sources._google_auth import (
     DRIVE_READONLY_SCOPE,
     AccessTokenCredentials,
@@ -78,6 +88,7 @@ from cfstream.sources.base import (
     is_transient,
     size_and_digest_problem,
 )
+from cfstream.sources.options import validate_options
 
 __all__ = (
     "AccessTokenCredentials",
@@ -148,6 +159,61 @@ _FLUSH_ITEMS = 500
 _DRIVE = "/drive/v3"
 
 T = TypeVar("T")
+
+
+_GOOGLE_RATE = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+#: 403 reasons about one file, not the credential: retrying or re-authenticating will not help
+_GOOGLE_PER_FILE = frozenset(
+    {
+        "exportSizeLimitExceeded",
+        "fileNotDownloadable",
+        "fileNotExportable",
+        "cannotDownloadAbusiveFile",
+        "downloadQuotaExceeded",
+    }
+)
+
+
+class GooglePolicy(ResponsePolicy):
+    """Google APIs: 403 ``rateLimitExceeded``/``userRateLimitExceeded`` and 429 are rate limits.
+
+    Google sends no ``Retry-After``, so those waits use exponential backoff with jitter.
+    """
+
+    name = "google"
+    default_auth_hint = (
+        "check the {service} access token (it may have expired) and that it has scope "
+        "https://www.googleapis.com/auth/drive.readonly, and that the file is shared with the account"
+    )
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """Rate-limit reasons in the ``error.errors[].reason`` envelope."""
+        if raw.status not in (403, 429):
+            return None
+        errors = get_path(data, "error.errors")
+        reasons = (
+            {e.get("reason") for e in errors if isinstance(e, Mapping)}
+            if isinstance(errors, list)
+            else set()
+        )
+        if raw.status == 429 or reasons & _GOOGLE_RATE:
+            why = ", ".join(sorted(r for r in reasons if isinstance(r, str))) or "429"
+            return self.rate_limited(
+                raw, now, join_message(why, self.error_message(data)), scope="request"
+            )
+        per_file = sorted(r for r in reasons & _GOOGLE_PER_FILE if isinstance(r, str))
+        if per_file:
+            return Problem(
+                ClientError,
+                join_message(
+                    ", ".join(per_file), self.error_message(data), "this file cannot be read"
+                ),
+                f"google_{per_file[0]}",
+            )
+        return None
+
+
+register_policy(GooglePolicy, "gdrive", "google-drive", "google_drive", "drive")
 
 
 class GoogleDriveConfig(SourceConfig):
@@ -406,51 +472,14 @@ class GoogleDriveSource(Source):
     config_model: ClassVar[type[SourceConfig] | None] = GoogleDriveConfig
     required_scopes: ClassVar[tuple[str, ...]] = (DRIVE_READONLY_SCOPE,)
 
-    def __init__(
-        self,
-        *,
-        credentials: str
-        | Mapping[str, Any]
-        | OAuthCredentials
-        | ServiceAccountCredentials
-        | AccessTokenCredentials
-        | CredentialsFile,
-        folder_ids: Sequence[str] | None = None,
-        drive_id: str | None = None,
-        base_url: str = "https://www.googleapis.com",
-        token_url: str = "https://oauth2.googleapis.com/token",
-        binaries: Literal["metadata", "skip"] = "metadata",
-        max_export_bytes: int = 10 * 1024 * 1024,
-        page_size: int = 100,
-        fetch_concurrency: int = 8,
-        requests_per_second: float = 10.0,
-        name: str | None = None,
-        max_concurrency: int | None = None,
-    ) -> None:
-        options = {
-            "credentials": credentials,
-            "folder_ids": list(folder_ids) if folder_ids is not None else None,
-            "drive_id": drive_id,
-            "base_url": base_url,
-            "token_url": token_url,
-            "binaries": binaries,
-            "max_export_bytes": max_export_bytes,
-            "page_size": page_size,
-            "fetch_concurrency": fetch_concurrency,
-            "requests_per_second": requests_per_second,
-            "max_concurrency": max_concurrency,
-        }
-        self.config = _validate(options)
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: GoogleDriveConfig = validate_options(
+            GoogleDriveConfig, self.source_type, options
+        )
         super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self.auth = GoogleTokenAuth(self.config.credentials, token_url=self.config.token_url)
         self._api: _Api | None = None
         self._api_run: RunContext | None = None
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> Source:
-        """Build the source from YAML options, validated by :class:`GoogleDriveConfig`."""
-        cfg = _validate(options)
-        return cls(name=name, **{k: getattr(cfg, k) for k in GoogleDriveConfig.model_fields})
 
     def __repr__(self) -> str:
         where = (
@@ -494,10 +523,6 @@ class GoogleDriveSource(Source):
             self._api = _Api(self, ctx.http)
             self._api_run = ctx.run
         return self._api
-
-
-def _validate(options: Mapping[str, Any]) -> GoogleDriveConfig:
-    return validate_options(GoogleDriveConfig, "google_drive", options)
 
 
 class _PartitionReader:

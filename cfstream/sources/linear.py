@@ -25,24 +25,33 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, NotFoundError
+from cfstream.errors import AuthError, ClientError, NotFoundError, TransientError
 from cfstream.http import (
     Auth,
     BearerAuth,
+    Gate,
     GraphQLPaginator,
     HeaderAuth,
     JsonResponse,
-    LinearPolicy,
+    Problem,
     RateLimit,
+    RawResponse,
+    ResponsePolicy,
     Service,
     get_path,
+    join_message,
+    parse_reset,
+    parse_retry_after,
+    register_policy,
 )
+from cfstream.http.policies import RETRY_STATUSES
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone, record_uuid
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.options import validate_options
 
 __all__ = (
     "COMMENTS_QUERY",
@@ -190,34 +199,142 @@ _AUTH_HINT = (
 _MAX_RECENT: Final = 5000
 
 
+class LinearPolicy(ResponsePolicy):
+    """Linear GraphQL: ``errors[].extensions.code == "RATELIMITED"`` is a rate limit at any status.
+
+    Any other GraphQL error becomes a typed error (never data): authentication codes an
+    :class:`~cfstream.errors.AuthError`, the rest a :class:`~cfstream.errors.ClientError`.
+    ``X-RateLimit-Requests-Remaining: 0`` closes the service until ``X-RateLimit-Requests-Reset``.
+    """
+
+    name = "linear"
+    default_auth_hint = (
+        "check the {service} API key (personal keys are sent without 'Bearer') and that it can "
+        "read the team"
+    )
+
+    def gates(self, raw: RawResponse, now: float) -> list[Gate]:
+        """Close the service when the request or complexity budget is spent."""
+        out: list[Gate] = []
+        for kind in ("Requests", "Complexity"):
+            if raw.header(f"X-RateLimit-{kind}-Remaining") == "0":
+                wait = parse_reset(raw.header(f"X-RateLimit-{kind}-Reset"), now=now)
+                if wait:
+                    out.append(Gate(now + wait, None, f"X-RateLimit-{kind}-Remaining is 0"))
+        return out
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """GraphQL ``errors`` in the body, whatever the HTTP status."""
+        errors = data.get("errors") if isinstance(data, Mapping) else None
+        if not isinstance(errors, list) or not errors:
+            if raw.status == 429:
+                return self._rate_limit(raw, now, "429 Too Many Requests")
+            return None
+        codes: list[str] = []
+        for err in errors:
+            ext = err.get("extensions") if isinstance(err, Mapping) else None
+            if isinstance(ext, Mapping):
+                codes += [str(ext.get("code") or "").upper(), str(ext.get("type") or "").upper()]
+        message = self.error_message(data)
+        if raw.status == 429 or "RATELIMITED" in codes:
+            return self._rate_limit(raw, now, message)
+        if {"AUTHENTICATION_ERROR", "AUTHENTICATION ERROR", "FORBIDDEN"} & set(
+            codes
+        ) or raw.status in (401, 403):
+            return Problem(
+                AuthError,
+                join_message("GraphQL error", message, self.auth_hint(service, raw, data)),
+                "graphql_auth",
+            )
+        if raw.status in RETRY_STATUSES:
+            return Problem(
+                TransientError,
+                join_message("server error", message),
+                f"http_{raw.status}",
+                scope="request",
+            )
+        return Problem(ClientError, join_message("GraphQL error", message), "graphql_error")
+
+    def _rate_limit(self, raw: RawResponse, now: float, detail: str) -> Problem:
+        wait = parse_retry_after(raw.header("Retry-After"), now=now)
+        if wait is None:
+            wait = parse_reset(raw.header("X-RateLimit-Requests-Reset"), now=now)
+        return self.rate_limited(raw, now, join_message("RATELIMITED", detail), retry_after=wait)
+
+
+register_policy(LinearPolicy)
+
+
 class LinearConfig(SourceConfig):
     """Settings of :class:`LinearSource` (what a YAML ``type: linear`` source may set)."""
 
-    #: a personal API key (Settings -> Security & access -> Personal API keys), sent as-is
-    api_key: Secret | None = None
-    #: an OAuth 2.0 access token with scope ``read``, sent as ``Bearer <token>``
-    oauth_token: Secret | None = None
-    #: team IDs to import; None imports every team the credential can see
-    team_ids: list[str] | None = None
-    #: the API origin (``/graphql`` is appended); point it at a fake or a proxy in tests
-    base_url: str = "https://api.linear.app"
-    #: what to import
-    content: list[ContentKind] = Field(default_factory=lambda: list(CONTENT_KINDS))
-    #: nodes per GraphQL page (Linear allows 1..250; 50 is its default)
-    page_size: int = Field(50, ge=1, le=250)
-    #: keep archived (not trashed) items as documents instead of deleting them
-    include_archived: bool = False
-    #: seconds re-read before the saved cursor, so late commits are not missed (unchanged items
-    #: seen again are skipped)
-    lookback_seconds: float = Field(60.0, ge=0)
-    #: pages between two checkpoints (a crash refetches at most this many pages per partition)
-    checkpoint_every: int = Field(1, ge=1)
-    #: sustained request rate (Linear allows about 5,000 requests an hour per key)
-    requests_per_second: float = Field(1.3, gt=0)
-    #: requests that may go at once before the sustained rate applies
-    burst: int = Field(10, ge=1)
-    #: requests in flight at once for this credential
-    http_concurrency: int = Field(4, ge=1)
+    api_key: Secret | None = Field(
+        default=None,
+        description=(
+            "a personal API key (Settings -> Security & access -> Personal API keys), sent as-is"
+        ),
+    )
+    oauth_token: Secret | None = Field(
+        default=None,
+        description=("an OAuth 2.0 access token with scope `read`, sent as `Bearer <token>`"),
+    )
+    team_ids: list[str] | None = Field(
+        default=None,
+        description="team IDs to import; None imports every team the credential can see",
+    )
+    base_url: str = Field(
+        default="https://api.linear.app",
+        description=(
+            "the API origin (`/graphql` is appended); point it at a fake or a proxy in tests"
+        ),
+    )
+    content: list[ContentKind] = Field(
+        default_factory=lambda: list(CONTENT_KINDS), description="what to import"
+    )
+    page_size: int = Field(
+        50,
+        ge=1,
+        le=250,
+        description="nodes per GraphQL page (Linear allows 1..250; 50 is its default)",
+    )
+    include_archived: bool = Field(
+        default=False,
+        description=("keep archived (not trashed) items as documents instead of deleting them"),
+    )
+    lookback_seconds: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "seconds re-read before the saved cursor, so late commits are not "
+            "missed (unchanged items seen again are skipped)"
+        ),
+    )
+    checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description=(
+            "pages between two checkpoints (a crash refetches at most this many "
+            "pages per partition)"
+        ),
+    )
+    requests_per_second: float = Field(
+        1.3,
+        gt=0,
+        description=("sustained request rate (Linear allows about 5,000 requests an hour per key)"),
+    )
+    burst: int = Field(
+        10, ge=1, description="requests that may go at once before the sustained rate applies"
+    )
+    http_concurrency: int = Field(
+        4, ge=1, description="requests in flight at once for this credential"
+    )
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "partitions (teams and content kinds) read at once; None: the source's default (4)"
+        ),
+    )
 
     @field_validator("content")
     @classmethod
@@ -238,14 +355,6 @@ class LinearConfig(SourceConfig):
         if (self.api_key is None) == (self.oauth_token is None):
             raise ValueError("give exactly one of api_key (personal API key) or oauth_token")
         return self
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "linear"
-        parts.append(f"{where}: {err['msg']}")
-    return ConfigError("invalid linear source options: " + "; ".join(parts))
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -626,18 +735,9 @@ class LinearSource(Source):
     config_model: ClassVar[type[SourceConfig] | None] = LinearConfig
     required_scopes: ClassVar[tuple[str, ...]] = ("read",)
 
-    def __init__(
-        self,
-        *,
-        name: str | None = None,
-        max_concurrency: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(name=name, max_concurrency=max_concurrency)
-        try:
-            self.config: LinearConfig = LinearConfig(**options)
-        except ValidationError as exc:
-            raise _config_error(exc) from None
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: LinearConfig = validate_options(LinearConfig, self.source_type, options)
+        super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self._map = _Mapper(self.source_type, self)
         self._teams: list[dict[str, Any]] | None = None
 

@@ -33,11 +33,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import ConfigError, HTTPError, NotFoundError
-from cfstream.http import BearerAuth, BodyCursorPaginator, NotionPolicy, RateLimit, Service
+from cfstream.errors import ConfigError, HTTPError, NotFoundError, TransientError
+from cfstream.http import (
+    BearerAuth,
+    BodyCursorPaginator,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    Service,
+    join_message,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources._notion_markdown import (
@@ -49,6 +59,7 @@ from cfstream.sources._notion_markdown import (
     strip_signature,
 )
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.options import validate_options
 
 __all__ = ("NotionConfig", "NotionSource")
 
@@ -74,41 +85,127 @@ def _normalize_id(value: str) -> str:
     return "-".join(matches[-1]).lower()
 
 
+class NotionPolicy(ResponsePolicy):
+    """Notion: the ``{"object": "error", "status", "code", "message"}`` envelope.
+
+    ``rate_limited`` (429) honours ``Retry-After``; ``object_not_found`` says to share the page with
+    the integration; ``conflict_error`` and 529 ``service_overload`` are retried.
+    """
+
+    name = "notion"
+    default_auth_hint = (
+        "check the {service} integration token and that the page or database is shared with the "
+        "integration (page menu -> Connections)"
+    )
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """Notion error codes."""
+        if not isinstance(data, Mapping) or data.get("object") != "error":
+            return None
+        code = str(data.get("code") or "")
+        message = self.error_message(data)
+        if code == "rate_limited" or raw.status == 429:
+            return self.rate_limited(raw, now, join_message(code, message))
+        if code == "object_not_found":
+            return Problem(
+                NotFoundError,
+                join_message(
+                    message, "share the page or database with the integration, or check the ID"
+                ),
+                "http_404",
+            )
+        if code in (
+            "conflict_error",
+            "service_overload",
+            "internal_server_error",
+            "service_unavailable",
+        ):
+            return Problem(
+                TransientError, join_message(code, message), f"notion_{code}", scope="request"
+            )
+        return None
+
+
+register_policy(NotionPolicy)
+
+
 class NotionConfig(SourceConfig):
     """Settings of the Notion connector (what a YAML config may set under a ``notion`` source)."""
 
-    #: the integration token ("Internal Integration Secret"), sent as ``Authorization: Bearer``
-    token: Secret
-    #: databases to import (their rows, and pages/databases under the rows)
-    database_ids: list[str] = Field(default_factory=list)
-    #: root pages to import, with every page and database below them
-    page_ids: list[str] = Field(default_factory=list)
-    #: import everything shared with the integration, found through the search endpoint
-    search: bool = False
-    #: the API's origin (a fake or a proxy in tests)
-    base_url: str = "https://api.notion.com"
-    #: the ``Notion-Version`` header; the connector speaks 2022-06-28 (database queries)
-    notion_version: str = "2022-06-28"
-    #: items per request (Notion's maximum is 100)
-    page_size: int = Field(100, ge=1, le=100)
-    #: sustained requests per second (Notion allows an average of 3 per integration)
-    requests_per_second: float = Field(3.0, gt=0)
-    #: requests allowed at once after an idle period
-    burst: int = Field(3, ge=1)
-    #: partitions read at the same time
-    max_concurrency: int = Field(3, ge=1)
-    #: in database and page partitions, also import child pages and child databases
-    follow_children: bool = True
-    #: tombstone pages that disappeared (costs one extra listing per database per sync)
-    detect_deletions: bool = True
-    #: look up author names with ``GET /v1/users/{id}`` (needs "Read user information")
-    resolve_users: bool = True
-    #: safety margin for minute-granular timestamps and clock skew, in seconds
-    lookback_seconds: int = Field(120, ge=0)
-    #: deepest block nesting followed inside one page
-    max_block_depth: int = Field(32, ge=1)
-    #: the workspace collection's name in search mode (default: the integration's workspace name)
-    workspace_name: str | None = None
+    token: Secret = Field(
+        description=(
+            'the integration token ("Internal Integration Secret"), sent as `Authorization: Bearer`'
+        )
+    )
+    database_ids: list[str] = Field(
+        default_factory=list,
+        description="databases to import (their rows, and pages/databases under the rows)",
+    )
+    page_ids: list[str] = Field(
+        default_factory=list,
+        description="root pages to import, with every page and database below them",
+    )
+    search: bool = Field(
+        default=False,
+        description=(
+            "import everything shared with the integration, found through the search endpoint"
+        ),
+    )
+    base_url: str = Field(
+        default="https://api.notion.com",
+        description="the API's origin (a fake or a proxy in tests)",
+    )
+    notion_version: str = Field(
+        default="2022-06-28",
+        description=(
+            "the `Notion-Version` header; the connector speaks 2022-06-28 (database queries)"
+        ),
+    )
+    page_size: int = Field(
+        100, ge=1, le=100, description="items per request (Notion's maximum is 100)"
+    )
+    requests_per_second: float = Field(
+        3.0,
+        gt=0,
+        description=(
+            "sustained requests per second (Notion allows an average of 3 per integration)"
+        ),
+    )
+    burst: int = Field(3, ge=1, description="requests allowed at once after an idle period")
+    max_concurrency: int = Field(3, ge=1, description="partitions read at the same time")
+    follow_children: bool = Field(
+        default=True,
+        description=(
+            "in database and page partitions, also import child pages and child databases"
+        ),
+    )
+    detect_deletions: bool = Field(
+        default=True,
+        description=(
+            "tombstone pages that disappeared (costs one extra listing per database per sync)"
+        ),
+    )
+    resolve_users: bool = Field(
+        default=True,
+        description=(
+            'look up author names with `GET /v1/users/{id}` (needs "Read user information")'
+        ),
+    )
+    lookback_seconds: int = Field(
+        120,
+        ge=0,
+        description=("safety margin for minute-granular timestamps and clock skew, in seconds"),
+    )
+    max_block_depth: int = Field(
+        32, ge=1, description="deepest block nesting followed inside one page"
+    )
+    workspace_name: str | None = Field(
+        default=None,
+        description=(
+            "the workspace collection's name in search mode (default: the "
+            "integration's workspace name)"
+        ),
+    )
 
     @field_validator("database_ids", "page_ids")
     @classmethod
@@ -289,41 +386,9 @@ class NotionSource(Source):
         "Read user information without email addresses (optional: author names)",
     )
 
-    def __init__(
-        self,
-        *,
-        token: str | Secret,
-        database_ids: Sequence[str] | None = None,
-        page_ids: Sequence[str] | None = None,
-        search: bool = False,
-        base_url: str = "https://api.notion.com",
-        notion_version: str = "2022-06-28",
-        name: str | None = None,
-        max_concurrency: int | None = None,
-        **options: Any,
-    ) -> None:
-        extra: dict[str, Any] = {}
-        if max_concurrency is not None:
-            extra["max_concurrency"] = max_concurrency
-        try:
-            cfg = NotionConfig(
-                token=token if isinstance(token, Secret) else Secret(str(token)),
-                database_ids=list(database_ids or []),
-                page_ids=list(page_ids or []),
-                search=search,
-                base_url=base_url,
-                notion_version=notion_version,
-                **options,
-                **extra,
-            )
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise ConfigError(f"notion source: {problems}") from None
-        super().__init__(name=name, max_concurrency=cfg.max_concurrency)
-        self.config = cfg
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: NotionConfig = validate_options(NotionConfig, self.source_type, options)
+        super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self._users: dict[str, str] = {}
         self._workspace: tuple[str, str] | None = None
 

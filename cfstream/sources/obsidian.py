@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, ClassVar
@@ -38,7 +38,7 @@ import orjson
 import yaml
 from pydantic import Field
 
-from cfstream import _yaml as safe_yaml
+from cfstream import safe_yaml
 from cfstream.records import Document, Relationship, parse_timestamp
 from cfstream.sources._files import (
     DEFAULT_MAX_FILE_BYTES,
@@ -51,9 +51,9 @@ from cfstream.sources._files import (
     file_times,
     folder_of,
     header_id,
-    validate_options,
 )
-from cfstream.sources.base import Source, SourceConfig, path_option
+from cfstream.sources.base import SourceConfig, path_option
+from cfstream.sources.options import validate_options
 
 __all__ = ("ObsidianConfig", "ObsidianSource", "VaultIndex", "parse_note_links")
 
@@ -74,19 +74,31 @@ class ObsidianConfig(SourceConfig):
     """Settings of an Obsidian source (the ``obsidian`` type in a YAML config)."""
 
     vault_path: str = path_option("the vault folder (the one holding .obsidian/)")
-    include: list[str] = Field(default_factory=lambda: ["**/*.md"], min_length=1)
-    exclude: list[str] = Field(default_factory=list)
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*.md"],
+        min_length=1,
+        description="globs over vault-relative paths that notes must match (`**` spans folders)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="globs over vault-relative paths to leave out"
+    )
     vault_name: str | None = Field(
         default=None, description="name used in obsidian:// URLs; default: the folder's name"
     )
-    folder_headers: bool = True
-    checkpoint_every: int = Field(default=1000, ge=1)
+    folder_headers: bool = Field(
+        default=True, description="a `collection_header` record per folder"
+    )
+    checkpoint_every: int = Field(
+        default=1000, ge=1, description="files between two checkpoints inside one folder"
+    )
     max_file_bytes: int = Field(
         default=DEFAULT_MAX_FILE_BYTES,
         ge=1,
         description="a bigger file is not read: it becomes a dead letter (default 32 MiB)",
     )
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="top-level folders read at once"
+    )
 
 
 @dataclass(slots=True)
@@ -315,38 +327,32 @@ class ObsidianSource(FileTreeSource):
 
     source_type: ClassVar[str] = "obsidian"
     config_model: ClassVar[type[SourceConfig] | None] = ObsidianConfig
+    positional_option: ClassVar[str | None] = "vault_path"
 
     def __init__(
         self,
-        vault_path: str | os.PathLike[str],
+        vault_path: str | os.PathLike[str] | None = None,
+        /,
         *,
-        include: Sequence[str] = ("**/*.md",),
-        exclude: Sequence[str] = (),
-        vault_name: str | None = None,
-        folder_headers: bool = True,
-        checkpoint_every: int = 1000,
-        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         name: str | None = None,
-        max_concurrency: int | None = None,
+        **options: Any,
     ) -> None:
+        if vault_path is not None:
+            options["vault_path"] = vault_path
+        cfg = validate_options(ObsidianConfig, self.source_type, options)
+        self.config: ObsidianConfig = cfg
         super().__init__(
-            vault_path,
-            include=include,
-            exclude=exclude,
-            folder_headers=folder_headers,
-            checkpoint_every=checkpoint_every,
-            max_file_bytes=max_file_bytes,
+            cfg.vault_path,
+            include=cfg.include,
+            exclude=cfg.exclude,
+            folder_headers=cfg.folder_headers,
+            checkpoint_every=cfg.checkpoint_every,
+            max_file_bytes=cfg.max_file_bytes,
             name=name,
-            max_concurrency=max_concurrency,
+            max_concurrency=cfg.max_concurrency,
         )
-        self.vault_name = vault_name or self.root.resolve().name
+        self.vault_name = cfg.vault_name or self.root.resolve().name
         self._index = VaultIndex()
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any], *, name: str | None = None) -> Source:
-        """Build the source from YAML options, validated by :class:`ObsidianConfig`."""
-        cfg = validate_options(ObsidianConfig, cls.source_type, options)
-        return cls(name=name, **cfg.model_dump())
 
     # -- FileTreeSource hooks ----------------------------------------------------------------
 

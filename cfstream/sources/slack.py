@@ -33,14 +33,31 @@ from typing import Any, ClassVar
 
 import anyio
 import orjson
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from cfstream.context import SourceContext
-from cfstream.errors import AuthError, ConfigError, NotFoundError, SourceError
-from cfstream.http import BearerAuth, BodyCursorPaginator, RateLimit, Service, SlackPolicy
+from cfstream.errors import (
+    AuthError,
+    ClientError,
+    NotFoundError,
+    SourceError,
+    TransientError,
+)
+from cfstream.http import (
+    BearerAuth,
+    BodyCursorPaginator,
+    Problem,
+    RateLimit,
+    RawResponse,
+    ResponsePolicy,
+    Service,
+    join_message,
+    register_policy,
+)
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources.base import Source, SourceConfig, SourceOutput
+from cfstream.sources.options import validate_options
 
 __all__ = ("SlackConfig", "SlackSource")
 
@@ -56,45 +73,173 @@ _AUTH_HINT = (
 )
 
 
+_SLACK_AUTH = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "ekm_access_denied",
+    }
+)
+_SLACK_TRANSIENT = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+_SLACK_NOT_FOUND = {
+    "not_in_channel": "invite the app to the channel (/invite @your-app) or use a token of a member",
+    "channel_not_found": (
+        "check the channel ID and that the token can see it (invite the app to private channels)"
+    ),
+    "thread_not_found": "the thread's parent message is gone or the ts is wrong",
+    "user_not_found": "check the user ID",
+    "message_not_found": "the message was deleted or the ts is wrong",
+}
+
+
+class SlackPolicy(ResponsePolicy):
+    """Slack Web API: HTTP 200 with ``{"ok": false, "error": ...}`` is an error.
+
+    ``ratelimited`` (at 200 or 429) is a rate limit honouring ``Retry-After``, kept per method;
+    ``invalid_auth``/``not_authed``/``account_inactive``/``token_revoked`` are auth errors;
+    ``missing_scope`` names the scope needed; ``not_in_channel``/``channel_not_found`` are
+    not-found errors that say what to do; other codes are client errors.
+    """
+
+    name = "slack"
+    default_auth_hint = (
+        "check the {service} token (xoxb-/xoxp-) and that it has scopes channels:read and "
+        "channels:history (groups:/im:/mpim: for private conversations)"
+    )
+
+    def inspect(self, raw: RawResponse, data: Any, service: str, now: float) -> Problem | None:
+        """Slack's ``ok: false`` envelope."""
+        if not isinstance(data, Mapping) or data.get("ok") is not False:
+            if raw.status == 429:
+                return self.rate_limited(
+                    raw, now, "429 Too Many Requests", scope="bucket", bucket=raw.route
+                )
+            return None
+        code = str(data.get("error") or "unknown_error")
+        if code == "ratelimited" or raw.status == 429:
+            return self.rate_limited(
+                raw, now, f"slack error {code!r}", scope="bucket", bucket=raw.route
+            )
+        if code == "missing_scope":
+            needed = data.get("needed")
+            hint = (
+                f"the {service} token lacks scope {needed}; add it to the app and reinstall"
+                if needed
+                else self.auth_hint(service, raw, data)
+            )
+            return Problem(
+                AuthError, join_message("slack error 'missing_scope'", hint), "slack_missing_scope"
+            )
+        if code in _SLACK_AUTH:
+            return Problem(
+                AuthError,
+                join_message(f"slack error {code!r}", self.auth_hint(service, raw, data)),
+                f"slack_{code}",
+            )
+        if code in _SLACK_NOT_FOUND:
+            return Problem(
+                NotFoundError,
+                join_message(f"slack error {code!r}", _SLACK_NOT_FOUND[code]),
+                f"slack_{code}",
+            )
+        if code in _SLACK_TRANSIENT:
+            return Problem(
+                TransientError, f"slack error {code!r}", f"slack_{code}", scope="request"
+            )
+        return Problem(ClientError, f"slack error {code!r}", f"slack_{code}")
+
+
+register_policy(SlackPolicy)
+
+
 class SlackConfig(SourceConfig):
     """Settings of :class:`SlackSource` (what a YAML config may set under ``type: slack``)."""
 
-    #: Bot (``xoxb-``) or user (``xoxp-``) token; sent as ``Authorization: Bearer``.
-    token: Secret
-    #: Channels to import, by id (``C0123ABCD``) or name (``general`` or ``#general``).
-    channels: list[str] | None = None
-    #: Import every channel the token can see (and, for bots, is a member of).
-    all_channels: bool = False
-    #: The Web API root; point it at a fake or proxy in tests.
-    base_url: str = "https://slack.com/api"
-    #: Fetch thread replies (``conversations.replies``) as their own records.
-    include_threads: bool = True
-    #: With ``all_channels``: include private channels the token can see.
-    include_private: bool = True
-    #: With ``all_channels``: include archived channels.
-    include_archived: bool = False
-    #: Messages per history/replies page (Slack allows up to 999; new non-Marketplace apps 15).
-    page_size: int = Field(default=200, ge=1, le=999)
-    #: How far before the newest message an incremental sync re-reads, to catch edits, deletions
-    #: and new thread replies.
-    lookback_days: float = Field(default=7.0, ge=0)
-    #: Ignore messages older than this on the first sync (ISO 8601 or datetime).
-    since: datetime | None = None
-    #: Message subtypes not imported (counted as skipped).
-    exclude_subtypes: list[str] = Field(default_factory=lambda: ["channel_join", "channel_leave"])
-    #: Resolve user ids (authors and ``<@U..>`` mentions) to names with ``users.info``.
-    resolve_users: bool = True
-    #: Workspace URL for permalinks (``https://acme.slack.com/``); default: from ``auth.test``.
-    workspace_url: str | None = None
-    #: Requests per minute to conversations.history/replies (Tier 3: 50; new non-Marketplace
-    #: apps: 1).
-    history_rate_per_minute: float = Field(default=50.0, gt=0)
-    #: Requests per minute to conversations.list/info and auth.test (Tier 2: 20).
-    list_rate_per_minute: float = Field(default=20.0, gt=0)
-    #: Requests per minute to users.info (Tier 4: 100).
-    users_rate_per_minute: float = Field(default=100.0, gt=0)
-    #: Channels read at the same time.
-    max_concurrency: int = Field(default=4, ge=1)
+    token: Secret = Field(
+        description=("Bot (`xoxb-`) or user (`xoxp-`) token; sent as `Authorization: Bearer`.")
+    )
+    channels: list[str] | None = Field(
+        default=None,
+        description=("Channels to import, by id (`C0123ABCD`) or name (`general` or `#general`)."),
+    )
+    all_channels: bool = Field(
+        default=False,
+        description=("Import every channel the token can see (and, for bots, is a member of)."),
+    )
+    base_url: str = Field(
+        default="https://slack.com/api",
+        description="The Web API root; point it at a fake or proxy in tests.",
+    )
+    include_threads: bool = Field(
+        default=True,
+        description="Fetch thread replies (`conversations.replies`) as their own records.",
+    )
+    include_private: bool = Field(
+        default=True, description="With `all_channels`: include private channels the token can see."
+    )
+    include_archived: bool = Field(
+        default=False, description="With `all_channels`: include archived channels."
+    )
+    page_size: int = Field(
+        default=200,
+        ge=1,
+        le=999,
+        description=(
+            "Messages per history/replies page (Slack allows up to 999; new non-"
+            "Marketplace apps 15)."
+        ),
+    )
+    lookback_days: float = Field(
+        default=7.0,
+        ge=0,
+        description=(
+            "How far before the newest message an incremental sync re-reads, to "
+            "catch edits, deletions and new thread replies."
+        ),
+    )
+    since: datetime | None = Field(
+        default=None,
+        description=("Ignore messages older than this on the first sync (ISO 8601 or datetime)."),
+    )
+    exclude_subtypes: list[str] = Field(
+        default_factory=lambda: ["channel_join", "channel_leave"],
+        description="Message subtypes not imported (counted as skipped).",
+    )
+    resolve_users: bool = Field(
+        default=True,
+        description=(
+            "Resolve user ids (authors and `<@U..>` mentions) to names with `users.info`."
+        ),
+    )
+    workspace_url: str | None = Field(
+        default=None,
+        description=(
+            "Workspace URL for permalinks (`https://acme.slack.com/`); default: from `auth.test`."
+        ),
+    )
+    history_rate_per_minute: float = Field(
+        default=50.0,
+        gt=0,
+        description=(
+            "Requests per minute to conversations.history/replies (Tier 3: 50; "
+            "new non-Marketplace apps: 1)."
+        ),
+    )
+    list_rate_per_minute: float = Field(
+        default=20.0,
+        gt=0,
+        description=("Requests per minute to conversations.list/info and auth.test (Tier 2: 20)."),
+    )
+    users_rate_per_minute: float = Field(
+        default=100.0, gt=0, description="Requests per minute to users.info (Tier 4: 100)."
+    )
+    max_concurrency: int = Field(default=4, ge=1, description="Channels read at the same time.")
 
     @model_validator(mode="after")
     def _one_selection(self) -> SlackConfig:
@@ -103,13 +248,6 @@ class SlackConfig(SourceConfig):
                 "give either `channels` (a list of ids or names) or `all_channels: true`"
             )
         return self
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
-    ]
-    return ConfigError("invalid SlackSource settings: " + "; ".join(parts))
 
 
 def _rate(per_minute: float) -> RateLimit:
@@ -267,26 +405,8 @@ class SlackSource(Source):
         "users:read",
     )
 
-    def __init__(
-        self,
-        *,
-        token: str | Secret,
-        channels: Sequence[str] | None = None,
-        all_channels: bool = False,
-        base_url: str = "https://slack.com/api",
-        name: str | None = None,
-        **options: Any,
-    ) -> None:
-        try:
-            self.config = SlackConfig(
-                token=token,  # type: ignore[arg-type]  # validated into a Secret
-                channels=list(channels) if channels is not None else None,
-                all_channels=all_channels,
-                base_url=base_url,
-                **options,
-            )
-        except ValidationError as exc:
-            raise _config_error(exc) from None
+    def __init__(self, *, name: str | None = None, **options: Any) -> None:
+        self.config: SlackConfig = validate_options(SlackConfig, self.source_type, options)
         super().__init__(name=name, max_concurrency=self.config.max_concurrency)
         self._run: _RunState | None = None
 

@@ -9,12 +9,13 @@ function from one chunk to the next. Checkpoints and tombstones pass through eve
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from cfstream.context import StageContext
+from cfstream.errors import CfStreamError, PipelineError
 from cfstream.records import Document, Item
 
 __all__ = (
@@ -23,8 +24,10 @@ __all__ = (
     "ChunkStage",
     "GeneratorStage",
     "Stage",
+    "ChunkFunction",
     "chunks",
     "count_docs",
+    "run_chunk_functions",
 )
 
 #: a list of items travelling between two stages
@@ -32,6 +35,8 @@ Chunk = list[Item]
 
 #: the most items :func:`chunks` joins into one chunk
 MAX_COALESCED = 1000
+#: a synchronous stage as a function from one chunk to the next (:meth:`Stage.sync_apply`)
+ChunkFunction = Callable[[Chunk, StageContext], Chunk]
 
 
 def count_docs(chunk: Chunk) -> int:
@@ -74,7 +79,7 @@ class Stage(ABC):
     ) -> None:
         """Consume every chunk of ``receive`` and send results to ``send`` until the input ends."""
 
-    def sync_apply(self) -> Callable[[Chunk, StageContext], Chunk] | None:
+    def sync_apply(self) -> ChunkFunction | None:
         """A synchronous function from one chunk to the next doing what :meth:`run` does, or None.
 
         The runner fuses consecutive stages that offer one into a single task (no channel between
@@ -94,7 +99,7 @@ class ChunkStage(Stage):
     def apply(self, chunk: Chunk, ctx: StageContext) -> Chunk:
         """Return the output chunk for ``chunk`` (may be the same list, changed in place)."""
 
-    def sync_apply(self) -> Callable[[Chunk, StageContext], Chunk] | None:
+    def sync_apply(self) -> ChunkFunction | None:
         """:meth:`apply`, unless a subclass changed :meth:`run`."""
         return self.apply if type(self).run is ChunkStage.run else None
 
@@ -104,14 +109,42 @@ class ChunkStage(Stage):
         send: ObjectSendStream[Chunk],
         ctx: StageContext,
     ) -> None:
-        """Apply :meth:`apply` to every chunk, counting documents in and out."""
-        stats = ctx.stats
-        async for chunk in chunks(receive):
-            stats.docs_in += count_docs(chunk)
-            out = self.apply(chunk, ctx)
-            if out:
-                stats.docs_out += count_docs(out)
-                await send.send(out)
+        """Apply :meth:`apply` to every chunk (the runner fuses it with its neighbours instead,
+        through the same :func:`run_chunk_functions`)."""
+        await run_chunk_functions([(self.apply, ctx)], receive, send)
+
+
+async def run_chunk_functions(
+    functions: Sequence[tuple[ChunkFunction, StageContext]],
+    receive: ObjectReceiveStream[Chunk],
+    send: ObjectSendStream[Chunk],
+) -> None:
+    """Pass every chunk of ``receive`` through ``functions`` in turn and send what is left.
+
+    Consecutive synchronous stages run this way as one task, with no channel between them (as
+    stream engines chain operators); each stage's documents in and out are counted here, the one
+    place for synchronous stages. An exception that is not a
+    :class:`~cfstream.errors.CfStreamError` becomes a :class:`~cfstream.errors.PipelineError`
+    naming the stage.
+    """
+    async for chunk in chunks(receive):
+        out = chunk
+        n = count_docs(out)
+        for apply, sctx in functions:
+            stats = sctx.stats
+            stats.docs_in += n
+            try:
+                out = apply(out, sctx)
+            except CfStreamError:
+                raise
+            except Exception as exc:
+                raise PipelineError(f"{type(exc).__name__}: {exc}", stage=sctx.name) from exc
+            if not out:
+                break
+            n = count_docs(out)
+            stats.docs_out += n
+        if out:
+            await send.send(out)
 
 
 class GeneratorStage(Stage):

@@ -7,7 +7,7 @@ from operator import attrgetter
 
 from cfstream.context import StageContext
 from cfstream.records import Document
-from cfstream.transforms.base import Chunk, ChunkStage, count_docs
+from cfstream.transforms.base import Chunk, ChunkStage
 
 __all__ = ("Dedupe", "dedupe")
 
@@ -44,59 +44,28 @@ class Dedupe(ChunkStage):
 
     def apply(self, chunk: Chunk, ctx: StageContext) -> Chunk:
         """Drop documents whose key was seen recently with the same content."""
-        if count_docs(chunk) == len(chunk) and self._apply_new(chunk):  # type: ignore[arg-type]
-            return chunk
-        return self._apply_each(chunk, ctx)
-
-    def _apply_new(self, docs: list[Document]) -> bool:
-        """The common case in whole-chunk passes: no key of ``docs`` repeats or was seen.
-
-        Returns False (having changed nothing) when some key repeats; then every document is
-        looked at on its own.
-        """
-        key = _DEFAULT_KEY if self.key is _default_key else self.key
-        keys = list(map(hash, map(key, docs)))
-        recent = self._recent
-        if (
-            len(set(keys)) != len(keys)
-            or not recent.keys().isdisjoint(keys)
-            or not self._older.keys().isdisjoint(keys)
-        ):
-            return False
-        pairs = list(zip(keys, map(_COMPUTE_HASH, docs), strict=True))
-        i = 0
-        while i < len(pairs):
-            room = self._half - len(recent)
-            recent.update(pairs[i : i + room])
-            i += room
-            if len(recent) >= self._half:
-                recent = self._rotate()
-        return True
-
-    def _rotate(self) -> dict[int, str]:
-        self._older = self._recent
-        self._recent = {}
-        return self._recent
-
-    def _apply_each(self, chunk: Chunk, ctx: StageContext) -> Chunk:
-        key = self.key
-        out: Chunk = []
-        for it in chunk:
+        key = _DEFAULT_KEY if self.key is _default_key else self.key  # the same key, from C
+        recent, older, half = self._recent, self._older, self._half
+        get = recent.get
+        repeats: list[int] = []  # positions of the documents dropped (usually none)
+        for i, it in enumerate(chunk):
             if type(it) is Document:
                 k = hash(key(it))
-                h = it.compute_hash()
-                recent = self._recent
-                prev = recent.get(k)
-                if prev is None:
-                    prev = self._older.pop(k, None)  # seen a while ago: it becomes recent again
+                h = it.content_hash or _COMPUTE_HASH(it)
+                prev = get(k)
+                if prev is None and older:
+                    prev = older.pop(k, None)  # seen a while ago: it becomes recent again
                 recent[k] = h
-                if len(recent) >= self._half:
-                    self._rotate()
+                if len(recent) >= half:  # a new generation: the oldest keys are forgotten
+                    self._older, self._recent = older, recent = recent, {}
+                    get = recent.get
                 if prev == h:
-                    ctx.stats.dropped += 1
-                    continue
-            out.append(it)
-        return out
+                    repeats.append(i)
+        if not repeats:
+            return chunk
+        ctx.stats.dropped += len(repeats)
+        drop = set(repeats)
+        return [it for i, it in enumerate(chunk) if i not in drop]
 
 
 def dedupe(key: Callable[[Document], Hashable] | None = None, *, max_keys: int = 100_000) -> Dedupe:

@@ -16,6 +16,8 @@ from cfstream.errors import (
     TransientError,
 )
 from cfstream.http import HttpClient, RetryPolicy
+from cfstream.sources.github import GitHubPolicy
+from cfstream.sources.notion import NotionPolicy
 from cfstream.testing import FakeAPI, FakeClock, Fault
 
 PAYLOAD = {"items": [{"id": 1}, {"id": 2}]}
@@ -145,7 +147,7 @@ async def test_client_errors_are_not_retried(
     api.route("GET", "/e", PAYLOAD)
     api.faults.script("GET", "/e", [Fault.error(status, {"message": "Validation Failed"})])
     with pytest.raises(error, match=text) as info:
-        await http.service("github", base_url=api.url).get("/e")
+        await http.service("github", policy=GitHubPolicy(), base_url=api.url).get("/e")
     assert type(info.value) is error
     assert info.value.status == status
     assert len(api.requests) == 1
@@ -182,7 +184,7 @@ async def test_a_retry_after_of_a_day_is_capped(
     api.route("GET", "/limited", PAYLOAD)
     api.faults.script("GET", "/limited", [Fault.rate_limit(86400)])
     with pytest.raises(RateLimitWaitTooLong) as info:
-        await http.service("github", base_url=api.url).get("/limited")
+        await http.service("github", policy=GitHubPolicy(), base_url=api.url).get("/limited")
     message = str(info.value)
     assert "github asked to wait 86400 s" in message
     assert "max_wait=300 s" in message and "try again later" in message
@@ -195,7 +197,7 @@ async def test_total_retry_time_is_capped(api: FakeAPI, clock: FakeClock) -> Non
     api.faults.script("GET", "/limited", [Fault.rate_limit(100)] * 5)
     async with HttpClient(max_elapsed=250, clock=clock.time, sleep=clock.sleep) as http:
         with pytest.raises(RateLimitWaitTooLong, match=r"max_elapsed=250"):
-            await http.service("notion", base_url=api.url).get("/limited")
+            await http.service("notion", policy=NotionPolicy(), base_url=api.url).get("/limited")
     assert clock.sleeps == [100, 100]
     assert len(api.requests) == 3
 

@@ -11,7 +11,13 @@ from cfstream.errors import (
     RateLimitWaitTooLong,
     TransientError,
 )
-from cfstream.http import GenericPolicy, HttpClient, SlackPolicy, policy_for
+from cfstream.http import GenericPolicy, HttpClient, policy_for
+from cfstream.sources.discord import DiscordPolicy
+from cfstream.sources.github import GitHubPolicy
+from cfstream.sources.google_drive import GooglePolicy
+from cfstream.sources.linear import LinearPolicy
+from cfstream.sources.notion import NotionPolicy
+from cfstream.sources.slack import SlackPolicy
 from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 
 OK_SLACK = {"ok": True, "channels": []}
@@ -26,7 +32,7 @@ async def test_slack_ok_false_ratelimited_is_a_rate_limit(
         "/api/conversations.list",
         [Fault.rate_limit(3, status=200, body={"ok": False, "error": "ratelimited"})],
     )
-    slack = http.service("slack", base_url=api.url)
+    slack = http.service("slack", policy=SlackPolicy(), base_url=api.url)
     assert (await slack.get("/api/conversations.list")).data == OK_SLACK
     assert clock.sleeps == [3.0]
     assert http.metrics.rate_limited == 1 and http.metrics.retries == {"rate_limited": 1}
@@ -41,7 +47,7 @@ async def test_slack_rate_limit_waits_per_method(
         "/api/conversations.history",
         [Fault.rate_limit(5, body={"ok": False, "error": "ratelimited"})],
     )
-    slack = http.service("slack", base_url=api.url)
+    slack = http.service("slack", policy=SlackPolicy(), base_url=api.url)
     await slack.get("/api/conversations.history")
     assert clock.sleeps == [5.0]
     await slack.get("/api/users.info")  # another method: another tier, no wait
@@ -65,7 +71,9 @@ async def test_slack_error_codes_become_typed_errors(
 ) -> None:
     api.route("GET", "/api/conversations.history", {"ok": False, "error": code})
     with pytest.raises(error, match=text) as info:
-        await http.service("slack", base_url=api.url).get("/api/conversations.history")
+        await http.service("slack", policy=SlackPolicy(), base_url=api.url).get(
+            "/api/conversations.history"
+        )
     assert type(info.value) is error
     assert len(api.requests) == 1
 
@@ -77,12 +85,16 @@ async def test_slack_missing_scope_names_the_scope(api: FakeAPI, http: HttpClien
         {"ok": False, "error": "missing_scope", "needed": "groups:history"},
     )
     with pytest.raises(AuthError, match="lacks scope groups:history"):
-        await http.service("slack", base_url=api.url).get("/api/conversations.history")
+        await http.service("slack", policy=SlackPolicy(), base_url=api.url).get(
+            "/api/conversations.history"
+        )
 
 
 async def test_slack_internal_error_is_retried(api: FakeAPI, http: HttpClient) -> None:
     api.replies("GET", "/api/x", [{"ok": False, "error": "internal_error"}, OK_SLACK])
-    assert (await http.service("slack", base_url=api.url).get("/api/x")).data == OK_SLACK
+    assert (
+        await http.service("slack", policy=SlackPolicy(), base_url=api.url).get("/api/x")
+    ).data == OK_SLACK
 
 
 LINEAR_OK = {"data": {"viewer": {"id": "u1"}}}
@@ -100,7 +112,7 @@ async def test_linear_graphql_ratelimited_is_a_rate_limit(
         },
     )
     api.replies("POST", "/graphql", [limited, LINEAR_OK])
-    linear = http.service("linear", base_url=api.url)
+    linear = http.service("linear", policy=LinearPolicy(), base_url=api.url)
     r = await linear.post("/graphql", json={"query": "{ viewer { id } }"})
     assert r.data == LINEAR_OK
     assert clock.sleeps == [pytest.approx(4.0)]
@@ -121,7 +133,7 @@ async def test_linear_other_graphql_errors_are_errors_not_data(
         },
     )
     with pytest.raises(ClientError, match="Entity not found: Issue"):
-        await http.service("linear", base_url=api.url).post(
+        await http.service("linear", policy=LinearPolicy(), base_url=api.url).post(
             "/graphql", json={"query": "{ issue(id: 1) { id } }"}
         )
     assert len(api.requests) == 1
@@ -144,7 +156,7 @@ async def test_linear_authentication_error(api: FakeAPI, http: HttpClient) -> No
         ),
     )
     with pytest.raises(AuthError, match="check the linear API key"):
-        await http.service("linear", base_url=api.url).post(
+        await http.service("linear", policy=LinearPolicy(), base_url=api.url).post(
             "/graphql", json={"query": "{ viewer { id } }"}
         )
 
@@ -172,7 +184,7 @@ async def test_google_403_rate_limit_exceeded_backs_off(
             {"files": []},
         ],
     )
-    drive = http.service("google", base_url=api.url)
+    drive = http.service("google", policy=GooglePolicy(), base_url=api.url)
     assert (await drive.get("/drive/v3/files")).data == {"files": []}
     # no Retry-After from Google: exponential backoff, never below the rate-limit floor (1 s)
     assert len(clock.sleeps) == 3 and all(s >= 1.0 for s in clock.sleeps)
@@ -184,7 +196,7 @@ async def test_google_403_other_reason_is_auth(api: FakeAPI, http: HttpClient) -
         "GET", "/drive/v3/files", Reply(google_error(403, "insufficientPermissions"), status=403)
     )
     with pytest.raises(AuthError, match="drive.readonly"):
-        await http.service("gdrive", base_url=api.url).get("/drive/v3/files")
+        await http.service("gdrive", policy=GooglePolicy(), base_url=api.url).get("/drive/v3/files")
 
 
 async def test_discord_429_body_retry_after_wins(
@@ -207,7 +219,7 @@ async def test_discord_429_body_retry_after_wins(
         ],
     )
     api.route("GET", "/guilds/1", {"id": "1"})
-    discord = http.service("discord", base_url=api.url)
+    discord = http.service("discord", policy=DiscordPolicy(), base_url=api.url)
     assert (await discord.get("/channels/1/messages")).data == []
     assert clock.sleeps == [0.75]
     await discord.get("/guilds/1")  # another bucket: not paused
@@ -230,7 +242,7 @@ async def test_discord_global_429_pauses_every_route(
             [],
         ],
     )
-    discord = http.service("discord", base_url=api.url)
+    discord = http.service("discord", policy=DiscordPolicy(), base_url=api.url)
     http.max_wait = 1.0  # so that the global wait fails instead of being slept through
     with pytest.raises(RateLimitWaitTooLong, match="asked to wait 2 s"):
         await discord.get("/channels/1/messages")
@@ -267,7 +279,7 @@ async def test_notion_rate_limited_and_not_shared(
             status=404,
         ),
     )
-    notion = http.service("notion", base_url=api.url)
+    notion = http.service("notion", policy=NotionPolicy(), base_url=api.url)
     assert (await notion.get("/v1/pages/p1")).data == {"object": "page"}
     assert clock.sleeps == [2.0]
     with pytest.raises(NotFoundError, match="share the page or database with the integration"):
@@ -299,7 +311,7 @@ async def test_github_secondary_limit_and_scope_hint(
             headers={"X-Accepted-OAuth-Scopes": "repo"},
         ),
     )
-    gh = http.service("github", base_url=api.url)
+    gh = http.service("github", policy=GitHubPolicy(), base_url=api.url)
     assert (await gh.get("/repos/o/r")).data == {"id": 1}
     assert clock.sleeps == [7.0, 60.0]
     with pytest.raises(AuthError, match="check the github token and that it has scope repo"):
@@ -332,7 +344,9 @@ def test_policy_resolution() -> None:
 async def test_custom_auth_hint(api: FakeAPI, http: HttpClient) -> None:
     api.route("GET", "/api/x", {"ok": False, "error": "invalid_auth"})
     svc = http.service(
-        "slack", base_url=api.url, policy=SlackPolicy(auth_hint="set SLACK_TOKEN to a bot token")
+        "slack",
+        base_url=api.url,
+        policy=SlackPolicy(auth_hint="set SLACK_TOKEN to a bot token"),
     )
     with pytest.raises(AuthError, match="set SLACK_TOKEN to a bot token"):
         await svc.get("/api/x")
@@ -350,7 +364,7 @@ def test_google_per_file_403_is_a_client_error_not_an_auth_error() -> None:
     from multidict import CIMultiDict, CIMultiDictProxy
 
     from cfstream.errors import AuthError, ClientError
-    from cfstream.http import GooglePolicy, RawResponse
+    from cfstream.http import RawResponse
 
     def judge(reason: str) -> type:
         body = orjson.dumps(

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from cfstream.errors import RateLimitWaitTooLong
 from cfstream.http import BearerAuth, HttpClient, RateLimit
+from cfstream.sources.discord import DiscordPolicy
+from cfstream.sources.github import GitHubPolicy
 from cfstream.testing import FakeAPI, FakeClock, Reply
 
 
@@ -56,13 +58,25 @@ def test_meter_max_rate_on_known_timestamps() -> None:
 async def test_limiters_are_shared_per_service_and_credential(api: FakeAPI) -> None:
     async with HttpClient() as http:
         a = http.service(
-            "github", base_url=api.url, auth=BearerAuth("tok-one-1234"), rate=RateLimit(5, 5)
+            "github",
+            policy=GitHubPolicy(),
+            base_url=api.url,
+            auth=BearerAuth("tok-one-1234"),
+            rate=RateLimit(5, 5),
         )
         b = http.service(
-            "github", base_url=api.url, auth=BearerAuth("tok-one-1234"), rate=RateLimit(99, 99)
+            "github",
+            policy=GitHubPolicy(),
+            base_url=api.url,
+            auth=BearerAuth("tok-one-1234"),
+            rate=RateLimit(99, 99),
         )
         c = http.service(
-            "github", base_url=api.url, auth=BearerAuth("tok-two-5678"), rate=RateLimit(7, 7)
+            "github",
+            policy=GitHubPolicy(),
+            base_url=api.url,
+            auth=BearerAuth("tok-two-5678"),
+            rate=RateLimit(7, 7),
         )
         d = http.service("gitlab", base_url=api.url, auth=BearerAuth("tok-one-1234"))
     assert a._state is b._state and b.rate == RateLimit(5, 5)
@@ -112,7 +126,7 @@ async def test_github_exhausted_budget_pauses_until_reset(api: FakeAPI, clock: F
         await clock.sleep(seconds)
 
     async with HttpClient(clock=clock.time, sleep=sleep) as http:
-        gh = http.service("github", base_url=api.url)
+        gh = http.service("github", policy=GitHubPolicy(), base_url=api.url)
         assert (await gh.get("/rate")).data == {"n": 1}
         assert (await gh.get("/rate")).data == {"n": 2}
     assert clock.sleeps == [30.0]
@@ -130,7 +144,7 @@ async def test_github_reset_beyond_max_wait_fails_fast(api: FakeAPI, clock: Fake
         Reply({"n": 1}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}),
     )
     async with HttpClient(clock=clock.time, sleep=clock.sleep) as http:
-        gh = http.service("github", base_url=api.url)
+        gh = http.service("github", policy=GitHubPolicy(), base_url=api.url)
         await gh.get("/rate")
         with pytest.raises(
             RateLimitWaitTooLong, match=r"github asked to wait 3600 s \(x-ratelimit-remaining is 0"
@@ -155,7 +169,10 @@ async def test_discord_bucket_pause_only_affects_its_bucket(api: FakeAPI, clock:
     )
     async with HttpClient(clock=clock.time, sleep=clock.sleep) as http:
         discord = http.service(
-            "discord", base_url=api.url, auth=BearerAuth("bot-token-xyz", scheme="Bot")
+            "discord",
+            policy=DiscordPolicy(),
+            base_url=api.url,
+            auth=BearerAuth("bot-token-xyz", scheme="Bot"),
         )
         await discord.get("/channels/1/messages")
         await discord.get("/channels/2/messages")

@@ -15,6 +15,11 @@ from yarl import URL
 
 from cfstream.errors import AuthError, NotFoundError, RateLimitWaitTooLong, TransientError
 from cfstream.http import BodyCursorPaginator, HttpClient, LinkHeaderPaginator
+from cfstream.sources.discord import DiscordPolicy
+from cfstream.sources.github import GitHubPolicy
+from cfstream.sources.google_drive import GooglePolicy
+from cfstream.sources.notion import NotionPolicy
+from cfstream.sources.slack import SlackPolicy
 from cfstream.testing import FakeAPI, FakeClock, Reply
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
@@ -68,7 +73,7 @@ async def test_github_recorded_link_chain(api: FakeAPI, http: HttpClient) -> Non
         "/repositories/515435940/issues",
         lambda req: pages["page-2"] if req.query["page"] == "2" else pages["page-5-last"],
     )
-    gh = http.service("github", base_url=api.url)
+    gh = http.service("github", policy=GitHubPolicy(), base_url=api.url)
     got = [
         page
         async for page in gh.paginate(LinkHeaderPaginator(), first_path, params={"per_page": 3})
@@ -97,7 +102,7 @@ async def test_discord_recorded_429s_wait_the_body_retry_after(
         "/channels/1/messages",
         [Reply(body(f"discord/{name}.json"), status=status, headers=hdrs), []],
     )
-    discord = http.service("discord", base_url=api.url)
+    discord = http.service("discord", policy=DiscordPolicy(), base_url=api.url)
     assert (await discord.get("/channels/1/messages")).data == []
     # the body's float retry_after (64.57) is more precise than the Retry-After header (65)
     assert clock.sleeps == [pytest.approx(expected_wait)]
@@ -114,7 +119,7 @@ async def test_discord_recorded_user_429_closes_only_its_bucket(
         [Reply(body("discord/error.429-user.json"), status=status, headers=hdrs), []],
     )
     api.route("GET", "/users/@me", {"id": "1"})
-    discord = http.service("discord", base_url=api.url)
+    discord = http.service("discord", policy=DiscordPolicy(), base_url=api.url)
     await discord.get("/channels/1/messages")
     assert discord._state.gates.bucket_for("GET /channels/1/messages") == hdrs["X-RateLimit-Bucket"]
     await discord.get("/users/@me")
@@ -131,7 +136,9 @@ async def test_discord_recorded_shared_429_beyond_max_wait(api: FakeAPI, http: H
     with pytest.raises(
         RateLimitWaitTooLong, match=r"discord asked to wait 1337 s .*max_wait=300 s"
     ):
-        await http.service("discord", base_url=api.url).get("/channels/1/messages")
+        await http.service("discord", policy=DiscordPolicy(), base_url=api.url).get(
+            "/channels/1/messages"
+        )
 
 
 async def test_slack_recorded_cursor_chain(api: FakeAPI, http: HttpClient) -> None:
@@ -141,7 +148,7 @@ async def test_slack_recorded_cursor_chain(api: FakeAPI, http: HttpClient) -> No
         "has_page3": body("slack/conversations.list.last-page.json"),
     }
     api.route("GET", "/api/conversations.list", lambda req: chain[req.query.get("cursor")])
-    slack = http.service("slack", base_url=api.url)
+    slack = http.service("slack", policy=SlackPolicy(), base_url=api.url)
     paginator = BodyCursorPaginator.slack(items_path="channels")
     pages = [
         page
@@ -156,7 +163,7 @@ async def test_slack_recorded_cursor_chain(api: FakeAPI, http: HttpClient) -> No
 async def test_slack_recorded_errors(api: FakeAPI, http: HttpClient) -> None:
     api.route("GET", "/api/conversations.list", body("slack/error.invalid_auth.json"))
     api.route("GET", "/api/conversations.history", body("slack/error.channel_not_found.json"))
-    slack = http.service("slack", base_url=api.url)
+    slack = http.service("slack", policy=SlackPolicy(), base_url=api.url)
     with pytest.raises(AuthError, match="invalid_auth"):
         await slack.get("/api/conversations.list")
     with pytest.raises(NotFoundError, match="channel_not_found"):
@@ -186,7 +193,7 @@ async def test_notion_recorded_cursor_chains(
         return by_cursor[sent.get("start_cursor")]
 
     api.route(method, "/v1/chain", handler)
-    notion = http.service("notion", base_url=api.url)
+    notion = http.service("notion", policy=NotionPolicy(), base_url=api.url)
     paginator = BodyCursorPaginator.notion()
     pages = [
         p
@@ -213,11 +220,11 @@ async def test_notion_recorded_401(api: FakeAPI, http: HttpClient) -> None:
         Reply(body("notion/error-401-unauthorized.json"), status=status, headers=hdrs),
     )
     with pytest.raises(AuthError, match="API token is invalid.*shared with the integration"):
-        await http.service("notion", base_url=api.url).get("/v1/users")
+        await http.service("notion", policy=NotionPolicy(), base_url=api.url).get("/v1/users")
 
 
 async def test_google_recorded_503_is_retried_then_reported(api: FakeAPI, http: HttpClient) -> None:
     api.route("GET", "/drive/v3/files", Reply(body("google-drive/error-503.json"), status=503))
     with pytest.raises(TransientError, match="Service Unavailable.*gave up after 4 attempts"):
-        await http.service("google", base_url=api.url).get("/drive/v3/files")
+        await http.service("google", policy=GooglePolicy(), base_url=api.url).get("/drive/v3/files")
     assert len(api.requests) == 4

@@ -1,8 +1,8 @@
 """The engine's fast paths give the same results as the plain ones.
 
-Stage fusion, chunk coalescing, whole-chunk passes in dedupe and the source pump, and the
-per-batch uuid resolution of the sink are optimisations: these tests pin down that order,
-checkpoint places, per-stage statistics, error attribution and uuids are what they were.
+Stage fusion, chunk coalescing, whole-chunk passes in the source pump, and the per-batch uuid
+resolution of the sink are optimisations: these tests pin down that order, checkpoint places,
+per-stage statistics, error attribution and uuids are what they were.
 """
 
 from __future__ import annotations
@@ -129,10 +129,10 @@ async def test_chunks_joins_what_is_queued_in_order() -> None:
     assert [x for c in got for x in c] == list(range(50))
 
 
-async def test_dedupe_fast_and_slow_paths_agree() -> None:
+async def test_dedupe_drops_repeats_and_keeps_changed_content() -> None:
     @cf.source(source_type="dd")
     async def mixed():
-        yield [Document(source_id=f"a{i}", title="x") for i in range(50)]  # all new: fast path
+        yield [Document(source_id=f"a{i}", title="x") for i in range(50)]  # all new
         yield [Document(source_id=f"a{i}", title="x") for i in range(10)]  # seen, same: dropped
         yield [Document(source_id="b", title="1"), Document(source_id="b", title="1")]
         yield [Document(source_id="a0", title="changed")]  # changed content: kept
@@ -267,3 +267,35 @@ def test_keep_last_keeps_one_row_per_uuid_in_order() -> None:
         {"uuid": "c", "v": 4},
         {"uuid": "b", "v": 5},
     ]
+
+
+async def test_a_chunk_stage_run_by_hand_counts_and_names_its_errors() -> None:
+    """``ChunkStage.run`` is the runner's fused path for one stage: same counts, same errors."""
+    from cfstream.context import RunContext, StageContext
+    from cfstream.deadletter import DeadLetterWriter
+    from cfstream.report import RunReport, StageStats
+
+    send, receive = anyio.create_memory_object_stream[list[object]](10)
+    out_send, out_receive = anyio.create_memory_object_stream[list[object]](10)
+    send.send_nowait([Document(source_id="a", title="A"), Document(source_id="b", title=" ")])
+    send.send_nowait([cf.Checkpoint({"i": 1})])
+    send.close()
+    letters = DeadLetterWriter(None)
+    run = RunContext(report=RunReport(), dead_letters=letters, stop=anyio.Event())
+    ctx = StageContext(name="validate", run=run, stats=StageStats(name="validate"))
+    await T.validate().run(receive, out_send, ctx)  # type: ignore[arg-type]
+    got = out_receive.receive_nowait()  # the queued chunks, coalesced
+    assert [getattr(it, "source_id", None) for it in got] == ["a", None]
+    assert (ctx.stats.docs_in, ctx.stats.docs_out, ctx.stats.failed) == (2, 1, 1)
+    assert [letter["source_id"] for letter in letters.letters] == ["b"]
+
+    class Boom(T.Validate):
+        def apply(self, chunk, ctx):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    send, receive = anyio.create_memory_object_stream[list[object]](10)
+    send.send_nowait([Document(source_id="a", title="A")])
+    send.close()
+    with pytest.raises(PipelineError, match="boom") as info:
+        await Boom(name="exploder").run(receive, out_send, ctx)  # type: ignore[arg-type]
+    assert info.value.stage == "validate"  # the stage context's name, as in a fused run

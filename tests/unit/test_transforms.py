@@ -22,8 +22,8 @@ async def numbers(n: int = 50, page: int = 10, cursor: dict | None = None):
         yield batch
 
 
-async def run(pipeline: cf.Pipeline) -> cf.RunReport:
-    return await pipeline.run(state=None)
+async def run(pipeline: cf.Pipeline, **options: object) -> cf.RunReport:
+    return await pipeline.run(state=None, **options)
 
 
 async def test_map_ordered_concurrent_keeps_order() -> None:
@@ -179,3 +179,30 @@ async def test_run_tunes_gc_and_switch_interval_and_restores_them() -> None:
     ]
     assert gc.get_threshold() == before
     assert sys.getswitchinterval() == before_switch
+
+
+async def test_an_embedding_application_can_keep_its_interpreter_settings() -> None:
+    import gc
+    import sys
+
+    from cfstream.runner import set_interpreter_tuning
+
+    before = gc.get_threshold()
+    before_switch = sys.getswitchinterval()
+    seen: list[tuple[tuple[int, ...], float]] = []
+
+    @cf.source(source_type="gc")
+    async def probe():
+        seen.append((gc.get_threshold(), sys.getswitchinterval()))
+        yield Document(source_id="a", title="A")
+
+    await run(probe() | MemorySink(), tune_interpreter=False)
+    previous = set_interpreter_tuning(False)
+    try:
+        await run(probe() | MemorySink())
+    finally:
+        set_interpreter_tuning(previous)
+    assert previous is True
+    assert seen == [(before, before_switch)] * 2
+    await run(probe() | MemorySink())  # on again: tuned
+    assert seen[2] != (before, before_switch)

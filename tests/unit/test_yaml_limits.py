@@ -1,11 +1,11 @@
-"""cfstream._yaml: safe_load's results, with alias bombs, recursive aliases and deep nesting refused."""
+"""cfstream.safe_yaml: safe_load's results, with alias bombs, recursive aliases and deep nesting refused."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from cfstream import _yaml as safe_yaml
+from cfstream import safe_yaml
 
 
 def test_plain_documents_load_like_safe_load() -> None:
