@@ -48,7 +48,7 @@ import posixpath
 import re
 import stat
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -190,16 +190,24 @@ def header_id(folder: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class FileEntry:
-    """One file found by the scan: its root-relative POSIX path, absolute path, mtime and size.
+    """One file found by the scan: its root-relative POSIX path, mtime and size.
 
     ``linked`` is True when the path goes through a symlink (to a file or folder inside the root).
+    ``root`` is the folder the scan walked, as given (one string shared by every entry): the
+    absolute path is derived from it rather than stored, so a scan of N files holds N short
+    paths, not 2N.
     """
 
     rel: str
-    path: str
     mtime_ns: int
     size: int
     linked: bool = False
+    root: str = ""
+
+    @property
+    def path(self) -> str:
+        """The file's path: the scanned folder joined with :attr:`rel` (through any symlink)."""
+        return os.path.join(self.root, self.rel) if self.root else self.rel
 
     @property
     def partition(self) -> str:
@@ -218,14 +226,21 @@ class TreeScan:
     """What one walk of the root found.
 
     ``documents`` are the files that pass ``include``/``exclude``, grouped by partition; ``others``
-    the rest (attachments, excluded files), by partition too; ``all_files`` every file's path.
+    the rest (attachments, excluded files), by partition too (:meth:`all_files` iterates both).
     """
 
     root: str
     documents: dict[str, list[FileEntry]] = field(default_factory=dict)
     others: dict[str, list[str]] = field(default_factory=dict)
-    all_files: set[str] = field(default_factory=set)
     escaping_symlinks: list[str] = field(default_factory=list)
+
+    def all_files(self) -> Iterator[str]:
+        """Every file's root-relative path: the documents', then the others'."""
+        for files in self.documents.values():
+            for e in files:
+                yield e.rel
+        for rels in self.others.values():
+            yield from rels
 
     @property
     def partitions(self) -> list[str]:
@@ -238,6 +253,7 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
     real_root = os.path.realpath(root)
     scan = TreeScan(root=real_root)
     root_st = os.stat(root)
+    given = str(root)  # one string shared by every entry (FileEntry.path is derived from it)
     visited: set[tuple[int, int]] = {(root_st.st_dev, root_st.st_ino)}  # folders entered
     stack: list[tuple[str, str, bool]] = [(str(root), "", False)]  # folder, rel prefix, linked
     while stack:
@@ -271,14 +287,7 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            scan.all_files.add(rel)
-            fe = FileEntry(
-                rel=rel,
-                path=entry.path,
-                mtime_ns=st.st_mtime_ns,
-                size=st.st_size,
-                linked=linked or is_link,
-            )
+            fe = FileEntry(rel, st.st_mtime_ns, st.st_size, linked or is_link, given)
             if matches_any(rel, include) and not matches_any(rel, exclude):
                 scan.documents.setdefault(fe.partition, []).append(fe)
             else:

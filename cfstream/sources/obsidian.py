@@ -247,7 +247,7 @@ class VaultIndex:
     def from_scan(cls, scan: TreeScan) -> VaultIndex:
         """Index the files a scan found; ``notes`` are the ones imported as records."""
         idx = cls(notes={e.rel for files in scan.documents.values() for e in files})
-        for rel in scan.all_files:
+        for rel in scan.all_files():
             idx.paths.setdefault(rel.lower(), rel)
             idx.names.setdefault(posixpath.basename(rel).lower(), []).append(rel)
         return idx

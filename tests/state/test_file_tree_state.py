@@ -234,7 +234,9 @@ def test_link_answers_are_remembered_only_when_they_do_not_depend_on_the_note() 
     from cfstream.sources._files import TreeScan
     from cfstream.sources.obsidian import VaultIndex
 
-    scan = TreeScan(root="/v", all_files={"a/X.md", "b/X.md", "c/Only.md", "a/n.md", "b/n.md"})
+    scan = TreeScan(
+        root="/v", others={"a": ["a/X.md", "a/n.md"], "b": ["b/X.md", "b/n.md"], "c": ["c/Only.md"]}
+    )
     idx = VaultIndex.from_scan(scan)
     for _ in range(2):  # the second round answers from what the first remembered
         assert idx.resolve("X", "a/n.md") == "a/X.md"
