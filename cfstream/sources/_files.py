@@ -18,7 +18,9 @@
   file that was touched but whose bytes hash the same is skipped too (both are counted with
   ``ctx.skipped_unchanged``). ``deps`` is a subclass's record of what else the document depends
   on (Obsidian: how its links resolved); when :meth:`FileTreeSource.deps_changed` says it changed,
-  the file is read again even though its bytes did not change. Paths in the cursor but gone from
+  the file is read again even though its bytes did not change. That is asked only when
+  :meth:`FileTreeSource.deps_digest` (Obsidian: a digest of the vault's file list) moved since
+  the partition's cursor recorded it, which it does once every entry was checked. Paths in the cursor but gone from
   the folder become :class:`~cfstream.records.Tombstone` s (a rename is a delete plus an add).
 * **Folders.** With ``folder_headers`` on, every folder holding at least one document (and each of
   its ancestors, up to the root, whose source id is ``"/"``) is a ``collection_header`` record
@@ -422,6 +424,14 @@ class FileTreeSource(Source):
         """True when an unchanged file must be re-read because what it depends on changed."""
         return False
 
+    def deps_digest(self, scan: TreeScan) -> str | None:
+        """A digest of everything :meth:`deps_changed` answers from in ``scan`` (Obsidian: the
+        vault's file list), or None (default) when there is nothing to check.
+
+        Kept in a partition's cursor once all its entries were checked against that scan: while
+        it does not move, no entry of the partition is checked again."""
+        return None
+
     def member_of(self, doc: Document, folder: str) -> None:
         """Put ``doc`` in the collection of ``folder`` and relate it to the folder's header."""
         if self.folder_headers:
@@ -494,6 +504,13 @@ class FileTreeSource(Source):
         """
         scan = self._scan if self._scan is not None else await self.scan(ctx)
         legacy = _legacy_entries(cursor)
+        # deps are checked unless the partition's entries were all checked against this listing
+        digest = self.deps_digest(scan)
+        saved_deps = (
+            cursor.get("deps") if cursor and legacy is None and not ctx.full_refresh else None
+        )
+        checked = saved_deps if isinstance(saved_deps, str) else None
+        check_deps = digest is not None and checked != digest
         entries = scan.documents.get(partition, [])
         skipped = len(scan.others.get(partition, []))  # attachments and excluded files
         if skipped:
@@ -503,7 +520,9 @@ class FileTreeSource(Source):
             return legacy.items() if legacy is not None else ctx.item_entries(partition)
 
         # 1. plan, off the event loop: deletions, new folder headers, files to read
-        plan = await anyio.to_thread.run_sync(self._plan, partition, entries, saved)
+        plan = await anyio.to_thread.run_sync(
+            self._plan, partition, entries, saved, scan, check_deps
+        )
         gone, new_headers, to_read, unchanged = plan
         # the first checkpoint replaces the partition's entries on a full refresh, and when the
         # cursor was an old-style map (those entries move into the store)
@@ -523,11 +542,16 @@ class FileTreeSource(Source):
         if unchanged:
             ctx.skipped_unchanged(unchanged)
 
-        def checkpoint() -> Checkpoint:
+        def checkpoint(deps: str | None) -> Checkpoint:
             nonlocal puts, deletes, reset
             changes = ItemChanges(put=puts, delete=deletes, reset=reset)
             puts, deletes, reset = {}, [], False
-            return Checkpoint(dict(_CURSOR), items=changes if changes else None)
+            cur = dict(_CURSOR) if deps is None else {**_CURSOR, "deps": deps}
+            return Checkpoint(cur, items=changes if changes else None)
+
+        # the new digest is saved only with the checkpoint after which every entry was checked
+        # against this scan: until then, checkpoints keep the one the entries were checked with
+        complete = True
 
         # 2. files, in batches read off the event loop
         since_checkpoint = 0
@@ -535,6 +559,7 @@ class FileTreeSource(Source):
         known = {e.rel: prev for e, prev in to_read if prev is not None}
         for n, batch in enumerate(batches, 1):
             if ctx.stopping:
+                complete = False
                 break
             reads = await anyio.to_thread.run_sync(self._read_batch, batch, known, scan)
             docs: list[Document | Tombstone] = []
@@ -542,6 +567,7 @@ class FileTreeSource(Source):
                 rel = r.entry.rel
                 prev = known.pop(rel, None)
                 if r.skipped is not None:  # changed since the scan: the next run sees the change
+                    complete = False
                     ctx.skipped()  # (its saved entry stays as it was: no change recorded)
                     ctx.logger.warning("%s: skipped %r: %s", self.name, rel, r.skipped)
                     continue
@@ -567,8 +593,8 @@ class FileTreeSource(Source):
             since_checkpoint += len(batch)
             if since_checkpoint >= self.checkpoint_every and n < len(batches):
                 since_checkpoint = 0
-                yield checkpoint()
-        yield checkpoint()
+                yield checkpoint(checked)
+        yield checkpoint(digest if complete else checked)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -577,20 +603,21 @@ class FileTreeSource(Source):
         partition: str,
         entries: list[FileEntry],
         saved: Callable[[], Iterable[tuple[str, Any]]],
+        scan: TreeScan,
+        check_deps: bool = True,
     ) -> tuple[list[str], list[str], list[tuple[FileEntry, Any]], int]:
         """(keys gone, folder header keys new, (file, saved entry) to read, files unchanged).
 
         One pass over the partition's saved entries, streamed from the item store a page at a
         time, against the partition's files from the scan: what it keeps beyond the scan's own
-        listing is what changed."""
+        listing is what changed. :meth:`deps_changed` is asked only with ``check_deps``."""
         present = {e.rel: e for e in entries}
         folders = self._folders(partition, entries)
         gone: list[str] = []
         headers_seen: set[str] = set()
         to_read: list[tuple[FileEntry, Any]] = []
         unchanged = 0
-        deps_changed = self.deps_changed
-        scan = self._scan
+        deps_changed = self.deps_changed if check_deps else None
         max_bytes = self.max_file_bytes
         for key, prev in saved():
             if key.endswith("/"):
@@ -608,7 +635,10 @@ class FileTreeSource(Source):
                 and prev[0] == e.mtime_ns
                 and prev[1] == e.size
                 and not (prev[2] == TOO_LARGE and e.size <= max_bytes)  # the limit was raised
-                and (scan is None or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan))
+                and (
+                    deps_changed is None
+                    or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
+                )
             ):
                 unchanged += 1
             else:
