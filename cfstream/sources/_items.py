@@ -41,23 +41,29 @@ class ItemLedger:
             They are read from memory for this run, and the first checkpoint replaces the
             partition's entries in the store with them (and this run's changes): the migration.
 
-    On a full refresh the store's entries are not read, and the first checkpoint replaces them.
+        fresh: the partition is read from scratch (it has no cursor): as on a full refresh, the
+            store's entries are not read, and the first checkpoint replaces them.
     The values are JSON values (lists, strings, numbers); the ledger never mutates them.
     """
 
     def __init__(
-        self, ctx: SourceContext, partition: str, *, legacy: Mapping[str, Any] | None = None
+        self,
+        ctx: SourceContext,
+        partition: str,
+        *,
+        legacy: Mapping[str, Any] | None = None,
+        fresh: bool = False,
     ) -> None:
         self._ctx = ctx
         self._partition = partition
         self._base = dict(legacy) if legacy is not None else None
-        self._cleared = False
+        self._cleared = fresh and legacy is None
         #: every change of this run (reads see them before the store does)
         self._run: dict[str, Any] = {}
         #: changes since the previous checkpoint
         self._put: dict[str, Any] = {}
         self._delete: dict[str, None] = {}
-        self._reset = legacy is not None or ctx.full_refresh
+        self._reset = legacy is not None or fresh or ctx.full_refresh
         self._migrate = legacy is not None
         self._cache: dict[str, Any] = {}
 
