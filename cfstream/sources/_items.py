@@ -78,6 +78,10 @@ class ItemLedger:
         value = self._run.get(key)
         if value is not None:
             return None if value is _GONE else value
+        return self.saved(key)
+
+    def saved(self, key: str) -> Any | None:
+        """The entry of ``key`` as the run found it (this run's changes left out), or None."""
         if self._cleared:
             return None
         if self._base is not None:
@@ -112,18 +116,21 @@ class ItemLedger:
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
 
-    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
-        """Every entry whose key starts with ``prefix``, this run's changes applied, streamed
-        from the store (saved entries in key order, then the ones this run added)."""
+    def items(self, prefix: str = "", *, saved: bool = False) -> Iterator[tuple[str, Any]]:
+        """Every entry whose key starts with ``prefix``, this run's changes applied (with
+        ``saved``: as the run found them), streamed from the store (saved entries in key order,
+        then the ones this run added)."""
         if not self._cleared:
-            saved: Iterable[tuple[str, Any]] = (
+            stored: Iterable[tuple[str, Any]] = (
                 self._base.items()
                 if self._base is not None
                 else self._ctx.item_entries(self._partition)
             )
-            for key, value in saved:
-                if key.startswith(prefix) and key not in self._run:
+            for key, value in stored:
+                if key.startswith(prefix) and (saved or key not in self._run):
                     yield key, value
+        if saved:
+            return
         for key, value in list(self._run.items()):
             if value is not _GONE and key.startswith(prefix):
                 yield key, value
