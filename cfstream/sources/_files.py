@@ -2,10 +2,14 @@
 
 :class:`FileTreeSource` does everything that does not depend on the file format:
 
-* **Scanning.** One ``os.scandir`` walk per run (in a worker thread) lists every file under the
-  root with its size and mtime. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``, dotfiles)
-  are skipped; a symlink is followed only when its resolved target is inside the root (a symlinked
-  folder is entered once, so link cycles end). ``include``/``exclude`` globs (``**`` spans folders)
+* **Scanning.** An ``os.scandir`` walk (in a worker thread) lists every file under the root with
+  its size and mtime: one walk of the whole tree per run when the subclass needs it
+  (:attr:`FileTreeSource.whole_tree`, Obsidian: links are resolved against the whole vault), else
+  one walk of each top-level folder when its partition is read (the files source), so a run holds
+  one partition's listing at a time. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``,
+  dotfiles) are skipped; a symlink is followed only when its resolved target is inside the root,
+  and a symlinked folder only when the walk does not reach its target anyway (a target under a
+  hidden folder): a folder's files are found once, under their own path, and link cycles end. ``include``/``exclude`` globs (``**`` spans folders)
   decide which files become documents. A file or folder whose name is not valid UTF-8 is imported:
   the stored ids hold each undecodable byte as ``\\xNN`` (see :func:`cfstream.records.escape_surrogates`).
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio.to_thread
 from pydantic import ValidationError
@@ -235,6 +239,8 @@ class TreeScan:
     documents: dict[str, list[FileEntry]] = field(default_factory=dict)
     others: dict[str, list[str]] = field(default_factory=dict)
     escaping_symlinks: list[str] = field(default_factory=list)
+    #: the one partition walked, or None for the whole tree
+    partition: str | None = None
 
     def all_files(self) -> Iterator[str]:
         """Every file's root-relative path: the documents', then the others'."""
@@ -250,10 +256,25 @@ class TreeScan:
         return sorted({"", *self.documents, *self.others})
 
 
-def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> TreeScan:
-    """Walk ``root`` (blocking: call it in a worker thread); see the module docstring."""
+def _walked_directly(target: str, real_root: str) -> bool:
+    """True when the folder ``target`` (a resolved path inside ``real_root``) is reached by the
+    walk through real folders: no folder on its way from the root is hidden."""
+    rel = target[len(real_root) + 1 :]
+    return not any(part.startswith(".") for part in rel.split(os.sep) if part)
+
+
+def scan_tree(
+    root: Path, include: Sequence[str], exclude: Sequence[str], partition: str | None = None
+) -> TreeScan:
+    """Walk ``root`` (blocking: call it in a worker thread); see the module docstring.
+
+    With ``partition``, only that top-level folder is walked (``""``: only the files at the
+    root), so a source can hold one partition's listing at a time. A symlinked folder whose
+    target the walk reaches anyway (through folders that are not hidden) is not entered: its
+    files are found under their own path, in their own partition.
+    """
     real_root = os.path.realpath(root)
-    scan = TreeScan(root=real_root)
+    scan = TreeScan(root=real_root, partition=partition)
     root_st = os.stat(root)
     given = str(root)  # one string shared by every entry (FileEntry.path is derived from it)
     visited: set[tuple[int, int]] = {(root_st.st_dev, root_st.st_ino)}  # folders entered
@@ -264,9 +285,10 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
             entries = list(os.scandir(directory))
         except OSError:
             continue
+        top = not prefix
         for entry in entries:
             name = entry.name
-            if name.startswith("."):
+            if name.startswith(".") or (top and partition and name != partition):
                 continue
             rel = f"{prefix}{name}"
             try:
@@ -282,6 +304,8 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
             except OSError:  # a broken link or a file removed during the walk
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if (top and partition == "") or (is_link and _walked_directly(target, real_root)):
+                    continue
                 key = (st.st_dev, st.st_ino)
                 if key not in visited:  # a folder reached twice through links is walked once
                     visited.add(key)
@@ -374,6 +398,10 @@ class FileTreeSource(Source):
     may override :meth:`prepare` and :meth:`deps_changed`.
     """
 
+    #: True: one walk of the whole tree per run, before any partition is read (what
+    #: :meth:`prepare` indexes, e.g. Obsidian's link targets); False: each partition walks its own
+    #: top-level folder when it is read, so a run holds one partition's listing at a time
+    whole_tree: ClassVar[bool] = True
     #: files read per worker-thread call (also capped by ``batch_bytes``)
     batch_files: int = 64
     batch_bytes: int = 4 * 1024 * 1024
@@ -447,17 +475,26 @@ class FileTreeSource(Source):
 
     # -- Source ------------------------------------------------------------------------------
 
-    async def scan(self, ctx: SourceContext | None = None) -> TreeScan:
-        """Walk the root now (in a worker thread) and remember the result for this run."""
-        root = self.root
-        if not root.is_dir():
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
             raise SourceError(
-                f"{str(root)!r} is not a folder; check the path (it must exist and be readable)",
+                f"{str(self.root)!r} is not a folder; check the path (it must exist and be "
+                "readable)",
                 source=self.name,
             )
 
+    async def scan(
+        self, ctx: SourceContext | None = None, *, partition: str | None = None
+    ) -> TreeScan:
+        """Walk the root now (in a worker thread); the whole tree is remembered for this run.
+
+        With ``partition``, only that top-level folder is walked (see :func:`scan_tree`), and
+        the result is only returned. :meth:`prepare` is called on each scan."""
+        root = self.root
+        self._check_root()
+
         def work() -> TreeScan:
-            scan = scan_tree(root, self.include, self.exclude)
+            scan = scan_tree(root, self.include, self.exclude, partition)
             self.prepare(scan)
             return scan
 
@@ -469,7 +506,8 @@ class FileTreeSource(Source):
                 len(scan.escaping_symlinks),
                 ", ".join(scan.escaping_symlinks[:5]),
             )
-        self._scan = scan
+        if partition is None:
+            self._scan = scan
         return scan
 
     def cursor_scope(self) -> Mapping[str, Any]:
@@ -483,8 +521,11 @@ class FileTreeSource(Source):
 
     async def partitions(self, ctx: SourceContext) -> Sequence[str]:
         """The top-level folders and ``""`` (root files), plus folders synced before but now gone."""
-        scan = await self.scan(ctx)
-        parts = set(scan.partitions)
+        if self.whole_tree:
+            parts = set((await self.scan(ctx)).partitions)
+        else:
+            self._check_root()
+            parts = await anyio.to_thread.run_sync(self._top_folders)
         state = ctx.run.state
         if state is not None and not ctx.full_refresh:
             parts.update(state.cursors(ctx.name))
@@ -502,7 +543,10 @@ class FileTreeSource(Source):
         changed since the previous one (:class:`~cfstream.records.ItemChanges`). A cursor saved
         by an older cfstream (the partition's whole map) is read once and moved into the store.
         """
-        scan = self._scan if self._scan is not None else await self.scan(ctx)
+        if not self.whole_tree:
+            scan = await self.scan(ctx, partition=partition)
+        else:
+            scan = self._scan if self._scan is not None else await self.scan(ctx)
         legacy = _legacy_entries(cursor)
         # deps are checked unless the partition's entries were all checked against this listing
         digest = self.deps_digest(scan)
@@ -597,6 +641,26 @@ class FileTreeSource(Source):
         yield checkpoint(digest if complete else checked)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _top_folders(self) -> set[str]:
+        """``""`` and the top-level folders a partition walk enters (see :func:`scan_tree`)."""
+        real_root = os.path.realpath(self.root)
+        parts = {""}
+        with os.scandir(self.root) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_symlink():
+                        target = os.path.realpath(entry.path)
+                        inside = target.startswith(real_root + os.sep)
+                        if not inside or _walked_directly(target, real_root):
+                            continue
+                    if entry.is_dir():
+                        parts.add(entry.name)
+                except OSError:
+                    continue
+        return parts
 
     def _plan(
         self,

@@ -77,6 +77,8 @@ class FilesSource(FileTreeSource):
 
     source_type: ClassVar[str] = "files"
     config_model: ClassVar[type[SourceConfig] | None] = FilesConfig
+    #: a file's record depends on nothing else: each partition walks its own folder when read
+    whole_tree: ClassVar[bool] = False
 
     def __init__(
         self,
