@@ -10,8 +10,8 @@
   dotfiles) are skipped; a symlink is followed only when its resolved target is inside the root,
   and a symlinked folder only when the walk does not reach its target anyway (a target under a
   hidden folder): a folder's files are found once, under their own path, and link cycles end.
-  ``include``/``exclude`` globs (``**`` spans folders) decide which files become documents. A file or folder whose name is not valid UTF-8 is imported:
-  the stored ids hold each undecodable byte as ``\\xNN`` (see :func:`cfstream.records.escape_surrogates`).
+  ``include``/``exclude`` globs (``**`` spans folders) decide which files become documents. A
+  file or folder whose name is not valid UTF-8 is imported: the stored ids hold each undecodable byte as ``\\xNN`` (see :func:`cfstream.records.escape_surrogates`).
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
   folder that disappeared since the last sync stays a partition for one more run, so its files are
   tombstoned.
@@ -25,7 +25,8 @@
   the file is read again even though its bytes did not change. That is asked only when
   :meth:`FileTreeSource.deps_digest` (Obsidian: a digest of the vault's file list) moved since
   the partition's cursor recorded it, which it does once every entry was checked. Paths in the
-  cursor but gone from the folder become :class:`~cfstream.records.Tombstone` s (a rename is a delete plus an add).
+  cursor but gone from the folder become :class:`~cfstream.records.Tombstone` s (a rename is a
+  delete plus an add).
 * **Folders.** With ``folder_headers`` on, every folder holding at least one document (and each of
   its ancestors, up to the root, whose source id is ``"/"``) is a ``collection_header`` record
   with source id ``"<folder>/"``; cursor keys ending in ``/`` track them.
