@@ -271,13 +271,9 @@ class _Frontier:
         return stamp < self.base or (stamp == self.base and key in self.base_at)
 
 
-#: version of the files partition's cursor (1, unmarked: it held every path's sha)
-_FILES_CURSOR = 2
-
-
 def _legacy_file_entries(cursor: Mapping[str, Any], trusted: bool) -> dict[str, Any] | None:
     """The entries of a files cursor saved before the item store (``files``/``binary`` maps of
-    path to sha), as item store entries; None for a current cursor."""
+    path to sha), as item store entries; None for a current cursor (which has no maps)."""
     files, binary = cursor.get("files"), cursor.get("binary")
     if not isinstance(files, Mapping) and not isinstance(binary, Mapping):
         return None
@@ -599,7 +595,6 @@ class GitHubSource(Source):
         def snapshot(done: bool) -> Checkpoint:
             return Checkpoint(
                 {
-                    "v": _FILES_CURSOR,
                     "ref": ref,
                     "header": header,
                     "filter": filter_key,

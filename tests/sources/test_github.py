@@ -707,6 +707,8 @@ async def test_file_shas_live_in_the_item_store_not_in_the_cursor(
         for p, data in repo.files.items()
     }
     assert cursor["n_files"] == 12 and cursor["n_binary"] == 1
+    # named values (`cfstream status` reads a cursor of more than six keys as a map of items)
+    assert len(cursor) <= 6
 
     # nothing changed: no blob fetched, no checkpoint (nothing written to the state)
     api.clear()
@@ -743,7 +745,7 @@ async def test_an_old_files_cursor_with_every_sha_migrates_to_the_item_store(
     store = StateStore.for_dataset(str(ds))
     data = store.load()
     cursor = data["sources"]["github"]["partitions"][FILES]
-    for key in ("v", "n_files", "n_binary"):
+    for key in ("n_files", "n_binary"):
         cursor.pop(key)
     cursor["files"] = {p: s for p, (k, s) in entries.items() if k == "f"}
     cursor["binary"] = {p: s for p, (k, s) in entries.items() if k == "b"}
