@@ -629,7 +629,7 @@ def _parse_stage(raw: Any, index: int, where: _Where) -> StageSpec:
             try:
                 e_opts = _EmbedOptions.model_validate(value or {})
             except ValidationError as exc:
-                raise _translate(exc, where, kpath, _EmbedOptions, frozenset({"api_key"})) from None
+                raise _translate(exc, where, kpath, _EmbedOptions, value or {}) from None
             needs = _PROVIDER_PACKAGES.get(e_opts.provider)
             if needs is not None and importlib.util.find_spec(needs[0]) is None:
                 raise where.error(

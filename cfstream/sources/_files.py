@@ -2,12 +2,16 @@
 
 :class:`FileTreeSource` does everything that does not depend on the file format:
 
-* **Scanning.** One ``os.scandir`` walk per run (in a worker thread) lists every file under the
-  root with its size and mtime. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``, dotfiles)
-  are skipped; a symlink is followed only when its resolved target is inside the root (a symlinked
-  folder is entered once, so link cycles end). ``include``/``exclude`` globs (``**`` spans folders)
-  decide which files become documents. A file or folder whose name is not valid UTF-8 is imported:
-  the stored ids hold each undecodable byte as ``\\xNN`` (see :func:`cfstream.records.escape_surrogates`).
+* **Scanning.** An ``os.scandir`` walk (in a worker thread) lists every file under the root with
+  its size and mtime: one walk of the whole tree per run when the subclass needs it
+  (:attr:`FileTreeSource.whole_tree`, Obsidian: links are resolved against the whole vault), else
+  one walk of each top-level folder when its partition is read (the files source), so a run holds
+  one partition's listing at a time. Hidden entries (``.obsidian/``, ``.trash/``, ``.git/``,
+  dotfiles) are skipped; a symlink is followed only when its resolved target is inside the root,
+  and a symlinked folder only when the walk does not reach its target anyway (a target under a
+  hidden folder): a folder's files are found once, under their own path, and link cycles end.
+  ``include``/``exclude`` globs (``**`` spans folders) decide which files become documents. A
+  file or folder whose name is not valid UTF-8 is imported: the stored ids hold each undecodable byte as ``\\xNN`` (see :func:`cfstream.records.escape_surrogates`).
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
   folder that disappeared since the last sync stays a partition for one more run, so its files are
   tombstoned.
@@ -18,8 +22,11 @@
   file that was touched but whose bytes hash the same is skipped too (both are counted with
   ``ctx.skipped_unchanged``). ``deps`` is a subclass's record of what else the document depends
   on (Obsidian: how its links resolved); when :meth:`FileTreeSource.deps_changed` says it changed,
-  the file is read again even though its bytes did not change. Paths in the cursor but gone from
-  the folder become :class:`~cfstream.records.Tombstone` s (a rename is a delete plus an add).
+  the file is read again even though its bytes did not change. That is asked only when
+  :meth:`FileTreeSource.deps_digest` (Obsidian: a digest of the vault's file list) moved since
+  the partition's cursor recorded it, which it does once every entry was checked. Paths in the
+  cursor but gone from the folder become :class:`~cfstream.records.Tombstone` s (a rename is a
+  delete plus an add).
 * **Folders.** With ``folder_headers`` on, every folder holding at least one document (and each of
   its ancestors, up to the root, whose source id is ``"/"``) is a ``collection_header`` record
   with source id ``"<folder>/"``; cursor keys ending in ``/`` track them.
@@ -48,12 +55,12 @@ import posixpath
 import re
 import stat
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio.to_thread
 
@@ -167,16 +174,24 @@ def header_id(folder: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class FileEntry:
-    """One file found by the scan: its root-relative POSIX path, absolute path, mtime and size.
+    """One file found by the scan: its root-relative POSIX path, mtime and size.
 
     ``linked`` is True when the path goes through a symlink (to a file or folder inside the root).
+    ``root`` is the folder the scan walked, as given (one string shared by every entry): the
+    absolute path is derived from it rather than stored, so a scan of N files holds N short
+    paths, not 2N.
     """
 
     rel: str
-    path: str
     mtime_ns: int
     size: int
     linked: bool = False
+    root: str = ""
+
+    @property
+    def path(self) -> str:
+        """The file's path: the scanned folder joined with :attr:`rel` (through any symlink)."""
+        return os.path.join(self.root, self.rel) if self.root else self.rel
 
     @property
     def partition(self) -> str:
@@ -195,14 +210,23 @@ class TreeScan:
     """What one walk of the root found.
 
     ``documents`` are the files that pass ``include``/``exclude``, grouped by partition; ``others``
-    the rest (attachments, excluded files), by partition too; ``all_files`` every file's path.
+    the rest (attachments, excluded files), by partition too (:meth:`all_files` iterates both).
     """
 
     root: str
     documents: dict[str, list[FileEntry]] = field(default_factory=dict)
     others: dict[str, list[str]] = field(default_factory=dict)
-    all_files: set[str] = field(default_factory=set)
     escaping_symlinks: list[str] = field(default_factory=list)
+    #: the one partition walked, or None for the whole tree
+    partition: str | None = None
+
+    def all_files(self) -> Iterator[str]:
+        """Every file's root-relative path: the documents', then the others'."""
+        for files in self.documents.values():
+            for e in files:
+                yield e.rel
+        for rels in self.others.values():
+            yield from rels
 
     @property
     def partitions(self) -> list[str]:
@@ -210,11 +234,27 @@ class TreeScan:
         return sorted({"", *self.documents, *self.others})
 
 
-def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> TreeScan:
-    """Walk ``root`` (blocking: call it in a worker thread); see the module docstring."""
+def _walked_directly(target: str, real_root: str) -> bool:
+    """True when the folder ``target`` (a resolved path inside ``real_root``) is reached by the
+    walk through real folders: no folder on its way from the root is hidden."""
+    rel = target[len(real_root) + 1 :]
+    return not any(part.startswith(".") for part in rel.split(os.sep) if part)
+
+
+def scan_tree(
+    root: Path, include: Sequence[str], exclude: Sequence[str], partition: str | None = None
+) -> TreeScan:
+    """Walk ``root`` (blocking: call it in a worker thread); see the module docstring.
+
+    With ``partition``, only that top-level folder is walked (``""``: only the files at the
+    root), so a source can hold one partition's listing at a time. A symlinked folder whose
+    target the walk reaches anyway (through folders that are not hidden) is not entered: its
+    files are found under their own path, in their own partition.
+    """
     real_root = os.path.realpath(root)
-    scan = TreeScan(root=real_root)
+    scan = TreeScan(root=real_root, partition=partition)
     root_st = os.stat(root)
+    given = str(root)  # one string shared by every entry (FileEntry.path is derived from it)
     visited: set[tuple[int, int]] = {(root_st.st_dev, root_st.st_ino)}  # folders entered
     stack: list[tuple[str, str, bool]] = [(str(root), "", False)]  # folder, rel prefix, linked
     while stack:
@@ -223,9 +263,10 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
             entries = list(os.scandir(directory))
         except OSError:
             continue
+        top = not prefix
         for entry in entries:
             name = entry.name
-            if name.startswith("."):
+            if name.startswith(".") or (top and partition and name != partition):
                 continue
             rel = f"{prefix}{name}"
             try:
@@ -241,6 +282,8 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
             except OSError:  # a broken link or a file removed during the walk
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if (top and partition == "") or (is_link and _walked_directly(target, real_root)):
+                    continue
                 key = (st.st_dev, st.st_ino)
                 if key not in visited:  # a folder reached twice through links is walked once
                     visited.add(key)
@@ -248,14 +291,7 @@ def scan_tree(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Tre
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            scan.all_files.add(rel)
-            fe = FileEntry(
-                rel=rel,
-                path=entry.path,
-                mtime_ns=st.st_mtime_ns,
-                size=st.st_size,
-                linked=linked or is_link,
-            )
+            fe = FileEntry(rel, st.st_mtime_ns, st.st_size, linked or is_link, given)
             if matches_any(rel, include) and not matches_any(rel, exclude):
                 scan.documents.setdefault(fe.partition, []).append(fe)
             else:
@@ -340,6 +376,10 @@ class FileTreeSource(Source):
     may override :meth:`prepare` and :meth:`deps_changed`.
     """
 
+    #: True: one walk of the whole tree per run, before any partition is read (what
+    #: :meth:`prepare` indexes, e.g. Obsidian's link targets); False: each partition walks its own
+    #: top-level folder when it is read, so a run holds one partition's listing at a time
+    whole_tree: ClassVar[bool] = True
     #: files read per worker-thread call (also capped by ``batch_bytes``)
     batch_files: int = 64
     batch_bytes: int = 4 * 1024 * 1024
@@ -390,6 +430,14 @@ class FileTreeSource(Source):
         """True when an unchanged file must be re-read because what it depends on changed."""
         return False
 
+    def deps_digest(self, scan: TreeScan) -> str | None:
+        """A digest of everything :meth:`deps_changed` answers from in ``scan`` (Obsidian: the
+        vault's file list), or None (default) when there is nothing to check.
+
+        Kept in a partition's cursor once all its entries were checked against that scan: while
+        it does not move, no entry of the partition is checked again."""
+        return None
+
     def member_of(self, doc: Document, folder: str) -> None:
         """Put ``doc`` in the collection of ``folder`` and relate it to the folder's header."""
         if self.folder_headers:
@@ -405,17 +453,26 @@ class FileTreeSource(Source):
 
     # -- Source ------------------------------------------------------------------------------
 
-    async def scan(self, ctx: SourceContext | None = None) -> TreeScan:
-        """Walk the root now (in a worker thread) and remember the result for this run."""
-        root = self.root
-        if not root.is_dir():
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
             raise SourceError(
-                f"{str(root)!r} is not a folder; check the path (it must exist and be readable)",
+                f"{str(self.root)!r} is not a folder; check the path (it must exist and be "
+                "readable)",
                 source=self.name,
             )
 
+    async def scan(
+        self, ctx: SourceContext | None = None, *, partition: str | None = None
+    ) -> TreeScan:
+        """Walk the root now (in a worker thread); the whole tree is remembered for this run.
+
+        With ``partition``, only that top-level folder is walked (see :func:`scan_tree`), and
+        the result is only returned. :meth:`prepare` is called on each scan."""
+        root = self.root
+        self._check_root()
+
         def work() -> TreeScan:
-            scan = scan_tree(root, self.include, self.exclude)
+            scan = scan_tree(root, self.include, self.exclude, partition)
             self.prepare(scan)
             return scan
 
@@ -427,7 +484,8 @@ class FileTreeSource(Source):
                 len(scan.escaping_symlinks),
                 ", ".join(scan.escaping_symlinks[:5]),
             )
-        self._scan = scan
+        if partition is None:
+            self._scan = scan
         return scan
 
     def cursor_scope(self) -> Mapping[str, Any]:
@@ -441,8 +499,11 @@ class FileTreeSource(Source):
 
     async def partitions(self, ctx: SourceContext) -> Sequence[str]:
         """The top-level folders and ``""`` (root files), plus folders synced before but now gone."""
-        scan = await self.scan(ctx)
-        parts = set(scan.partitions)
+        if self.whole_tree:
+            parts = set((await self.scan(ctx)).partitions)
+        else:
+            self._check_root()
+            parts = await anyio.to_thread.run_sync(self._top_folders)
         state = ctx.run.state
         if state is not None and not ctx.full_refresh:
             parts.update(state.cursors(ctx.name))
@@ -460,8 +521,18 @@ class FileTreeSource(Source):
         changed since the previous one (:class:`~cfstream.records.ItemChanges`). A cursor saved
         by an older cfstream (the partition's whole map) is read once and moved into the store.
         """
-        scan = self._scan if self._scan is not None else await self.scan(ctx)
+        if not self.whole_tree:
+            scan = await self.scan(ctx, partition=partition)
+        else:
+            scan = self._scan if self._scan is not None else await self.scan(ctx)
         legacy = _legacy_entries(cursor)
+        # deps are checked unless the partition's entries were all checked against this listing
+        digest = self.deps_digest(scan)
+        saved_deps = (
+            cursor.get("deps") if cursor and legacy is None and not ctx.full_refresh else None
+        )
+        checked = saved_deps if isinstance(saved_deps, str) else None
+        check_deps = digest is not None and checked != digest
         entries = scan.documents.get(partition, [])
         skipped = len(scan.others.get(partition, []))  # attachments and excluded files
         if skipped:
@@ -471,7 +542,9 @@ class FileTreeSource(Source):
             return legacy.items() if legacy is not None else ctx.item_entries(partition)
 
         # 1. plan, off the event loop: deletions, new folder headers, files to read
-        plan = await anyio.to_thread.run_sync(self._plan, partition, entries, saved)
+        plan = await anyio.to_thread.run_sync(
+            self._plan, partition, entries, saved, scan, check_deps
+        )
         gone, new_headers, to_read, unchanged = plan
         # the first checkpoint replaces the partition's entries on a full refresh, and when the
         # cursor was an old-style map (those entries move into the store)
@@ -491,11 +564,16 @@ class FileTreeSource(Source):
         if unchanged:
             ctx.skipped_unchanged(unchanged)
 
-        def checkpoint() -> Checkpoint:
+        def checkpoint(deps: str | None) -> Checkpoint:
             nonlocal puts, deletes, reset
             changes = ItemChanges(put=puts, delete=deletes, reset=reset)
             puts, deletes, reset = {}, [], False
-            return Checkpoint(dict(_CURSOR), items=changes if changes else None)
+            cur = dict(_CURSOR) if deps is None else {**_CURSOR, "deps": deps}
+            return Checkpoint(cur, items=changes if changes else None)
+
+        # the new digest is saved only with the checkpoint after which every entry was checked
+        # against this scan: until then, checkpoints keep the one the entries were checked with
+        complete = True
 
         # 2. files, in batches read off the event loop
         since_checkpoint = 0
@@ -503,6 +581,7 @@ class FileTreeSource(Source):
         known = {e.rel: prev for e, prev in to_read if prev is not None}
         for n, batch in enumerate(batches, 1):
             if ctx.stopping:
+                complete = False
                 break
             reads = await anyio.to_thread.run_sync(self._read_batch, batch, known, scan)
             docs: list[Document | Tombstone] = []
@@ -510,6 +589,7 @@ class FileTreeSource(Source):
                 rel = r.entry.rel
                 prev = known.pop(rel, None)
                 if r.skipped is not None:  # changed since the scan: the next run sees the change
+                    complete = False
                     ctx.skipped()  # (its saved entry stays as it was: no change recorded)
                     ctx.logger.warning("%s: skipped %r: %s", self.name, rel, r.skipped)
                     continue
@@ -535,30 +615,51 @@ class FileTreeSource(Source):
             since_checkpoint += len(batch)
             if since_checkpoint >= self.checkpoint_every and n < len(batches):
                 since_checkpoint = 0
-                yield checkpoint()
-        yield checkpoint()
+                yield checkpoint(checked)
+        yield checkpoint(digest if complete else checked)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _top_folders(self) -> set[str]:
+        """``""`` and the top-level folders a partition walk enters (see :func:`scan_tree`)."""
+        real_root = os.path.realpath(self.root)
+        parts = {""}
+        with os.scandir(self.root) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_symlink():
+                        target = os.path.realpath(entry.path)
+                        inside = target.startswith(real_root + os.sep)
+                        if not inside or _walked_directly(target, real_root):
+                            continue
+                    if entry.is_dir():
+                        parts.add(entry.name)
+                except OSError:
+                    continue
+        return parts
 
     def _plan(
         self,
         partition: str,
         entries: list[FileEntry],
         saved: Callable[[], Iterable[tuple[str, Any]]],
+        scan: TreeScan,
+        check_deps: bool = True,
     ) -> tuple[list[str], list[str], list[tuple[FileEntry, Any]], int]:
         """(keys gone, folder header keys new, (file, saved entry) to read, files unchanged).
 
         One pass over the partition's saved entries, streamed from the item store a page at a
         time, against the partition's files from the scan: what it keeps beyond the scan's own
-        listing is what changed."""
+        listing is what changed. :meth:`deps_changed` is asked only with ``check_deps``."""
         present = {e.rel: e for e in entries}
         folders = self._folders(partition, entries)
         gone: list[str] = []
         headers_seen: set[str] = set()
         to_read: list[tuple[FileEntry, Any]] = []
         unchanged = 0
-        deps_changed = self.deps_changed
-        scan = self._scan
+        deps_changed = self.deps_changed if check_deps else None
         max_bytes = self.max_file_bytes
         for key, prev in saved():
             if key.endswith("/"):
@@ -576,7 +677,10 @@ class FileTreeSource(Source):
                 and prev[0] == e.mtime_ns
                 and prev[1] == e.size
                 and not (prev[2] == TOO_LARGE and e.size <= max_bytes)  # the limit was raised
-                and (scan is None or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan))
+                and (
+                    deps_changed is None
+                    or not deps_changed(e, prev[3] if len(prev) > 3 else None, scan)
+                )
             ):
                 unchanged += 1
             else:

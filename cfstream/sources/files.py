@@ -89,6 +89,8 @@ class FilesSource(FileTreeSource):
     source_type: ClassVar[str] = "files"
     config_model: ClassVar[type[SourceConfig] | None] = FilesConfig
     positional_option: ClassVar[str | None] = "path"
+    #: a file's record depends on nothing else: each partition walks its own folder when read
+    whole_tree: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -7,8 +7,9 @@ with its own cursor:
   (``GET /repos/{o}/{r}/git/trees/{ref}?recursive=1``; a ``truncated`` listing falls back to walking
   the tree one folder at a time) and fetched as blobs (``GET /repos/{o}/{r}/git/blobs/{sha}``,
   base64). Text files only: binary files and files over ``max_file_size`` are skipped and counted.
-  The cursor keeps ``{path: blob sha}``: a later sync fetches only blobs whose sha changed and
-  turns paths gone from the tree into tombstones.
+  Each path's blob sha is kept in the state's item store (the cursor keeps only the tree read to
+  the end and counts): a later sync fetches only blobs whose sha changed and turns paths gone
+  from the tree into tombstones; an unchanged tree is not compared at all.
 * ``"<owner>/<repo>:issues"`` (``":pulls"`` when only pull requests are wanted) - issues and pull
   requests from ``GET /repos/{o}/{r}/issues`` (PRs carry a ``pull_request`` key), incremental on
   ``updated_at`` with ``since`` + ``sort=updated&direction=asc``, and their comments (fetched per
@@ -53,6 +54,7 @@ from cfstream.http import (
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.secrets import Secret
 from cfstream.sources._files import matches_any
+from cfstream.sources._items import ItemLedger
 from cfstream.sources.base import (
     Source,
     SourceConfig,
@@ -336,6 +338,36 @@ class _Frontier:
         return stamp < self.base or (stamp == self.base and key in self.base_at)
 
 
+def _legacy_file_entries(cursor: Mapping[str, Any], trusted: bool) -> dict[str, Any] | None:
+    """The entries of a files cursor saved before the item store (``files``/``binary`` maps of
+    path to sha), as item store entries; None for a current cursor (which has no maps)."""
+    files, binary = cursor.get("files"), cursor.get("binary")
+    if not isinstance(files, Mapping) and not isinstance(binary, Mapping):
+        return None
+    out: dict[str, Any] = {}
+    if isinstance(binary, Mapping) and trusted:
+        out.update((str(p), ["b", str(s)]) for p, s in binary.items())
+    if isinstance(files, Mapping):
+        out.update((str(p), ["f", str(s)]) for p, s in files.items())
+    return out
+
+
+def _count(cursor: Mapping[str, Any], key: str, legacy: str) -> int:
+    """A count kept in the files cursor (or the size of the old cursor's map)."""
+    value = cursor.get(key)
+    if isinstance(value, int):
+        return value
+    old = cursor.get(legacy)
+    return len(old) if isinstance(old, Mapping) else 0
+
+
+def _file_entry(value: Any) -> tuple[str | None, str | None]:
+    """(``"f"`` or ``"b"``, sha) of a files entry; (None, None) for anything else."""
+    if isinstance(value, list) and len(value) == 2 and value[0] in ("f", "b"):
+        return str(value[0]), str(value[1])
+    return None, None
+
+
 class GitHubSource(Source):
     """Files, issues, pull requests and comments of GitHub repositories.
 
@@ -414,7 +446,7 @@ class GitHubSource(Source):
         repo = _Repo(owner, name)
         svc = self._service(ctx)
         if kind == "files":
-            inner = self._read_files(svc, repo, cursor or {}, ctx)
+            inner = self._read_files(svc, repo, cursor or {}, ctx, partition)
         else:
             inner = self._read_issues(svc, repo, cursor, ctx)
         async with contextlib.aclosing(inner) as items:
@@ -554,8 +586,16 @@ class GitHubSource(Source):
         return root, entries
 
     async def _read_files(
-        self, svc: Service, repo: _Repo, cursor: Mapping[str, Any], ctx: SourceContext
+        self,
+        svc: Service,
+        repo: _Repo,
+        cursor: Mapping[str, Any],
+        ctx: SourceContext,
+        partition: str,
     ) -> AsyncGenerator[SourceOutput, None]:
+        """The files partition. Each path's blob sha lives in the item store (``["f", sha]``
+        for a file imported, ``["b", sha]`` for one skipped as binary); the cursor keeps the
+        tree that was read to the end and how many of each it held."""
         cfg = self.config
         info = await self._repo_info(svc, repo)
         header: str | None = None
@@ -567,15 +607,32 @@ class GitHubSource(Source):
         web = str(info.get("html_url") or f"https://github.com/{repo.full}")
         filter_key = self._filter_key(ref)
         trusted = cursor.get("filter") == filter_key
-        old_files: dict[str, str] = dict(cursor.get("files") or {})
-        old_binary: dict[str, str] = dict(cursor.get("binary") or {}) if trusted else {}
+        ledger = ItemLedger(ctx, partition, legacy=_legacy_file_entries(cursor, trusted))
+        n_files = _count(cursor, "n_files", "files")
+        n_binary = _count(cursor, "n_binary", "binary") if trusted else 0
+        #: paths whose blob failed for a transient reason: the tree is not done until they are in
+        retry: set[str] = set()
+        root = ""
+
+        def snapshot(done: bool) -> Checkpoint:
+            return Checkpoint(
+                {
+                    "ref": ref,
+                    "header": header,
+                    "filter": filter_key,
+                    "tree": root if done and not retry else None,
+                    "n_files": n_files,
+                    "n_binary": n_binary,
+                },
+                items=ledger.changes(),
+            )
 
         root, entries = await self._tree(svc, repo, ref, ctx)
         if trusted and root and cursor.get("tree") == root:
-            ctx.skipped_unchanged(len(old_files))
-            ctx.skipped(len(old_binary))
-            if header is not None and cursor.get("header") != header:
-                yield Checkpoint({**cursor, "header": header})
+            ctx.skipped_unchanged(n_files)
+            ctx.skipped(n_binary)
+            if (header is not None and cursor.get("header") != header) or ledger.migrating:
+                yield snapshot(True)
             return
 
         wanted: dict[str, Mapping[str, Any]] = {}
@@ -594,39 +651,40 @@ class GitHubSource(Source):
         if too_big:
             ctx.skipped(too_big)
 
-        tombstones: list[Item] = [
-            Tombstone(self._sid(repo, "file", p), self.source_type)
-            for p in sorted(old_files)
-            if p not in wanted
-        ]
-        files = {p: s for p, s in old_files.items() if p in wanted}
-        binary = {p: s for p, s in old_binary.items() if p in wanted}
-
-        #: paths whose blob failed for a transient reason: the tree is not done until they are in
-        retry: set[str] = set()
-
-        def snapshot(done: bool) -> Checkpoint:
-            return Checkpoint(
-                {
-                    "ref": ref,
-                    "header": header,
-                    "filter": filter_key,
-                    "tree": root if done and not retry else None,
-                    "files": dict(files),
-                    "binary": dict(binary),
-                }
-            )
-
+        # one pass over the saved entries (streamed from the item store) against the tree
+        gone: list[str] = []
         todo: list[tuple[str, str]] = []
-        unchanged = skipped_binary = 0
-        for path in sorted(wanted):
-            sha = str(wanted[path].get("sha") or "")
-            if trusted and files.get(path) == sha:
-                unchanged += 1
-            elif binary.get(path) == sha:
-                skipped_binary += 1
-            else:
-                todo.append((path, sha))
+        seen: set[str] = set()
+        unchanged = skipped_binary = n_files = n_binary = 0
+        for path, value in ledger.items():
+            kind, old_sha = _file_entry(value)
+            listed = wanted.get(path)
+            if listed is None:
+                ledger.delete(path)
+                if kind == "f":
+                    gone.append(path)
+                continue
+            seen.add(path)
+            sha = str(listed.get("sha") or "")
+            if kind == "f":
+                n_files += 1
+                if trusted and old_sha == sha:
+                    unchanged += 1
+                    continue
+            elif kind == "b" and trusted:
+                n_binary += 1
+                if old_sha == sha:
+                    skipped_binary += 1
+                    continue
+            elif kind is not None:  # skipped as binary under other options: look again
+                ledger.delete(path)
+            todo.append((path, sha))
+        todo.extend((p, str(e.get("sha") or "")) for p, e in wanted.items() if p not in seen)
+        todo.sort()
+        del seen
+        tombstones: list[Item] = [
+            Tombstone(self._sid(repo, "file", p), self.source_type) for p in sorted(gone)
+        ]
         if unchanged:
             ctx.skipped_unchanged(unchanged)
         if skipped_binary:
@@ -646,7 +704,7 @@ class GitHubSource(Source):
                 sid = self._sid(repo, "file", path)
                 if isinstance(blob, BaseException):
                     if is_transient(blob):
-                        # not done: `files` keeps its old sha (or none), the tree stays open,
+                        # not done: its entry keeps its old sha (or none), the tree stays open,
                         # so the next run fetches this blob again
                         retry.add(path)
                         ctx.retry_next_run(f"blob {sha} of {path}: {blob}", source_id=sid)
@@ -662,15 +720,19 @@ class GitHubSource(Source):
                 except ValueError as exc:
                     ctx.dead_letter(str(exc), _blob_payload(blob), source_id=sid)
                     continue
+                was, _ = _file_entry(ledger.get(path))
                 if text is None:  # binary
                     skipped += 1
-                    binary[path] = sha
-                    if files.pop(path, None) is not None:
+                    ledger.put(path, ["b", sha])
+                    n_binary += was != "b"
+                    if was == "f":
+                        n_files -= 1
                         out.append(Tombstone(sid, self.source_type))
                     continue
                 out.append(self.map_file(repo, path, sha, wanted[path], text, ref, web))
-                binary.pop(path, None)
-                files[path] = sha
+                ledger.put(path, ["f", sha])
+                n_files += was != "f"
+                n_binary -= was == "b"
             if skipped:
                 ctx.skipped(skipped)
             last = start + step >= len(todo)

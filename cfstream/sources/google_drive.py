@@ -16,19 +16,23 @@ is read on its own, with its own cursor:
    everything below it along); new or moved-in folders are walked; a renamed folder re-imports its
    direct files (their ``collection`` is the folder's name). A file's content is fetched again
    only when the metadata that a record is built from moved (``modifiedTime``, ``md5Checksum``,
-   ``size``, ``name``, ``parents``, ...; a bare ``version`` bump is skipped): the cursor keeps a
-   fingerprint of it per file.
+   ``size``, ``name``, ``parents``, ...; a bare ``version`` bump is skipped): a fingerprint of it
+   is kept per file.
 
 The cursor (JSON)::
 
-    {"v": 1, "phase": "full" | "changes", "token": "<changes page token>",
+    {"v": 2, "phase": "full" | "changes", "token": "<changes page token>",
      "queue": ["<folder ids still to list>"], "page_token": "<files.list page of queue[0]>",
-     "folders": {"<id>": ["<name>", "<parent id>"]}, "files": {"<id>": ["<fingerprint>", "<parent id>"]},
      "retry": {"<id>": "<parent id>"}}
 
+The folders and files of the tree live in the state's item store, one entry each:
+``"d:<id>" -> ["<name>", "<parent id>"]`` and ``"f:<id>" -> ["<fingerprint>", "<parent id>"]``,
+read as needed, and each checkpoint carries the entries that changed since the previous one. A
+version 1 cursor (which held them as two maps) is moved into the store on the first run.
+
 A file whose content fetch failed for a transient reason (a 5xx or an empty, short or
-mismatching body after the retries) is not entered in ``files``: it goes to ``retry``, the run
-reports it, and the next run fetches that file again before anything else.
+mismatching body after the retries) gets no entry: it goes to ``retry``, the run reports it,
+and the next run fetches that file again before anything else.
 
 A checkpoint follows every page (a crash refetches at most one page). See
 ``docs/connectors/google_drive.md``.
@@ -39,7 +43,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import posixpath
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -80,6 +84,7 @@ from cfstream.sources._google_auth import (
     OAuthCredentials,
     ServiceAccountCredentials,
 )
+from cfstream.sources._items import ItemLedger
 from cfstream.sources.base import (
     Source,
     SourceConfig,
@@ -153,7 +158,9 @@ _FINGERPRINT_KEYS = (
     "lastModifyingUser",
     "shortcutDetails",
 )
-_CURSOR_VERSION = 1
+_CURSOR_VERSION = 2
+#: cursors of version 1 held the folder and file maps themselves (moved into the item store)
+_OLD_CURSOR_VERSION = 1
 #: records held back at most before they are sent on, within one changes page
 _FLUSH_ITEMS = 500
 _DRIVE = "/drive/v3"
@@ -303,18 +310,64 @@ class _DrivePolicy(GooglePolicy):
         return super().inspect(raw, data, service, now)
 
 
+class _Entries:
+    """The folders (``d:<id>``) or files (``f:<id>``) of a partition, as a dict over the item
+    store: ``id -> [name, parent id]`` / ``id -> [fingerprint, parent id]``."""
+
+    def __init__(self, ledger: ItemLedger, prefix: str) -> None:
+        self._ledger = ledger
+        self._prefix = prefix
+
+    def get(self, key: str) -> list[str | None] | None:
+        value = self._ledger.get(self._prefix + key)
+        return list(value) if isinstance(value, list) and len(value) == 2 else None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __getitem__(self, key: str) -> list[str | None]:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: list[str | None]) -> None:
+        if self.get(key) != value:  # an unchanged entry is not written again
+            self._ledger.put(self._prefix + key, list(value))
+
+    def __delitem__(self, key: str) -> None:
+        self._ledger.delete(self._prefix + key)
+
+    def items(self) -> Iterator[tuple[str, list[str | None]]]:
+        """Every entry, streamed from the item store (this run's changes applied)."""
+        n = len(self._prefix)
+        for key, value in self._ledger.items(self._prefix):
+            if isinstance(value, list) and len(value) == 2:
+                yield key[n:], list(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.items())
+
+
 @dataclass
 class _State:
-    """A partition's cursor, in memory. Values of the maps are replaced, never mutated."""
+    """A partition's cursor, in memory, and its folders and files (kept in the item store)."""
 
     phase: Literal["full", "changes"]
     token: str
+    ledger: ItemLedger
     queue: list[str] = field(default_factory=list)
     page_token: str | None = None
-    folders: dict[str, list[str | None]] = field(default_factory=dict)
-    files: dict[str, list[str | None]] = field(default_factory=dict)
     #: files not done: their content fetch failed for a transient reason (id -> parent id)
     retry: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def folders(self) -> _Entries:
+        return _Entries(self.ledger, "d:")
+
+    @property
+    def files(self) -> _Entries:
+        return _Entries(self.ledger, "f:")
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -323,31 +376,38 @@ class _State:
             "token": self.token,
             "queue": list(self.queue),
             "page_token": self.page_token,
-            "folders": dict(self.folders),
-            "files": dict(self.files),
             "retry": dict(self.retry),
         }
 
+    def checkpoint(self) -> Checkpoint:
+        """The cursor and the folder and file entries changed since the previous checkpoint."""
+        return Checkpoint(self.snapshot(), items=self.ledger.changes())
+
     @classmethod
-    def load(cls, cursor: Mapping[str, Any] | None) -> _State | None:
-        if not cursor or cursor.get("v") != _CURSOR_VERSION:
-            return None
+    def load(cls, cursor: Mapping[str, Any] | None, ctx: SourceContext, partition: str) -> _State:
+        """The saved state, or a new one (phase ``full``, no token yet) when there is none."""
+        version = cursor.get("v") if cursor else None
         try:
+            if cursor is None or version not in (_OLD_CURSOR_VERSION, _CURSOR_VERSION):
+                raise KeyError("v")
             phase = cursor["phase"]
             token = cursor["token"]
             if phase not in ("full", "changes") or not isinstance(token, str):
-                return None
+                raise KeyError("phase")
+            legacy: dict[str, Any] | None = None
+            if version == _OLD_CURSOR_VERSION:  # the maps were in the cursor: into the store
+                legacy = {f"d:{k}": list(v) for k, v in (cursor.get("folders") or {}).items()}
+                legacy.update((f"f:{k}", list(v)) for k, v in (cursor.get("files") or {}).items())
             return cls(
                 phase=phase,
                 token=token,
+                ledger=ItemLedger(ctx, partition, legacy=legacy),
                 queue=[str(q) for q in cursor.get("queue") or ()],
                 page_token=cursor.get("page_token"),
-                folders={str(k): list(v) for k, v in (cursor.get("folders") or {}).items()},
-                files={str(k): list(v) for k, v in (cursor.get("files") or {}).items()},
                 retry={str(k): str(v) for k, v in (cursor.get("retry") or {}).items()},
             )
         except (KeyError, TypeError, AttributeError):
-            return None
+            return cls(phase="full", token="", ledger=ItemLedger(ctx, partition, fresh=True))
 
 
 class _Skip(Exception):
@@ -514,7 +574,7 @@ class GoogleDriveSource(Source):
                 source=self.name,
             )
         reader = _PartitionReader(self, self._api_for(ctx), ctx, root, drive=kind == "drive")
-        async for out in reader.run(_State.load(cursor) if cursor else None):
+        async for out in reader.run(_State.load(cursor, ctx, partition)):
             yield out
 
     def _api_for(self, ctx: SourceContext) -> _Api:
@@ -630,18 +690,18 @@ class _PartitionReader:
 
     # -- the two phases ------------------------------------------------------------------------
 
-    async def run(self, state: _State | None) -> AsyncIterator[list[Item]]:
-        if state is None:
+    async def run(self, state: _State) -> AsyncIterator[list[Item]]:
+        if not state.token:  # nothing saved: a full sync
             # the token first: changes made while we list are replayed by the next sync
-            token = await self._start_token()
+            state.token = await self._start_token()
             root = await self._root_file()
-            state = _State(phase="full", token=token, queue=[self.root])
+            state.queue = [self.root]
             state.folders[self.root] = [str(root.get("name", "")), None]
             header = self._map_safely(root, state)
-            yield [*([header] if header else []), Checkpoint(state.snapshot())]
+            yield [*([header] if header else []), state.checkpoint()]
         elif state.retry:
             items = await self._retry(state)
-            yield [*items, Checkpoint(state.snapshot())]
+            yield [*items, state.checkpoint()]
         if state.phase == "full":
             async for out in self._full(state):
                 yield out
@@ -650,7 +710,7 @@ class _PartitionReader:
             state.phase = "changes"
             state.queue = []
             state.page_token = None
-            yield [Checkpoint(state.snapshot())]
+            yield [state.checkpoint()]
         async for out in self._changes(state):
             yield out
 
@@ -662,7 +722,7 @@ class _PartitionReader:
             if nxt is None:
                 state.queue.pop(0)
             state.page_token = nxt
-            yield [*items, Checkpoint(state.snapshot())]
+            yield [*items, state.checkpoint()]
 
     async def _walk(self, folder: str, state: _State) -> AsyncIterator[list[Item]]:
         """Import everything below ``folder`` (a folder that just came into the tree)."""
@@ -716,7 +776,7 @@ class _PartitionReader:
                     "changes.list answered with neither nextPageToken nor newStartPageToken",
                     source=self.source.name,
                 )
-            yield [*out, Checkpoint(state.snapshot())]
+            yield [*out, state.checkpoint()]
             if done:
                 return
 
@@ -830,14 +890,19 @@ class _PartitionReader:
             out.append(Tombstone(fid))
         if fid not in state.folders:
             return out
+        # the folders below: one pass over the folder entries, then their closure in memory
+        children: dict[str, list[str]] = {}
+        for k, (_name, parent) in state.folders.items():
+            if parent is not None:
+                children.setdefault(parent, []).append(k)
         gone = {fid}
-        changed = True
-        while changed:
-            changed = False
-            for k, (_name, parent) in state.folders.items():
-                if parent in gone and k not in gone:
+        stack = [fid]
+        while stack:
+            for k in children.get(stack.pop(), ()):
+                if k not in gone:
                     gone.add(k)
-                    changed = True
+                    stack.append(k)
+        del children
         for k in sorted(gone):
             del state.folders[k]
             out.append(Tombstone(k))
@@ -852,8 +917,8 @@ class _PartitionReader:
         """The root folder itself was trashed or deleted: everything goes."""
         out: list[Item] = [Tombstone(k) for k in sorted(state.folders)]
         out += [Tombstone(k) for k in sorted(state.files)]
-        state.folders = {self.root: ["", None]}  # keep the root so it comes back if restored
-        state.files = {}
+        state.ledger.clear()
+        state.folders[self.root] = ["", None]  # keep the root so it comes back if restored
         state.retry = {}
         return out
 

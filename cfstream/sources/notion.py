@@ -14,9 +14,11 @@ records (in database and page partitions they are followed; search finds them by
 header and carry every property as ``notion_prop_<name>`` metadata.
 
 Incremental sync: Notion's timestamps are minute-granular, so a page whose ``last_edited_time`` is
-in the minute it was fetched may change again without the timestamp moving. The cursor keeps, per
-page, its ``last_edited_time``, the content hash of its record and whether it was "hot" (edited
-within ``lookback_seconds`` of being fetched). A page is fetched again only when it is new, its
+in the minute it was fetched may change again without the timestamp moving. The state's item
+store keeps, per page, its ``last_edited_time``, the content hash of its record and whether it was
+"hot" (edited within ``lookback_seconds`` of being fetched), read as pages come; each checkpoint
+carries only the entries that changed, and the cursor keeps ``since`` alone (a version 1 cursor,
+which held every page's entry, is moved into the store on the first run). A page is fetched again only when it is new, its
 timestamp moved, or it was hot; a refetched page whose record hashes the same is skipped and
 counted as unchanged. Database queries filter with ``last_edited_time on_or_after`` the start of
 the previous sync (minus ``lookback_seconds``). Archived or trashed pages become tombstones, and so
@@ -27,7 +29,7 @@ do pages that disappeared (unshared, moved away, or gone from their parent) when
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -50,6 +52,7 @@ from cfstream.http import (
 )
 from cfstream.records import Checkpoint, Document, Item, Relationship, Tombstone
 from cfstream.secrets import Secret
+from cfstream.sources._items import ItemLedger
 from cfstream.sources._notion_markdown import (
     CHILDREN,
     child_links,
@@ -72,7 +75,9 @@ _AUTH_HINT = (
     "`ntn_...` or `secret_...`), that the integration has the 'Read content' capability, and "
     "that the pages and databases are shared with it (page menu -> Connections)"
 )
-_CURSOR_VERSION = 1
+_CURSOR_VERSION = 2
+#: cursors of version 1 held every page's entry (``known``), now in the item store
+_OLD_CURSOR_VERSION = 1
 
 
 def _normalize_id(value: str) -> str:
@@ -253,6 +258,49 @@ class _Known:
             return None
         time, hash_, kids, hot, parent = raw
         return cls(str(time), str(hash_), [str(k) for k in kids or []], bool(hot), str(parent))
+
+
+class _KnownEntries:
+    """What is known of each page and database, kept in the state's item store (one entry per
+    object id): as the run found it, or (``current``) with this run's changes."""
+
+    def __init__(self, ledger: ItemLedger, *, current: bool) -> None:
+        self._ledger = ledger
+        self._current = current
+
+    def get(self, key: str) -> _Known | None:
+        raw = self._ledger.get(key) if self._current else self._ledger.saved(key)
+        return _Known.load(raw) if raw is not None else None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __getitem__(self, key: str) -> _Known:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def items(self) -> Iterator[tuple[str, _Known]]:
+        """Every entry, streamed from the item store."""
+        for key, raw in self._ledger.items(saved=not self._current):
+            known = _Known.load(raw)
+            if known is not None:
+                yield key, known
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self.items())
+
+    def __setitem__(self, key: str, value: _Known) -> None:
+        dump = value.dump()
+        if self._ledger.get(key) != dump:  # an unchanged entry is not written again
+            self._ledger.put(key, dump)
+
+    def pop(self, key: str, default: None = None) -> _Known | None:
+        value = self.get(key)
+        if value is not None:
+            self._ledger.delete(key)
+        return value
 
 
 @dataclass(slots=True)
@@ -481,16 +529,24 @@ class _Walk:
         self.started = datetime.now(UTC)
         lookback = timedelta(seconds=self.cfg.lookback_seconds)
         self.hot_after = self.started - lookback
-        self.known: dict[str, _Known] = {}
         self.since: str | None = None
-        if cursor and cursor.get("v") == _CURSOR_VERSION:
+        version = cursor.get("v") if cursor else None
+        legacy: dict[str, Any] | None = None
+        if cursor and version in (_OLD_CURSOR_VERSION, _CURSOR_VERSION):
             since = cursor.get("since")
             self.since = str(since) if since else None
-            for key, raw in (cursor.get("known") or {}).items():
-                k = _Known.load(raw)
-                if k is not None:
-                    self.known[str(key)] = k
-        self.new_known: dict[str, _Known] = dict(self.known)
+            if version == _OLD_CURSOR_VERSION:  # the entries were in the cursor: into the store
+                old = cursor.get("known")
+                legacy = {str(k): v for k, v in (old.items() if isinstance(old, Mapping) else ())}
+        self.ledger = ItemLedger(
+            ctx,
+            partition,
+            legacy=legacy,
+            fresh=version not in (_OLD_CURSOR_VERSION, _CURSOR_VERSION),
+        )
+        #: each object's entry as the run found it, and with this run's changes
+        self.known = _KnownEntries(self.ledger, current=False)
+        self.new_known = _KnownEntries(self.ledger, current=True)
         self.visited: set[str] = set()
         self.queued: set[str] = set()
         self.queue: list[tuple[str, str, _Container, str | None]] = []
@@ -500,30 +556,25 @@ class _Walk:
 
     # -- batches and checkpoints ---------------------------------------------------------------
 
-    def _cursor(self, since: str | None) -> dict[str, Any]:
-        return {
-            "v": _CURSOR_VERSION,
-            "since": since,
-            "known": {k: v.dump() for k, v in self.new_known.items()},
-        }
+    def _checkpoint(self, since: str | None) -> Checkpoint:
+        return Checkpoint({"v": _CURSOR_VERSION, "since": since}, items=self.ledger.changes())
 
     def flush(self) -> list[Item]:
         out = self.batch
-        out.append(Checkpoint(self._cursor(self.since)))
+        out.append(self._checkpoint(self.since))
         self.batch = []
         return out
 
     def finish(self) -> list[Item]:
         """Tombstones for what disappeared, then the final checkpoint with the new ``since``."""
         if self.cfg.detect_deletions:
-            for key in list(self.new_known):
-                if key not in self.visited:
-                    self.tombstone(key)
+            for key in [k for k in self.new_known if k not in self.visited]:
+                self.tombstone(key)
         new_since = (self.started - timedelta(seconds=self.cfg.lookback_seconds)).strftime(
             "%Y-%m-%dT%H:%M:%S.000Z"
         )
         out = self.batch
-        out.append(Checkpoint(self._cursor(new_since)))
+        out.append(self._checkpoint(new_since))
         self.batch = []
         return out
 

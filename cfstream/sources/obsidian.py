@@ -18,16 +18,18 @@ Every markdown note of the vault becomes a record whose source id is its vault-r
   (source id ``"<folder>/"``, the vault root ``"/"``) and notes are ``member_of`` it.
 
 Links make a note depend on other files: when a note that another note links to is added, deleted
-or renamed, the linking note is re-imported so its relationships stay right (the cursor records how
-each link resolved). See :mod:`cfstream.sources._files` for scanning, partitions and incremental
+or renamed, the linking note is re-imported so its relationships stay right (the item store records
+how each link resolved; the links are checked again only when the vault's file list changed). See :mod:`cfstream.sources._files` for scanning, partitions and incremental
 sync, and ``docs/connectors/obsidian.md`` for the user guide.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -259,7 +261,7 @@ class VaultIndex:
     def from_scan(cls, scan: TreeScan) -> VaultIndex:
         """Index the files a scan found; ``notes`` are the ones imported as records."""
         idx = cls(notes={e.rel for files in scan.documents.values() for e in files})
-        for rel in scan.all_files:
+        for rel in scan.all_files():
             idx.paths.setdefault(rel.lower(), rel)
             idx.names.setdefault(posixpath.basename(rel).lower(), []).append(rel)
         return idx
@@ -303,6 +305,15 @@ class VaultIndex:
             return found
         here = folder_of(source)
         return min(matches, key=lambda r: (folder_of(r) != here, r.count("/"), len(r), r))
+
+
+def _listing_digest(scan: TreeScan) -> str:
+    """A digest of every file path a scan found (how links resolve depends on nothing else)."""
+    h = hashlib.blake2b(digest_size=16)
+    for rel in sorted(scan.all_files()):
+        h.update(rel.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 class ObsidianSource(FileTreeSource):
@@ -352,13 +363,38 @@ class ObsidianSource(FileTreeSource):
             max_concurrency=cfg.max_concurrency,
         )
         self.vault_name = cfg.vault_name or self.root.resolve().name
-        self._index = VaultIndex()
+        self._indexed: TreeScan | None = None
+        self._built: VaultIndex | None = None
+        self._digest: str | None = None
+        self._index_lock = threading.Lock()
 
     # -- FileTreeSource hooks ----------------------------------------------------------------
 
     def prepare(self, scan: TreeScan) -> None:
-        """Index the vault's files for link resolution."""
-        self._index = VaultIndex.from_scan(scan)
+        """Take the digest of the vault's file list; its index is built when a link is resolved
+        (a sync in which no file came or went resolves none)."""
+        digest = _listing_digest(scan)
+        with self._index_lock:
+            self._indexed, self._built, self._digest = scan, None, digest
+
+    @property
+    def _index(self) -> VaultIndex:
+        """The index of the last scan's files, built on first use."""
+        with self._index_lock:
+            if self._built is None:
+                self._built = (
+                    VaultIndex.from_scan(self._indexed)
+                    if self._indexed is not None
+                    else VaultIndex()
+                )
+            return self._built
+
+    def deps_digest(self, scan: TreeScan) -> str | None:
+        """The digest of the vault's file list: links resolve the same while it does not move."""
+        with self._index_lock:
+            if scan is self._indexed and self._digest is not None:
+                return self._digest
+        return _listing_digest(scan)
 
     def deps_changed(self, entry: FileEntry, deps: Any, scan: TreeScan) -> bool:
         """True when one of the note's links now resolves differently (a target came or went)."""

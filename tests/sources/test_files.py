@@ -200,15 +200,16 @@ async def test_a_file_growing_while_read_is_read_no_further_than_the_limit(
 
 
 class SwapAfterScan(FilesSource):
-    """Runs ``swap`` right after the scan, before any file is read."""
+    """Runs ``swaps[partition]`` right after that partition's scan, before its files are read
+    (a files source walks each top-level folder when it reads it)."""
 
-    swap: Any = None
+    swaps: dict[str, Any] = {}
 
     def prepare(self, scan: Any) -> None:
         super().prepare(scan)
-        if self.swap is not None:
-            self.swap()
-            self.swap = None
+        swap = self.swaps.pop(scan.partition, None)
+        if swap is not None:
+            swap()
 
 
 async def test_a_file_or_folder_swapped_for_a_symlink_after_the_scan_is_not_followed(
@@ -219,14 +220,16 @@ async def test_a_file_or_folder_swapped_for_a_symlink_after_the_scan_is_not_foll
     for rel in ("secret.md", "install.md", "deep/faq.md"):
         (outside / rel).write_text("# SECRET outside the folder\n")
 
-    def swap() -> None:
+    def swap_readme() -> None:
         (folder / "README.md").unlink()
         (folder / "README.md").symlink_to(outside / "secret.md")
+
+    def swap_guide() -> None:
         (folder / "guide").rename(tmp_path / "guide-moved")
         (folder / "guide").symlink_to(outside, target_is_directory=True)
 
     src = SwapAfterScan(folder)
-    src.swap = swap
+    src.swaps = {"": swap_readme, "guide": swap_guide}
     sink = MemorySink()
     report = await (src | sink).run()
     texts = [d.text_content or "" for d in sink.documents]
@@ -264,3 +267,44 @@ async def test_names_that_are_not_utf8_are_imported_under_escaped_ids(folder: Pa
     # the sink stores each undecodable byte as \xNN; the source passes the name through
     stored = {escape_surrogates(i) for i in ids}
     assert {"caf\\xe9.md", "guide/bad\\xff/sub/note.md"} <= stored
+
+
+class RecordScans(FilesSource):
+    """Remembers what each scan held."""
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.scans: list[tuple[str | None, set[str]]] = []
+
+    def prepare(self, scan: Any) -> None:
+        super().prepare(scan)
+        self.scans.append((scan.partition, {e.rel for es in scan.documents.values() for e in es}))
+
+
+async def test_each_partition_walks_only_its_own_folder(folder: Path) -> None:
+    """A files source never holds the whole tree's listing: each top-level folder is walked
+    when its partition is read (so a sync's memory does not grow with the folder's size)."""
+    src = RecordScans(folder)
+    sink = MemorySink()
+    await (src | sink).run()
+    assert sorted((p or "", sorted(f)) for p, f in src.scans) == [
+        ("", ["README.md", "notes.txt"]),
+        ("guide", ["guide/deep/faq.md", "guide/install.md"]),
+    ]
+
+
+async def test_a_symlinked_folder_inside_the_tree_is_imported_once_under_its_own_path(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "tree"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.md").write_text("# x\n")
+    (root / ".hidden" / "h").mkdir(parents=True)
+    (root / ".hidden" / "h" / "y.md").write_text("# y\n")
+    for name in ("0-link", "z-link"):  # before and after "a" in any listing order
+        (root / name).symlink_to(root / "a", target_is_directory=True)
+    (root / "a" / "up").symlink_to(root, target_is_directory=True)
+    (root / "shown").symlink_to(root / ".hidden" / "h", target_is_directory=True)
+    sink = MemorySink()
+    await (FilesSource(root, folder_headers=False) | sink).run()
+    assert sorted(d.source_id for d in sink.documents) == ["a/x.md", "shown/y.md"]

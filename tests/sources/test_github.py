@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from cfstream.records import record_uuid
 from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources.github import GitHubSource
+from cfstream.state import StateStore
 from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 from cfstream.testing.fakes import github as fakes_github
 from cfstream.testing.fakes.github import DEMO_TOKEN, FakeGitHub, git_blob_sha
@@ -674,3 +675,96 @@ async def test_failed_comments_page_keeps_the_stored_comments(
     clean = tmp_path / "clean.lance"
     await sync(source(api, content=["issues", "pulls"]), clean, http)
     assert hashes(ds) == hashes(clean)
+
+
+# -- per-file bookkeeping in the item store ----------------------------------------------------
+
+FILES = f"{REPO}:files"
+
+
+def file_entries(ds: Path) -> dict[str, Any]:
+    store = StateStore.for_dataset(str(ds))
+    try:
+        return dict(store.items.entries("github", FILES))
+    finally:
+        store.items.close()
+
+
+async def test_file_shas_live_in_the_item_store_not_in_the_cursor(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=12, issues=0)
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    await sync(source(api, content=["files"]), ds, http)
+    cursor = StateStore.for_dataset(str(ds)).cursor("github", FILES)
+    assert cursor is not None
+    assert not any(isinstance(v, Mapping | list) for v in cursor.values()), cursor
+    entries = file_entries(ds)
+    repo = fake.repo()
+    assert entries == {
+        p: ["b" if p.endswith(".png") else "f", git_blob_sha(data)]
+        for p, data in repo.files.items()
+    }
+    assert cursor["n_files"] == 12 and cursor["n_binary"] == 1
+    # named values (`cfstream status` reads a cursor of more than six keys as a map of items)
+    assert len(cursor) <= 6
+
+    # nothing changed: no blob fetched, no checkpoint (nothing written to the state)
+    api.clear()
+    again = await sync(source(api, content=["files"]), ds, http)
+    stats = again.sources["github"]
+    assert not api.requests_for("GET", "*/git/blobs/*")
+    assert stats.checkpoints == 0 and stats.fetched == 0
+    assert stats.skipped_unchanged == 12 + 1  # the files and the repository header
+    assert file_entries(ds) == entries
+
+    # one edit, one deletion: one blob fetched, two entries changed
+    path = next(p for p in sorted(repo.files) if p.endswith(".md"))
+    gone = next(p for p in sorted(repo.files, reverse=True) if p.endswith(".md"))
+    sha = fake.edit_file(path, "# edited\n")
+    fake.delete_file(gone)
+    api.clear()
+    third = await sync(source(api, content=["files"]), ds, http)
+    assert [r.path.rsplit("/", 1)[-1] for r in api.requests_for("GET", "*/git/blobs/*")] == [sha]
+    assert third.sources["github"].tombstones == 1
+    now = file_entries(ds)
+    assert now[path] == ["f", sha] and gone not in now
+    assert StateStore.for_dataset(str(ds)).cursor("github", FILES)["n_files"] == 11  # type: ignore[index]
+
+
+async def test_an_old_files_cursor_with_every_sha_migrates_to_the_item_store(
+    api: FakeAPI, http: HttpClient, tmp_path: Path
+) -> None:
+    fake = FakeGitHub(files=12, issues=0)
+    fake.mount(api)
+    ds = tmp_path / "kb.lance"
+    await sync(source(api, content=["files"]), ds, http)
+    entries = file_entries(ds)
+    # the state as cfstream wrote it before the item store: the maps in the cursor
+    store = StateStore.for_dataset(str(ds))
+    data = store.load()
+    cursor = data["sources"]["github"]["partitions"][FILES]
+    for key in ("n_files", "n_binary"):
+        cursor.pop(key)
+    cursor["files"] = {p: s for p, (k, s) in entries.items() if k == "f"}
+    cursor["binary"] = {p: s for p, (k, s) in entries.items() if k == "b"}
+    store.items.close()
+    for f in (ds / "_cfstream").glob("state.items.sqlite*"):
+        f.unlink()
+    (ds / "_cfstream" / "state.json").write_text(json.dumps(data))
+
+    api.clear()
+    report = await sync(source(api, content=["files"]), ds, http)
+    stats = report.sources["github"]
+    assert not api.requests_for("GET", "*/git/blobs/*")  # the tree did not move: nothing read
+    assert stats.fetched == 0 and stats.skipped_unchanged == 12 + 1
+    assert file_entries(ds) == entries
+    cursor = StateStore.for_dataset(str(ds)).cursor("github", FILES)
+    assert cursor is not None and "files" not in cursor and cursor["n_files"] == 12
+
+    path = next(p for p in sorted(entries) if p.endswith(".md"))
+    sha = fake.edit_file(path, "# edited after the migration\n")
+    api.clear()
+    await sync(source(api, content=["files"]), ds, http)
+    assert [r.path.rsplit("/", 1)[-1] for r in api.requests_for("GET", "*/git/blobs/*")] == [sha]

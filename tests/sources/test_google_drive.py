@@ -19,6 +19,7 @@ from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources import load_source_class
 from cfstream.sources.google_drive import FILE_FIELDS, GoogleDriveSource
+from cfstream.state import StateStore
 from cfstream.testing import FakeAPI, Fault, Reply
 from cfstream.testing.fakes.google_drive import (
     DOC,
@@ -880,3 +881,81 @@ async def test_a_page_token_cycle_stops_the_partition_instead_of_looping(
     with pytest.raises(PaginationLoopError, match="page token it already gave"):
         await sync(source(fake, api), tmp_path / "kb.lance", http)  # its one partition fails
     assert listings == 3  # none, a, b: stopped before asking for a again
+
+
+# -- folders and files in the item store -----------------------------------------------------------
+
+
+def drive_entries(ds: Path, partition: str) -> dict[str, Any]:
+    store = StateStore.for_dataset(str(ds))
+    try:
+        return dict(store.items.entries(ST, partition))
+    finally:
+        store.items.close()
+
+
+def store_bytes(ds: Path) -> bytes:
+    return (ds / "_cfstream" / "state.items.sqlite").read_bytes()
+
+
+async def test_the_cursor_keeps_no_map_and_a_quiet_resync_writes_nothing(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    await sync(source(fake, api), ds, http)
+    part = f"folder:{ROOT_ID}"
+    cursor = StateStore.for_dataset(str(ds)).cursor(ST, part)
+    assert cursor is not None and cursor["v"] == 2 and cursor["phase"] == "changes"
+    assert "files" not in cursor and "folders" not in cursor
+    entries = drive_entries(ds, part)
+    assert {k[2:] for k in entries} == set(rows(ds))  # one entry per record, folders included
+    assert {k[:2] for k in entries} == {"d:", "f:"}
+
+    before = store_bytes(ds)
+    api.clear()
+    report = await sync(source(fake, api), ds, http)
+    assert report.sources[ST].fetched == 0 and content_requests(api) == []
+    assert store_bytes(ds) == before, "a sync with nothing new wrote to the item store"
+
+    runbook = fake.find("On-call runbook")
+    fake.edit_file(runbook, "# On-call runbook\n\nv2\n")
+    await sync(source(fake, api), ds, http)
+    now = drive_entries(ds, part)
+    changed = {k for k in now if now[k] != entries.get(k)}
+    assert changed == {f"f:{runbook}"}
+
+
+async def test_a_version_1_cursor_with_the_maps_migrates_to_the_item_store(
+    api: FakeAPI, fake: FakeGoogleDrive, http: HttpClient, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    await sync(source(fake, api), ds, http)
+    part = f"folder:{ROOT_ID}"
+    entries = drive_entries(ds, part)
+    store = StateStore.for_dataset(str(ds))
+    data = store.load()
+    cursor = data["sources"][ST]["partitions"][part]
+    cursor["v"] = 1
+    cursor["folders"] = {k[2:]: v for k, v in entries.items() if k.startswith("d:")}
+    cursor["files"] = {k[2:]: v for k, v in entries.items() if k.startswith("f:")}
+    store.items.close()
+    for f in (ds / "_cfstream").glob("state.items.sqlite*"):
+        f.unlink()
+    (ds / "_cfstream" / "state.json").write_text(json.dumps(data))
+
+    runbook, archive = fake.find("On-call runbook"), fake.find("Archive")
+    under_archive = fake.descendants(archive)
+    fake.edit_file(runbook, "# On-call runbook\n\nafter the migration\n")
+    fake.trash(archive)  # a folder leaves: what is below it is found through the entries
+    api.clear()
+    report = await sync(source(fake, api), ds, http)
+    assert content_requests(api) == [runbook]
+    assert report.sources[ST].tombstones == 1 + len(under_archive)
+    assert set(rows(ds)) == fake.tree_ids()
+    cursor = StateStore.for_dataset(str(ds)).cursor(ST, part)
+    assert cursor is not None and cursor["v"] == 2 and "files" not in cursor
+    now = drive_entries(ds, part)
+    assert {k[2:] for k in now} == set(rows(ds))
+    api.clear()
+    again = await sync(source(fake, api), ds, http)
+    assert again.sources[ST].fetched == 0 and content_requests(api) == []

@@ -18,6 +18,7 @@ from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources._notion_markdown import render_blocks
 from cfstream.sources.notion import NotionSource, property_text
+from cfstream.state import StateStore
 from cfstream.testing import FakeAPI, Fault, Reply
 from cfstream.testing.fakes.notion import FAKE_TOKEN, FakeNotion
 
@@ -490,3 +491,80 @@ async def test_real_payloads_replayed_through_a_sync(
     assert [b.get("start_cursor") for b in bodies] == [None] + [
         page["next_cursor"] for page in chain[:-1]
     ]
+
+
+# -- what is known per page lives in the item store --------------------------------------------
+
+
+def notion_entries(ds: Path, partition: str) -> dict[str, Any]:
+    store = StateStore.for_dataset(str(ds))
+    try:
+        return dict(store.items.entries("notion", partition))
+    finally:
+        store.items.close()
+
+
+def store_bytes(ds: Path) -> bytes:
+    return (ds / "_cfstream" / "state.items.sqlite").read_bytes()
+
+
+async def test_the_cursor_keeps_no_page_map_and_a_quiet_resync_writes_nothing(
+    api: FakeAPI, fake: FakeNotion, clock: Clock, http: HttpClient, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    opts: dict[str, Any] = {"database_ids": [fake.tasks_id], "lookback_seconds": 0}
+    await sync(source(api, **opts), ds, http)
+    part = f"database:{fake.tasks_id}"
+    cursor = StateStore.for_dataset(str(ds)).cursor("notion", part)
+    assert cursor is not None and set(cursor) == {"v", "since"}
+    entries = notion_entries(ds, part)
+    assert set(entries) == {fake.tasks_id, *fake.task_ids}
+
+    before = store_bytes(ds)
+    api.clear()
+    report = await sync(source(api, **opts), ds, http)
+    assert block_fetches(api) == set() and report.sources["notion"].fetched == 0
+    assert store_bytes(ds) == before, "a sync with nothing new wrote to the item store"
+
+    advance(clock)  # edits in a later minute than the last sync
+    edited, gone = fake.task_ids[1], fake.task_ids[4]
+    fake.edit_page(edited, "A new finding.")
+    fake.trash(gone)
+    await sync(source(api, **opts), ds, http)
+    now = notion_entries(ds, part)
+    assert gone not in now and now[edited] != entries[edited]
+    assert {k for k in now if now[k] != entries.get(k)} == {edited}
+
+
+async def test_a_version_1_cursor_with_every_page_migrates_to_the_item_store(
+    api: FakeAPI, fake: FakeNotion, clock: Clock, http: HttpClient, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    opts: dict[str, Any] = {"database_ids": [fake.tasks_id], "lookback_seconds": 0}
+    await sync(source(api, **opts), ds, http)
+    part = f"database:{fake.tasks_id}"
+    entries = notion_entries(ds, part)
+    store = StateStore.for_dataset(str(ds))
+    data = store.load()
+    data["sources"]["notion"]["partitions"][part].update(v=1, known=entries)
+    store.items.close()
+    for f in (ds / "_cfstream").glob("state.items.sqlite*"):
+        f.unlink()
+    (ds / "_cfstream" / "state.json").write_bytes(orjson.dumps(data))
+
+    advance(clock)  # edits in a later minute than the last sync
+    edited, gone = fake.task_ids[2], fake.task_ids[5]
+    fake.edit_page(edited, "Edited after the upgrade.")
+    fake.trash(gone)
+    api.clear()
+    report = await sync(source(api, **opts), ds, http)
+    assert block_fetches(api) == {edited}
+    assert report.sources["notion"].tombstones == 1
+    cursor = StateStore.for_dataset(str(ds)).cursor("notion", part)
+    assert cursor is not None and cursor["v"] == 2 and "known" not in cursor
+    now = notion_entries(ds, part)
+    assert set(now) == set(entries) - {gone}
+    api.clear()
+    again = await sync(source(api, **opts), ds, http)
+    # the edited page is "hot" (edited in the minute of the sync): fetched, dropped by its hash
+    assert block_fetches(api) <= {edited} and again.sources["notion"].fetched == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,11 @@ async def test_an_old_state_json_migrates_on_the_first_run(tree: Path, tmp_path:
     assert stats.fetched == 1  # a/sub/n2.md linked to n3
     assert not stats.warnings
     store = StateStore.for_dataset(str(ds))
-    assert store.cursors("obsidian") == {p: {"v": 2} for p in ("", "a", "b", "c")}
+    cursors = store.cursors("obsidian")
+    assert set(cursors) == {"", "a", "b", "c"}
+    # a constant marker plus the digest of the vault listing the links were checked against
+    assert {c["v"] for c in cursors.values()} == {2}
+    assert len({c["deps"] for c in cursors.values()}) == 1
     entries = dict(store.items.entries("obsidian", "a"))
     assert set(entries) == {"a/", "a/sub/", *(f"a/sub/n{i}.md" for i in (0, 1, 2, 4))}
     assert entries["a/sub/n1.md"][3] == {"n2": "a/sub/n2.md"}
@@ -234,7 +239,9 @@ def test_link_answers_are_remembered_only_when_they_do_not_depend_on_the_note() 
     from cfstream.sources._files import TreeScan
     from cfstream.sources.obsidian import VaultIndex
 
-    scan = TreeScan(root="/v", all_files={"a/X.md", "b/X.md", "c/Only.md", "a/n.md", "b/n.md"})
+    scan = TreeScan(
+        root="/v", others={"a": ["a/X.md", "a/n.md"], "b": ["b/X.md", "b/n.md"], "c": ["c/Only.md"]}
+    )
     idx = VaultIndex.from_scan(scan)
     for _ in range(2):  # the second round answers from what the first remembered
         assert idx.resolve("X", "a/n.md") == "a/X.md"
@@ -242,3 +249,66 @@ def test_link_answers_are_remembered_only_when_they_do_not_depend_on_the_note() 
         assert idx.resolve("Only", "a/n.md") == "c/Only.md"
         assert idx.resolve("Missing", "a/n.md") is None
         assert idx.resolve("./X", "b/n.md") == "b/X.md"
+
+
+class CountingObsidian(ObsidianSource):
+    """Counts the notes whose links are checked against the listing."""
+
+    checks = 0
+
+    def deps_changed(self, entry: Any, deps: Any, scan: Any) -> bool:
+        CountingObsidian.checks += 1
+        return super().deps_changed(entry, deps, scan)
+
+
+async def test_links_are_not_checked_while_the_vault_listing_is_the_same(
+    tree: Path, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    await sync(ObsidianSource(tree), ds)
+    CountingObsidian.checks = 0
+    again = await sync(CountingObsidian(tree), ds)
+    assert again.sources["obsidian"].fetched == 0
+    assert CountingObsidian.checks == 0, "links re-checked although no file came or went"
+    (tree / "c" / "extra.md").write_text("# extra\n")  # a new file: links are checked again
+    third = await sync(CountingObsidian(tree), ds)
+    assert third.sources["obsidian"].fetched == 1
+    assert CountingObsidian.checks == 16  # every saved note
+
+
+class SwapNote(ObsidianSource):
+    """Swaps ``a/sub/n2.md`` for a symlink right after the scan (so its read is skipped)."""
+
+    def prepare(self, scan: Any) -> None:
+        super().prepare(scan)
+        note = self.root / "a" / "sub" / "n2.md"
+        note.unlink()
+        note.symlink_to(self.root / "a" / "sub" / "n4.md")
+
+
+async def test_a_partition_not_read_to_the_end_keeps_the_old_listing_digest(
+    tree: Path, tmp_path: Path
+) -> None:
+    ds = tmp_path / "kb.lance"
+    await sync(ObsidianSource(tree), ds)
+    store = StateStore.for_dataset(str(ds))
+    before = store.cursors("obsidian")
+    note = tree / "a" / "sub" / "n2.md"
+    text, st = note.read_bytes(), note.stat()
+    # [[n3]] in a/sub/n2.md now resolves to another folder's n3: n2 must be read again
+    (tree / "a" / "sub" / "n3.md").unlink()
+    report = await sync(SwapNote(tree), ds)
+    assert report.sources["obsidian"].skipped >= 1  # n2 was swapped: not read
+    after = store.cursors("obsidian")
+    assert after["a"]["deps"] == before["a"]["deps"], "a's links were not all checked"
+    assert after["b"]["deps"] != before["b"]["deps"]
+    # n2 is back as it was (same bytes, size and mtime): only the link check finds it
+    note.unlink()
+    note.write_bytes(text)
+    os.utime(note, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = await sync(ObsidianSource(tree), ds)
+    assert third.sources["obsidian"].fetched == 1
+    row = lance.dataset(str(ds)).to_table(
+        columns=["source_id", "relationships"], filter="source_id = 'a/sub/n2.md'"
+    )
+    assert "b/sub/n3.md" in str(row["relationships"].to_pylist())

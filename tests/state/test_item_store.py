@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
 import cfstream.state as state_mod
+from cfstream.context import RunContext, SourceContext
+from cfstream.deadletter import DeadLetterWriter
 from cfstream.errors import StateError
 from cfstream.records import Checkpoint, ItemChanges
+from cfstream.report import RunReport, SourceStats
+from cfstream.sources._items import ItemLedger
 from cfstream.state import ItemStore, StateStore, scope_digest
 
 
@@ -258,3 +264,58 @@ def test_many_stores_opened_at_once_on_a_new_file(tmp_path: Path) -> None:
             t.join()
     assert errors == []
     assert ItemStore(path, read_only=True).count("s3") == 1
+
+
+def _ledger_ctx(store: ItemStore, *, full_refresh: bool = False) -> SourceContext:
+    run = RunContext(
+        report=RunReport(),
+        dead_letters=DeadLetterWriter(None),
+        stop=anyio.Event(),
+        items=store,
+        full_refresh=full_refresh,
+    )
+    return SourceContext("src", "t", run, SourceStats("src"), logging.getLogger("t"))
+
+
+async def test_item_ledger_overlays_the_run_on_the_store(tmp_path: Path) -> None:
+    store = ItemStore(tmp_path / "items.sqlite")
+    store.apply([("src", "p", ItemChanges(put={"a": [1], "b": [2], "c": [3]}))])
+    ledger = ItemLedger(_ledger_ctx(store), "p")
+    assert ledger.get("a") == [1] and "z" not in ledger
+    ledger.put("a", [10])
+    ledger.delete("b")
+    ledger.put("d", [4])
+    # reads see this run's changes before the store has them; saved() what the run found
+    assert ledger.get("a") == [10] and ledger.get("b") is None and ledger.saved("b") == [2]
+    assert dict(ledger.items()) == {"a": [10], "c": [3], "d": [4]}
+    assert dict(ledger.items(saved=True)) == {"a": [1], "b": [2], "c": [3]}
+    changes = ledger.changes()
+    assert changes is not None and not changes.reset
+    assert dict(changes.put) == {"a": [10], "d": [4]} and list(changes.delete) == ["b"]
+    assert ledger.changes() is None  # nothing since
+    store.apply([("src", "p", changes)])
+    assert dict(store.entries("src", "p")) == {"a": [10], "c": [3], "d": [4]}
+
+
+async def test_item_ledger_migrates_an_old_map_and_starts_fresh(tmp_path: Path) -> None:
+    store = ItemStore(tmp_path / "items.sqlite")
+    store.apply([("src", "p", ItemChanges(put={"stale": [0]}))])
+    # an old cursor's map: the first checkpoint replaces the partition with it (and the changes)
+    ledger = ItemLedger(_ledger_ctx(store), "p", legacy={"a": [1], "b": [2]})
+    assert ledger.migrating and ledger.get("stale") is None and ledger.get("a") == [1]
+    ledger.delete("b")
+    ledger.put("c", [3])
+    first = ledger.changes()
+    assert first is not None and first.reset and dict(first.put) == {"a": [1], "c": [3]}
+    ledger.delete("a")  # after the reset, deletions are recorded again
+    second = ledger.changes()
+    assert second is not None and list(second.delete) == ["a"] and not ledger.migrating
+    store.apply([("src", "p", first), ("src", "p", second)])
+    assert dict(store.entries("src", "p")) == {"c": [3]}
+    # no cursor (or a full refresh): the saved entries are not read, and are replaced
+    for fresh, full in ((True, False), (False, True)):
+        ledger = ItemLedger(_ledger_ctx(store, full_refresh=full), "p", fresh=fresh)
+        assert ledger.get("c") is None and list(ledger.items()) == []
+        ledger.put("x", [9])
+        changes = ledger.changes()
+        assert changes is not None and changes.reset and dict(changes.put) == {"x": [9]}
