@@ -40,7 +40,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = Path(__file__).resolve().parent / "retrieval_queries.json"
 DEMO_VAULT = ROOT / "cfstream" / "demo_data" / "vault"
-DOCS = ROOT / "docs"
 
 #: targets of issue 17
 TARGET_P6_RATIO = 0.85
@@ -313,39 +312,41 @@ def p7(docs: int, rounds: int, work: Path, log: Callable[[str], None]) -> dict[s
     }
 
 
-def _doc_key(source_id: str) -> str:
-    """A document's key for matching: its path without the chunk suffix, case-folded."""
-    base = source_id.split("#chunk-")[0]
-    return base.removesuffix(".md").casefold()
-
-
 def retrieval(work: Path, log: Callable[[str], None], k: int = 5) -> dict[str, Any]:
-    """recall@k and MRR of fts, vector and hybrid search over the bundled vault and docs."""
-    import cfstream as cf
-    from cfstream.sources import FilesSource
+    """recall@k and MRR of fts, vector and hybrid search over the labelled corpora (the bundled
+    vault, the demo docs and docs/), chunked and embedded with the local embedder.
 
-    queries = json.loads(QUERIES.read_text())
-    if isinstance(queries, dict):
-        queries = queries["queries"]
+    A hit matches an expected document when its parent uuid is the document's (the uuid of
+    (corpus name, connector type, path)): chunks count for the document they belong to.
+    """
+    import cfstream as cf
+    from cfstream.records import record_uuid
+    from cfstream.sources import FilesSource, ObsidianSource
+
+    labelled = json.loads(QUERIES.read_text(encoding="utf-8"))
+    corpora, queries = labelled["corpora"], labelled["queries"]
     uri = work / "retrieval.lance"
     embedder = local_embedder()
-    for src in (
-        FilesSource(path=str(DEMO_VAULT), name="vault"),
-        FilesSource(path=str(DOCS), name="docs"),
-    ):
+    for name, corpus in corpora.items():
+        folder = str(ROOT / corpus["path"])
+        src = (
+            ObsidianSource(vault_path=folder, name=name)
+            if corpus["type"] == "obsidian"
+            else FilesSource(path=folder, name=name)
+        )
         _run(_pipeline(src, uri, embedder))
     out: dict[str, Any] = {"queries": len(queries), "k": k, "modes": {}}
     for mode in ("fts", "vector", "hybrid"):
         recalls, rrs = [], []
         for q in queries:
-            expected = {_doc_key(e) for e in q["expected"]}
+            expected = {
+                record_uuid(corpora[e["corpus"]]["type"], e["source_id"], source_name=e["corpus"])
+                for e in q["expected"]
+            }
             hits = cf.search(str(uri), q["query"], k=k, mode=mode, embedder=embedder)
-            found = [_doc_key(h.source_id) for h in hits]
-            matched = [any(f.endswith(e) or e.endswith(f) for e in expected) for f in found]
-            recalls.append(
-                len({e for e in expected if any(f.endswith(e) for f in found)}) / len(expected)
-            )
-            rrs.append(next((1 / (i + 1) for i, m in enumerate(matched) if m), 0.0))
+            found = [h.parent_uuid for h in hits]
+            recalls.append(len(expected & set(found)) / len(expected))
+            rrs.append(next((1 / (i + 1) for i, f in enumerate(found) if f in expected), 0.0))
         out["modes"][mode] = {
             f"recall@{k}": statistics.fmean(recalls),
             "mrr": statistics.fmean(rrs),

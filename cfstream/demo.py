@@ -74,7 +74,7 @@ _CHANGE_MARK = "Edited by `cfstream demo --change`"
 #: the demo splits documents into chunks of about this many tokens and embeds them offline
 DEMO_CHUNK_TOKENS = 256
 #: what the demo searches for at the end (the vault's sourdough starter note should come first)
-DEMO_QUERY = "how do I keep my sourdough starter alive"
+DEMO_QUERY = "my sourdough starter has grey liquid on top"
 #: the custom_metadata key that marks a chunk row (see cfstream.transforms.chunking)
 _CHUNK_OF = "cfstream.chunk_of"
 
