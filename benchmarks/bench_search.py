@@ -179,11 +179,17 @@ def _memory_source(docs: Sequence[tuple[str, str]]) -> Any:
 
 
 def _chunk_texts(uri: Path) -> list[str]:
-    """The texts of every row with a vector (the chunks the pipeline embedded)."""
+    """The texts of every row with a vector (the chunks the pipeline embedded; rows without one,
+    the chunked documents, hold zeros)."""
     import lance
 
-    tbl = lance.dataset(str(uri)).to_table(columns=["text_content"], filter="vector IS NOT NULL")
-    return [t for t in tbl.column("text_content").to_pylist() if t]
+    tbl = lance.dataset(str(uri)).to_table(columns=["text_content", "vector"])
+    vec = tbl.column("vector").combine_chunks()
+    dim = vec.type.list_size
+    flat = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    embedded = np.flatnonzero(np.any(flat != 0, axis=1))
+    texts = tbl.column("text_content").to_pylist()
+    return [texts[i] for i in embedded if texts[i]]
 
 
 def _loop(embedder: Any, texts: Sequence[str], batch: int = BATCH) -> float:

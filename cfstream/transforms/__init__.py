@@ -10,7 +10,7 @@ your own.
 Any ``async def stage(items)`` generator function over the stream of items is a stage too.
 """
 
-from cfstream.transforms.base import Chunk, ChunkStage, GeneratorStage, Stage
+from cfstream.transforms.base import AsyncChunkStage, Chunk, ChunkStage, GeneratorStage, Stage
 from cfstream.transforms.basic import Filter, Tag, filter, tag
 from cfstream.transforms.chunking import ChunkText, MarkdownSplitter, TextChunk, chunk, count_tokens
 from cfstream.transforms.dedupe import Dedupe, dedupe
@@ -19,6 +19,7 @@ from cfstream.transforms.map import Map, map
 from cfstream.transforms.validate import Validate, check_document, validate
 
 __all__ = (
+    "AsyncChunkStage",
     "Chunk",
     "ChunkStage",
     "ChunkText",

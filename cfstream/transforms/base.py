@@ -114,6 +114,35 @@ class ChunkStage(Stage):
         await run_chunk_functions([(self.apply, ctx)], receive, send)
 
 
+class AsyncChunkStage(Stage):
+    """A stage that maps each chunk to a new chunk with a coroutine (e.g. one that asks the sink
+    what is stored): :meth:`process` is awaited for one chunk at a time, in order, and documents
+    are counted in and out here."""
+
+    async def prepare(self, ctx: StageContext) -> None:
+        """Called once before the first chunk (default: nothing)."""
+
+    @abstractmethod
+    async def process(self, items: Chunk, ctx: StageContext) -> Chunk:
+        """Return the output chunk for ``items`` (checkpoints must keep their place)."""
+
+    async def run(
+        self,
+        receive: ObjectReceiveStream[Chunk],
+        send: ObjectSendStream[Chunk],
+        ctx: StageContext,
+    ) -> None:
+        """Await :meth:`process` for every chunk, counting documents in and out."""
+        stats = ctx.stats
+        await self.prepare(ctx)
+        async for items in chunks(receive):
+            stats.docs_in += count_docs(items)
+            out = await self.process(items, ctx)
+            stats.docs_out += count_docs(out)
+            if out:
+                await send.send(out)
+
+
 async def run_chunk_functions(
     functions: Sequence[tuple[ChunkFunction, StageContext]],
     receive: ObjectReceiveStream[Chunk],

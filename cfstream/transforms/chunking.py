@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from cfstream.context import StageContext
 from cfstream.records import Document, Relationship, Tombstone
-from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
+from cfstream.transforms.base import AsyncChunkStage, Chunk
 
 __all__ = (
     "CHUNKER_VERSION",
@@ -542,7 +541,7 @@ def _chunk_id(source_id: str, i: int) -> str:
     return f"{source_id}#chunk-{i}"
 
 
-class ChunkText(Stage):
+class ChunkText(AsyncChunkStage):
     """Split documents into chunk records; see :func:`chunk`."""
 
     def __init__(
@@ -573,22 +572,10 @@ class ChunkText(Stage):
         n = self._recent.get(uuid)
         return self._older.get(uuid, 0) if n is None else n
 
-    async def run(
-        self,
-        receive: ObjectReceiveStream[Chunk],
-        send: ObjectSendStream[Chunk],
-        ctx: StageContext,
-    ) -> None:
-        """Chunk every chunk of items; checkpoints and tombstones keep their place."""
-        stats = ctx.stats
+    async def prepare(self, ctx: StageContext) -> None:
+        """Tell the sink the dataset is meant for search (it keeps the full-text index)."""
         if ctx.run.sink is not None:
             ctx.run.sink.want_search()
-        async for items in chunks(receive):
-            stats.docs_in += count_docs(items)
-            out = await self.process(items, ctx)
-            stats.docs_out += count_docs(out)
-            if out:
-                await send.send(out)
 
     async def process(self, items: Chunk, ctx: StageContext) -> Chunk:
         """The output for one chunk of items: one stored-rows lookup, then the splitting."""
