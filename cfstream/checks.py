@@ -8,30 +8,27 @@ cannot convert). Imports only ``records`` and ``errors``.
 from __future__ import annotations
 
 from datetime import date, datetime
+from operator import attrgetter
 from typing import Any
 
 from cfstream.errors import RecordError
-from cfstream.records import RECORD_TYPES, RELATIONSHIP_TYPES, Document, Relationship
+from cfstream.records import (
+    RECORD_FIELDS,
+    RECORD_TYPES,
+    RELATIONSHIP_TYPES,
+    Document,
+    Relationship,
+)
 
 __all__ = ("check_document",)
 
-_OPTIONAL_STR = (
-    "text_content",
-    "source_type",
-    "source_url",
-    "author",
-    "collection",
-    "collection_id",
-    "collection_id_type",
-    "uri",
-    "local_path",
-    "cid",
-    "context",
-    "version",
-    "status",
-    "source_file",
-    "raw_data_type",
+#: the optional text fields a document may leave None (:data:`~cfstream.records.RECORD_FIELDS`)
+_OPTIONAL_STR = tuple(
+    f.name
+    for f in RECORD_FIELDS
+    if f.kind == "text" and not f.required and not f.derived and f.choices is None
 )
+_OPTIONAL_STR_VALUES = attrgetter(*_OPTIONAL_STR)
 _INT32 = 2**31
 
 
@@ -90,23 +87,7 @@ def _fast_ok(d: Document) -> bool:
         return False
     if not title.isascii() and not _valid_utf8(title):
         return False
-    for v in (
-        d.text_content,
-        d.source_type,
-        d.source_url,
-        d.author,
-        d.collection,
-        d.collection_id,
-        d.collection_id_type,
-        d.uri,
-        d.local_path,
-        d.cid,
-        d.context,
-        d.version,
-        d.status,
-        d.source_file,
-        d.raw_data_type,
-    ):
+    for v in _OPTIONAL_STR_VALUES(d):
         if v is not None and (type(v) is not str or not (v.isascii() or _valid_utf8(v))):
             return False
     if d.record_type != "document" and d.record_type != "collection_header":
