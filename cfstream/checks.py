@@ -8,7 +8,6 @@ cannot convert). Imports only ``records`` and ``errors``.
 from __future__ import annotations
 
 from datetime import date, datetime
-from operator import attrgetter
 from typing import Any
 
 from cfstream.errors import RecordError
@@ -18,6 +17,7 @@ from cfstream.records import (
     RELATIONSHIP_TYPES,
     Document,
     Relationship,
+    field_reader,
 )
 
 __all__ = ("check_document",)
@@ -28,7 +28,7 @@ _OPTIONAL_STR = tuple(
     for f in RECORD_FIELDS
     if f.kind == "text" and not f.required and not f.derived and f.choices is None
 )
-_OPTIONAL_STR_VALUES = attrgetter(*_OPTIONAL_STR)
+_OPTIONAL_STR_VALUES = field_reader(_OPTIONAL_STR)
 _INT32 = 2**31
 
 
