@@ -133,7 +133,6 @@ class LanceSink(Sink):
             cache_bytes=cache_bytes,
         )
         self._failed = False
-        self._batcher: Batcher | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -216,7 +215,7 @@ class LanceSink(Sink):
             max(0, self.max_inflight - 1)
         )
         self._lock = anyio.Lock()
-        batcher = self._batcher = Batcher(
+        batcher = Batcher(
             rows=self.batch_rows,
             nbytes=self.batch_bytes,
             max_latency=self.max_latency,
