@@ -155,7 +155,9 @@ def local_embedder() -> Any:
     return LocalEmbedder()
 
 
-def _pipeline(src: Any, uri: Path, embedder: Any) -> Any:
+def _pipeline(src: Any, uri: Path, embedder: Any, *, index: bool = True) -> Any:
+    """``src | chunk | embed | LanceSink``; ``index=False``: the sink keeps no search index
+    (P6 measures the stream; the index build at the end of a sync is timed on its own)."""
     from cfstream import transforms as T
     from cfstream.sinks import LanceSink
 
@@ -163,8 +165,19 @@ def _pipeline(src: Any, uri: Path, embedder: Any) -> Any:
         src
         | T.chunk(max_tokens=MAX_TOKENS, overlap=OVERLAP)
         | T.embed(embedder, batch_size=BATCH)
-        | LanceSink(str(uri))
+        | LanceSink(str(uri), index=None if index else False)
     )
+
+
+def _index_seconds(uri: Path) -> float:
+    """Seconds to build the search indexes a sync would build for ``uri`` (FTS and vectors)."""
+    import lance
+
+    from cfstream.sinks.indexes import IndexSettings, refresh_indexes
+
+    t0 = time.perf_counter()
+    refresh_indexes(lance.dataset(str(uri)), IndexSettings(fts=True), search_wanted=True)
+    return time.perf_counter() - t0
 
 
 def _memory_source(docs: Sequence[tuple[str, str]]) -> Any:
@@ -227,11 +240,14 @@ def p6_corpus(
     cf_s: list[float] = []
     loop_s: list[float] = []
     chunks = 0
+    index_s = 0.0
     for r in range(rounds):
         uri = work / f"p6-{label}-{r}.lance"
-        wall, _ = _run(_pipeline(_memory_source(docs), uri, embedder))
+        wall, _ = _run(_pipeline(_memory_source(docs), uri, embedder, index=False))
         texts = _chunk_texts(uri)
         chunks = len(texts)
+        if r == 0:
+            index_s = _index_seconds(uri)
         shutil.rmtree(uri, ignore_errors=True)
         cf_s.append(wall)
         loop_s.append(_loop(embedder, texts))
@@ -246,6 +262,7 @@ def p6_corpus(
         "loop_s": loop_s,
         "ratios": ratios,
         "ratio_median": statistics.median(ratios),
+        "index_build_s": index_s,
         "chunks_per_s_median": chunks / statistics.median(cf_s),
     }
 
@@ -447,13 +464,13 @@ def markdown(res: dict[str, Any]) -> str:
     """The figures as Markdown tables (for benchmarks/README.md and closing notes)."""
     lines = []
     if "P6" in res:
-        lines += ["| P6 corpus | docs | chunks | cfstream s (median) | loop s (median) | loop/cfstream |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["| P6 corpus | docs | chunks | cfstream s (median) | loop s (median) | loop/cfstream | index build s |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for corpus in ("vault", "synthetic"):
             c = res["P6"][corpus]
             lines.append(
                 f"| {corpus} | {c['docs']:,} | {c['chunks']:,} | {statistics.median(c['cfstream_s']):.2f} "
-                f"| {statistics.median(c['loop_s']):.2f} | {c['ratio_median']:.2f} |"
+                f"| {statistics.median(c['loop_s']):.2f} | {c['ratio_median']:.2f} | {c['index_build_s']:.1f} |"
             )
         lines.append("")
     if "P7" in res:
@@ -525,6 +542,7 @@ def run(
     rounds: int = 3,
     log: Callable[[str], None] = print,
     work: Path | None = None,
+    mem_sizes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run the scenarios in ``only``; return their figures and targets."""
     own = work is None
@@ -538,7 +556,9 @@ def run(
         if "RETRIEVAL" in only:
             res["RETRIEVAL"] = retrieval(work, log)
         if "MEM" in only:
-            res["MEM"] = memory((10_000, 100_000) if quick else (100_000, 1_000_000), work, log)
+            res["MEM"] = memory(
+                mem_sizes or ((10_000, 100_000) if quick else (100_000, 1_000_000)), work, log
+            )
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -552,10 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="10x smaller")
     ap.add_argument("--only", default="P6,P7,RETRIEVAL,MEM")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mem-sizes", help="documents of the two memory runs, e.g. 100000,1000000")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args(argv)
-    res = run(quick=args.quick, only=args.only.split(","), rounds=args.rounds)
+    mem = tuple(int(x) for x in args.mem_sizes.split(",")) if args.mem_sizes else None
+    res = run(quick=args.quick, only=args.only.split(","), rounds=args.rounds, mem_sizes=mem)
     print(markdown(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

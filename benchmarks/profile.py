@@ -32,8 +32,10 @@ __all__ = ("CATEGORIES", "profile_import", "summarize_raw")
 CATEGORIES: tuple[tuple[str, str], ...] = (
     ("idle wait (threading, queue)", "/threading.py"),
     ("idle wait (epoll)", "/selectors.py"),
-    ("cfstream records -> Arrow (records.py)", "/cfstream/records.py"),
-    ("cfstream sink (sinks/lance.py)", "/cfstream/sinks/"),
+    ("cfstream records -> Arrow (records.py, storage/codec.py)", "/cfstream/records.py"),
+    ("cfstream records -> Arrow (records.py, storage/codec.py)", "/cfstream/storage/codec.py"),
+    ("cfstream sink (sinks/lance.py, storage/)", "/cfstream/sinks/"),
+    ("cfstream sink (sinks/lance.py, storage/)", "/cfstream/storage/"),
     ("cfstream transforms", "/cfstream/transforms/"),
     ("cfstream http (client, paginate)", "/cfstream/http/"),
     ("cfstream runner", "/cfstream/runner.py"),

@@ -36,7 +36,6 @@ from cfstream.records import (
     ItemChanges,
     Relationship,
     Tombstone,
-    frame_schema,
     record_uuid,
 )
 from cfstream.report import RunReport
@@ -46,6 +45,7 @@ from cfstream.secrets import Secret, env
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.sources import Source, merge, source
 from cfstream.state import ItemStore, StateStore
+from cfstream.storage import frame_schema
 
 __version__ = "0.1.0"
 

@@ -50,12 +50,14 @@ from cfstream.records import (
     RELATIONSHIP_TYPES,
     Document,
     Relationship,
+    record_fields,
     record_uuid,
 )
 from cfstream.runner import run_pipeline
-from cfstream.sinks.lance import LanceSink, _Batch
+from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import FunctionSource, SourceOutput
 from cfstream.state import local_path
+from cfstream.storage import Batch, DatasetWriter
 
 __all__ = (
     "FrameDataset",
@@ -68,30 +70,7 @@ __all__ = (
 MANUAL_SOURCE_TYPE = "manual"
 
 #: metadata keys stored in a FrameRecord column of the same name
-_COLUMN_KEYS = (
-    "title",
-    "source_type",
-    "source_id",
-    "source_url",
-    "author",
-    "contributors",
-    "tags",
-    "created_at",
-    "updated_at",
-    "source_updated_at",
-    "collection",
-    "collection_id",
-    "collection_id_type",
-    "position",
-    "record_type",
-    "uri",
-    "local_path",
-    "cid",
-    "context",
-    "version",
-    "status",
-    "source_file",
-)
+_COLUMN_KEYS = record_fields(metadata=True)
 #: metadata keys that are not plain columns (handled on their own)
 _SPECIAL_KEYS = frozenset({"uuid", "custom_metadata", "relationships"})
 #: columns that are read back but never part of ``metadata``
@@ -474,6 +453,10 @@ class FrameDataset:
             storage_options=self.storage_options,
         )
 
+    def _writer(self) -> DatasetWriter:
+        """The Lance layer's writer of this dataset, configured as :meth:`add_many`'s sink."""
+        return self._sink().writer
+
     @classmethod
     def create(
         cls, path: str, *, overwrite: bool = False, storage_options: dict[str, str] | None = None
@@ -484,7 +467,7 @@ class FrameDataset:
             DatasetError: ``path`` already exists (pass ``overwrite=True``, or use :meth:`open`).
         """
         ds = cls(path, storage_options=storage_options)
-        sink = ds._sink()
+        schema = ds._writer().schema
         local = local_path(ds.uri)
         if not overwrite and local is not None and local.exists():
             raise DatasetError(
@@ -492,9 +475,9 @@ class FrameDataset:
                 "overwrite=True to replace it"
             )
         lance.write_dataset(
-            sink.schema.empty_table(),
+            schema.empty_table(),
             ds.uri,
-            schema=sink.schema,
+            schema=schema,
             mode="overwrite" if overwrite else "create",
             storage_options=storage_options,
         )
@@ -508,7 +491,7 @@ class FrameDataset:
             DatasetError: there is no dataset at ``path``, or it is not one cfstream can write.
         """
         ds = cls(path, storage_options=storage_options)
-        version, _ = ds._sink()._open_sync()
+        version, _ = ds._writer().open()
         if version is None:
             raise DatasetError(
                 f"there is no dataset at {ds.uri}: create it with FrameDataset.create({ds.uri!r})"
@@ -607,9 +590,9 @@ class FrameDataset:
             )
         return report.sink.rows_in
 
-    def _commit(self, batch: _Batch, *, must_exist: str | None = None) -> dict[str, int]:
-        sink = self._sink()
-        version, _ = sink._open_sync()
+    def _commit(self, batch: Batch, *, must_exist: str | None = None) -> dict[str, int]:
+        writer = self._writer()
+        version, _ = writer.open()
         if version is None:
             raise DatasetError(
                 f"there is no dataset at {self.uri}: create it with FrameDataset.create()"
@@ -622,10 +605,10 @@ class FrameDataset:
         if batch.docs:
             uuids = list(batch.uuids or ())
             try:
-                batch.table = sink._build_table(batch.docs, uuids)
+                batch.table = writer.builder.build(batch.docs, uuids)
             except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
                 raise RecordError(f"record {uuids[0]} cannot be stored: {exc}") from exc
-        return sink._commit(batch)
+        return writer.commit(batch)
 
     def _exists(self, uuid: str) -> bool:
         return bool(self.dataset.count_rows(filter=f"uuid = {_quote(uuid)}"))
@@ -655,18 +638,18 @@ class FrameDataset:
             record = new_record
         doc = self._document(record)
         uid = record.uuid
-        batch = _Batch(docs=[doc], uuids=[uid])
+        batch = Batch(docs=[doc], uuids=[uid])
         await anyio.to_thread.run_sync(lambda: self._commit(batch, must_exist=uid))
 
     async def upsert_record(self, record: FrameRecord) -> None:
         """Insert ``record`` or replace its row, in one ``merge_insert`` (validated first)."""
         doc = self._document(record)
-        batch = _Batch(docs=[doc], uuids=[record.uuid])
+        batch = Batch(docs=[doc], uuids=[record.uuid])
         await anyio.to_thread.run_sync(lambda: self._commit(batch))
 
     async def delete_record(self, uuid: str) -> int:
         """Delete the row with ``uuid``; returns how many rows were deleted (0 or 1)."""
-        batch = _Batch(deletes=[uuid.lower()])
+        batch = Batch(deletes=[uuid.lower()])
         result = await anyio.to_thread.run_sync(lambda: self._commit(batch))
         return int(result.get("deleted", 0))
 

@@ -19,17 +19,19 @@ import dataclasses
 import hashlib
 import re
 import uuid as _uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from operator import attrgetter
-from typing import Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
+
+if TYPE_CHECKING:
+    from cfstream.storage.codec import documents_to_table, frame_schema
 
 __all__ = (
     "CFSTREAM_COLUMNS",
@@ -43,9 +45,13 @@ __all__ = (
     "ItemChanges",
     "Relationship",
     "Tombstone",
+    "RECORD_FIELDS",
+    "RecordField",
     "documents_to_table",
     "escape_surrogates",
+    "field_reader",
     "frame_schema",
+    "record_fields",
     "parse_timestamp",
     "record_uuid",
     "uuid_array",
@@ -413,7 +419,126 @@ class Tombstone:
 Item: TypeAlias = Document | Checkpoint | Tombstone
 
 
+# ----------------------------------------------------------------------------------------------
+# The stored record, declared once
+# ----------------------------------------------------------------------------------------------
+
+FieldKind: TypeAlias = Literal[
+    "text", "int32", "text_list", "day", "timestamp", "relationships", "metadata", "blob", "vector"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordField:
+    """One stored column of a record. :data:`RECORD_FIELDS` lists them all, once: the Arrow
+    schema (``cfstream.storage.frame_schema``), the validation rules (``cfstream.checks``), the
+    FrameRecord mapping (``cfstream.frame``) and the content hash are derived from it."""
+
+    name: str
+    #: how the value is stored (and checked): ``text`` a string, ``int32`` an integer,
+    #: ``text_list`` a list of strings, ``day`` a date kept as ``YYYY-MM-DD``, ``timestamp`` a
+    #: full UTC time, ``relationships``/``metadata`` ContextFrame's structs, ``blob`` bytes,
+    #: ``vector`` a fixed-width float32 list
+    kind: FieldKind
+    #: a record without it cannot be stored
+    required: bool = False
+    #: computed by cfstream (never taken from a source as it is)
+    derived: bool = False
+    #: a plain key of ContextFrame's ``FrameRecord.metadata``
+    metadata: bool = False
+    #: Lance string compression: ``"never"`` (random or short text, measured not worth it),
+    #: ``"option"`` (``frame_schema(compress_text=...)``), ``None`` Lance's default
+    compression: Literal["never", "option"] | None = None
+    #: its place in the content hash's payload (None: not hashed as a field); never renumber:
+    #: every stored ``content_hash`` depends on it
+    hash_at: int | None = None
+    #: the only values allowed (a text field)
+    choices: frozenset[str] | None = None
+
+
+#: Every stored column in the dataset's column order (ContextFrame's FrameRecord, then cfstream's
+#: ``source_id``, ``content_hash``, ``source_updated_at`` and ``ingested_at``). ``vector`` is
+#: stored only when the dataset has embeddings (``frame_schema(embed_dim)``).
+RECORD_FIELDS: Final[tuple[RecordField, ...]] = (
+    RecordField("uuid", "text", required=True, derived=True, compression="never"),
+    RecordField("text_content", "text", compression="option", hash_at=3),
+    RecordField("vector", "vector", hash_at=26),
+    RecordField("title", "text", required=True, metadata=True, compression="never", hash_at=2),
+    RecordField("version", "text", metadata=True, hash_at=22),
+    RecordField("context", "text", metadata=True, hash_at=21),
+    RecordField("uri", "text", metadata=True, hash_at=18),
+    RecordField("local_path", "text", metadata=True, hash_at=19),
+    RecordField("cid", "text", metadata=True, hash_at=20),
+    RecordField("collection", "text", metadata=True, hash_at=11),
+    RecordField("collection_id", "text", metadata=True, hash_at=12),
+    RecordField("collection_id_type", "text", metadata=True, hash_at=13),
+    RecordField("position", "int32", metadata=True, hash_at=14),
+    RecordField("author", "text", metadata=True, hash_at=5),
+    RecordField("contributors", "text_list", metadata=True, hash_at=6),
+    RecordField("created_at", "day", metadata=True, hash_at=8),
+    RecordField("updated_at", "day", metadata=True, hash_at=9),
+    RecordField("tags", "text_list", metadata=True, hash_at=7),
+    RecordField("status", "text", metadata=True, hash_at=23),
+    RecordField("source_file", "text", metadata=True, hash_at=24),
+    RecordField("source_type", "text", metadata=True, hash_at=0),
+    RecordField("source_url", "text", metadata=True, hash_at=4),
+    RecordField("relationships", "relationships", hash_at=16),
+    RecordField("custom_metadata", "metadata", hash_at=15),
+    RecordField("record_type", "text", metadata=True, hash_at=17, choices=RECORD_TYPES),
+    RecordField("raw_data_type", "text", hash_at=25),
+    RecordField("raw_data", "blob"),
+    RecordField("source_id", "text", required=True, metadata=True, compression="never", hash_at=1),
+    RecordField("content_hash", "text", derived=True, compression="never"),
+    RecordField("source_updated_at", "timestamp", metadata=True, hash_at=10),
+    RecordField("ingested_at", "timestamp", derived=True),
+)
+
+
+def record_fields(
+    *, kind: FieldKind | None = None, metadata: bool | None = None
+) -> tuple[str, ...]:
+    """The names of the :data:`RECORD_FIELDS` of ``kind`` (any when None) that are (or, with
+    ``metadata=False``, are not) FrameRecord metadata keys, in column order."""
+    return tuple(
+        f.name
+        for f in RECORD_FIELDS
+        if (kind is None or f.kind == kind) and (metadata is None or f.metadata == metadata)
+    )
+
+
+def field_reader(
+    names: Sequence[str], *, wrap: Mapping[str, str] | None = None
+) -> Callable[[Any], tuple[Any, ...]]:
+    """A function returning ``(obj.<name>, ...)`` for ``names``, compiled once (as dataclasses
+    compile their methods): half the cost of ``operator.attrgetter(*names)``, for the per-document
+    paths. ``wrap`` maps a name to an expression of ``{}`` (the value), e.g. ``"{} or None"``."""
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"{name!r} is not a field name")
+    parts = [(wrap or {}).get(n, "{}").format(f"obj.{n}") for n in names]
+    namespace: dict[str, Any] = {}
+    exec(f"def read(obj):\n    return ({', '.join(parts)},)\n", namespace)
+    reader: Callable[[Any], tuple[Any, ...]] = namespace["read"]
+    return reader
+
+
 _HASH_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_HASHED: Final = sorted(
+    (f for f in RECORD_FIELDS if f.hash_at is not None), key=lambda f: f.hash_at or 0
+)
+assert [f.hash_at for f in _HASHED] == list(range(len(_HASHED))), "hash_at must run 0, 1, 2, ..."
+#: the content hash's payload: empty relationships and metadata count as None, a vector as a list
+_HASH_PAYLOAD: Final = field_reader(
+    [f.name for f in _HASHED],
+    wrap={
+        f.name: "{} or None"
+        if f.kind != "vector"
+        # a numpy vector (the embed stage's) as Python floats, in one call
+        else "None if {0} is None else ({0}.tolist() if hasattr({0}, 'tolist') else list({0}))"
+        for f in _HASHED
+        if f.kind in ("relationships", "metadata", "vector")
+    },
+)
 
 
 def _content_hash(d: Document) -> str:
@@ -422,39 +547,11 @@ def _content_hash(d: Document) -> str:
     A change detector, not a security measure: XXH3 hashes a 1 KB document ~10x faster than
     SHA-1, and 128 bits make a missed change (two contents with one hash) practically impossible.
 
-    orjson serialises datetimes, dates, the Relationship dataclasses and metadata values natively;
+    The payload is the fields with a ``hash_at`` in :data:`RECORD_FIELDS`, in that order; orjson
+    serialises datetimes, dates, the Relationship dataclasses and metadata values natively;
     anything else falls back to ``str``. ``raw_data`` is hashed as bytes.
     """
-    vec = d.vector
-    payload = (
-        d.source_type,
-        d.source_id,
-        d.title,
-        d.text_content,
-        d.source_url,
-        d.author,
-        d.contributors,
-        d.tags,
-        d.created_at,
-        d.updated_at,
-        d.source_updated_at,
-        d.collection,
-        d.collection_id,
-        d.collection_id_type,
-        d.position,
-        d.custom_metadata or None,
-        d.relationships or None,
-        d.record_type,
-        d.uri,
-        d.local_path,
-        d.cid,
-        d.context,
-        d.version,
-        d.status,
-        d.source_file,
-        d.raw_data_type,
-        None if vec is None else (vec.tolist() if isinstance(vec, np.ndarray) else list(vec)),
-    )
+    payload = _HASH_PAYLOAD(d)
     try:
         encoded = orjson.dumps(payload, option=_HASH_OPTIONS, default=str)
     except TypeError:  # e.g. an integer past 64 bits in custom_metadata: hash its text instead
@@ -464,81 +561,6 @@ def _content_hash(d: Document) -> str:
     hasher = xxhash.xxh3_128(encoded)
     hasher.update(d.raw_data)
     return hasher.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Arrow schema
-# ----------------------------------------------------------------------------------------------
-
-_RELATIONSHIP_STRUCT = pa.struct(
-    [
-        pa.field("type", pa.string(), nullable=False),
-        pa.field("id", pa.string()),
-        pa.field("uri", pa.string()),
-        pa.field("path", pa.string()),
-        pa.field("cid", pa.string()),
-        pa.field("title", pa.string()),
-        pa.field("description", pa.string()),
-    ]
-)
-_METADATA_STRUCT = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.string())])
-_TS = pa.timestamp("us", tz="UTC")
-_NO_COMPRESSION = {"lance-encoding:compression": "none"}
-
-
-def frame_schema(embed_dim: int | None = None, *, compress_text: bool = False) -> pa.Schema:
-    """The Arrow schema of a stored record: FrameRecord's columns, then cfstream's own.
-
-    The ``vector`` column (``fixed_size_list<float32>[embed_dim]``) is included only when
-    ``embed_dim`` is given: measured on pylance 14, a column of null 1536-wide vectors makes every
-    ``merge_insert`` about 5x slower, so datasets without embeddings leave it out (ContextFrame
-    compatibility mode always includes it). ``compress_text=False`` (the default) stores
-    ``text_content`` without Lance's string compression: about 10x faster writes for about 20%
-    more disk. ``uuid``, ``content_hash``, ``source_id`` and ``title`` are never compressed:
-    measured on pylance 14, compressing them cost more than half of a write's CPU time (random hex
-    barely compresses) and saved about 6% of the disk.
-    """
-    text_meta = None if compress_text else _NO_COMPRESSION
-    vector = [pa.field("vector", pa.list_(pa.float32(), list_size=embed_dim))] if embed_dim else []
-    return pa.schema(
-        [
-            pa.field("uuid", pa.string(), nullable=False, metadata=_NO_COMPRESSION),
-            pa.field("text_content", pa.string(), metadata=text_meta),
-            *vector,
-            pa.field("title", pa.string(), nullable=False, metadata=_NO_COMPRESSION),
-            pa.field("version", pa.string()),
-            pa.field("context", pa.string()),
-            pa.field("uri", pa.string()),
-            pa.field("local_path", pa.string()),
-            pa.field("cid", pa.string()),
-            pa.field("collection", pa.string()),
-            pa.field("collection_id", pa.string()),
-            pa.field("collection_id_type", pa.string()),
-            pa.field("position", pa.int32()),
-            pa.field("author", pa.string()),
-            pa.field("contributors", pa.list_(pa.string())),
-            pa.field("created_at", pa.string()),
-            pa.field("updated_at", pa.string()),
-            pa.field("tags", pa.list_(pa.string())),
-            pa.field("status", pa.string()),
-            pa.field("source_file", pa.string()),
-            pa.field("source_type", pa.string()),
-            pa.field("source_url", pa.string()),
-            pa.field("relationships", pa.list_(_RELATIONSHIP_STRUCT)),
-            pa.field("custom_metadata", pa.list_(_METADATA_STRUCT)),
-            pa.field("record_type", pa.string()),
-            pa.field("raw_data_type", pa.string()),
-            pa.field(
-                "raw_data",
-                pa.large_binary(),
-                metadata={"lance-encoding:blob": "true"},
-            ),
-            pa.field("source_id", pa.string(), nullable=False, metadata=_NO_COMPRESSION),
-            pa.field("content_hash", pa.string(), metadata=_NO_COMPRESSION),
-            pa.field("source_updated_at", _TS),
-            pa.field("ingested_at", _TS),
-        ]
-    )
 
 
 def parse_timestamp(value: datetime | date | str | None) -> datetime | None:
@@ -559,273 +581,11 @@ def parse_timestamp(value: datetime | date | str | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def _day(value: datetime | date | str | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value[:10] if len(value) >= 10 else value
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value.date().isoformat()
-    return value.isoformat()
+def __getattr__(name: str) -> Any:
+    """``frame_schema`` and ``documents_to_table`` live in :mod:`cfstream.storage.codec` (the
+    Lance layer); importing them from here keeps working."""
+    if name in ("frame_schema", "documents_to_table"):
+        from cfstream.storage import codec
 
-
-def _metadata_lists(rows: Iterable[dict[str, Any] | None]) -> pa.Array:
-    offsets = [0]
-    keys: list[str] = []
-    values: list[str | None] = []
-    for r in rows:
-        if r:
-            for k, v in r.items():
-                keys.append(k)
-                values.append(v if v is None or type(v) is str else _meta_str(v))
-        offsets.append(len(keys))
-    struct = pa.StructArray.from_arrays(
-        [pa.array(keys, pa.string()), pa.array(values, pa.string())], fields=list(_METADATA_STRUCT)
-    )
-    return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()), struct, type=pa.list_(_METADATA_STRUCT)
-    )
-
-
-def _meta_str(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, datetime | date):
-        return v.isoformat()
-    if isinstance(v, list | dict | tuple):
-        return orjson.dumps(v, default=str).decode()
-    return str(v)
-
-
-def _relationship_lists(rows: Iterable[list[Relationship] | None]) -> pa.Array:
-    offsets = [0]
-    cols: tuple[list[str | None], ...] = ([], [], [], [], [], [], [])
-    t, i, u, p, c, ti, de = cols
-    for r in rows:
-        if r:
-            for rel in r:
-                t.append(rel.type)
-                i.append(rel.id)
-                u.append(rel.uri)
-                p.append(rel.path)
-                c.append(rel.cid)
-                ti.append(rel.title)
-                de.append(rel.description)
-        offsets.append(len(t))
-    struct = pa.StructArray.from_arrays(
-        [pa.array(col, pa.string()) for col in cols], fields=list(_RELATIONSHIP_STRUCT)
-    )
-    return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()), struct, type=pa.list_(_RELATIONSHIP_STRUCT)
-    )
-
-
-def _vectors(docs: Sequence[Document], dim: int, fill_zeros: bool) -> pa.Array:
-    vtype = pa.list_(pa.float32(), list_size=dim)
-    n = len(docs)
-    if all(d.vector is None for d in docs):
-        if not fill_zeros:
-            return pa.nulls(n, vtype)
-        flat = pa.repeat(pa.scalar(0.0, pa.float32()), n * dim)
-        return pa.FixedSizeListArray.from_arrays(flat, dim)
-    rows: list[Any] = [d.vector for d in docs]
-    if all(type(v) is np.ndarray for v in rows):  # the embed stage's rows: no Python floats
-        for d, v in zip(docs, rows, strict=True):
-            if v.shape != (dim,):
-                raise ValueError(f"vector of {d.source_id!r} has {v.size} values, expected {dim}")
-        flat = np.ascontiguousarray(np.stack(rows), dtype=np.float32).reshape(-1)
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
-    values: list[float] = []
-    zeros = [0.0] * dim
-    mask: list[bool] = []
-    for d, v in zip(docs, rows, strict=True):
-        if v is None:
-            values.extend(zeros)
-            mask.append(not fill_zeros)
-        else:
-            if len(v) != dim:
-                raise ValueError(f"vector of {d.source_id!r} has {len(v)} values, expected {dim}")
-            values.extend(v.tolist() if type(v) is np.ndarray else v)
-            mask.append(False)
-    arr = pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), dim)
-    if any(mask):
-        arr = pa.FixedSizeListArray.from_arrays(
-            pa.array(values, pa.float32()), dim, mask=pa.array(mask, pa.bool_())
-        )
-    return arr
-
-
-_DAY_ARROW = pa.date32()
-
-
-_NONE_TYPE = type(None)
-
-
-def _all_of(values: list[Any], kind: type) -> bool:
-    """True when every value is None or exactly of type ``kind`` (one C-level pass)."""
-    return set(map(type, values)) <= {kind, _NONE_TYPE}
-
-
-def _timestamp_column(values: list[Any]) -> pa.Array:
-    """Full UTC timestamps; vectorised in Arrow when the values are homogeneous."""
-    if _all_of(values, datetime):
-        return pa.array(values, _TS)  # naive datetimes are taken as UTC
-    if _all_of(values, str):
-        try:
-            return pa.array([v or None for v in values], pa.string()).cast(_TS)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # date-only or naive strings: parse them one by one
-    return pa.array([parse_timestamp(v) for v in values], _TS)
-
-
-def _day_column(values: list[Any]) -> pa.Array:
-    """``YYYY-MM-DD`` strings (ContextFrame's date columns)."""
-    if _all_of(values, str):
-        return pc.utf8_slice_codeunits(pa.array(values, pa.string()), 0, 10)
-    if _all_of(values, datetime):
-        return pa.array(values, _TS).cast(_DAY_ARROW).cast(pa.string())
-    return pa.array([_day(v) for v in values], pa.string())
-
-
-_STRING_COLUMNS = (
-    "text_content",
-    "title",
-    "version",
-    "context",
-    "uri",
-    "local_path",
-    "cid",
-    "collection",
-    "collection_id",
-    "collection_id_type",
-    "author",
-    "status",
-    "source_file",
-    "source_type",
-    "source_url",
-    "record_type",
-    "raw_data_type",
-    "source_id",
-)
-_GETTERS = {
-    name: attrgetter(name)
-    for name in (
-        *_STRING_COLUMNS,
-        "position",
-        "raw_data",
-        "contributors",
-        "tags",
-        "created_at",
-        "updated_at",
-        "source_updated_at",
-        "relationships",
-        "custom_metadata",
-        "content_hash",
-    )
-}
-_EMPTY: list[str] = []
-_STRING_LIST = pa.list_(pa.string())
-
-
-def _empty_lists(n: int, value_type: pa.DataType) -> pa.Array:
-    """``n`` empty lists (not nulls: ContextFrame stores empty lists)."""
-    return pa.ListArray.from_arrays(
-        pa.array(np.zeros(n + 1, dtype=np.int32)),
-        pa.array([], value_type),
-        type=pa.list_(value_type),
-    )
-
-
-_LIST_TYPES: Final = frozenset({list, tuple, _NONE_TYPE})
-
-
-def _string_lists(values: list[list[str] | None], name: str) -> pa.Array:
-    """A ``list<string>`` column; ``None`` becomes an empty list.
-
-    Raises ``TypeError`` for a value that is not a list (Arrow would split a string into its
-    characters)."""
-    nones = values.count(None)
-    if nones == len(values):
-        return _empty_lists(len(values), pa.string())
-    kinds = set(map(type, values))  # one C-level pass
-    if not kinds <= _LIST_TYPES:
-        bad = sorted(k.__name__ for k in kinds - _LIST_TYPES)
-        raise TypeError(f"{name} must be a list of strings, not {', '.join(bad)}")
-    if nones:
-        values = [v or _EMPTY for v in values]
-    return pa.array(values, _STRING_LIST)
-
-
-def documents_to_table(
-    docs: Sequence[Document],
-    schema: pa.Schema,
-    *,
-    ingested_at: datetime | None = None,
-    fill_zero_vectors: bool = False,
-    uuids: Sequence[str] | pa.Array | None = None,
-) -> pa.Table:
-    """Build an Arrow table of ``schema`` from ``docs``, column by column.
-
-    Every document must have its ``source_type`` set. ``content_hash`` is computed when missing.
-    Raises an exception (``ValueError``, ``TypeError``, ``AttributeError``, ``pa.ArrowException``...)
-    when a document holds a value of the wrong type or lacks a required value (``title``,
-    ``source_id``); ``LanceSink`` then converts the batch one document at a time and dead-letters
-    the ones that fail (``transforms.validate()`` before the sink catches them earlier).
-    """
-    now = ingested_at or datetime.now(UTC)
-    n = len(docs)
-    s = pa.string()
-    g = _GETTERS
-    arrays: dict[str, pa.Array] = {}
-    for name in _STRING_COLUMNS:
-        values = list(map(g[name], docs))
-        arrays[name] = pa.nulls(n, s) if values.count(None) == n else pa.array(values, s)
-    if uuids is None:
-        arrays["uuid"] = uuid_array(uuid_digests(docs))
-    elif isinstance(uuids, pa.Array):
-        arrays["uuid"] = uuids
-    else:
-        arrays["uuid"] = pa.array(uuids, s)
-    arrays["position"] = pa.array(list(map(g["position"], docs)), pa.int32())
-    arrays["contributors"] = _string_lists(list(map(g["contributors"], docs)), "contributors")
-    arrays["tags"] = _string_lists(list(map(g["tags"], docs)), "tags")
-    arrays["created_at"] = _day_column(list(map(g["created_at"], docs)))
-    updated = list(map(g["updated_at"], docs))
-    arrays["updated_at"] = _day_column(updated)
-    rels = list(map(g["relationships"], docs))
-    arrays["relationships"] = (
-        _relationship_lists(rels) if any(rels) else _empty_lists(n, _RELATIONSHIP_STRUCT)
-    )
-    metas = list(map(g["custom_metadata"], docs))
-    arrays["custom_metadata"] = (
-        _metadata_lists(metas) if any(metas) else _empty_lists(n, _METADATA_STRUCT)
-    )
-    arrays["raw_data"] = pa.array(list(map(g["raw_data"], docs)), pa.large_binary())
-    hashes = list(map(g["content_hash"], docs))
-    if None in hashes:
-        hashes = [d.compute_hash() for d in docs]
-    arrays["content_hash"] = pa.array(hashes, s)
-    stamps = list(map(g["source_updated_at"], docs))
-    if stamps.count(None) == n:
-        stamps = updated
-    elif not all(stamps):
-        stamps = [a or b for a, b in zip(stamps, updated, strict=True)]
-    arrays["source_updated_at"] = _timestamp_column(stamps)
-    arrays["ingested_at"] = pa.repeat(pa.scalar(now, _TS), n)
-    if "vector" in schema.names:
-        dim = schema.field("vector").type.list_size
-        if dim == PLACEHOLDER_VECTOR_DIM and any(d.vector is not None for d in docs):
-            raise ValueError(
-                "documents carry vectors but the dataset has no vector column: set embed_dim"
-            )
-        arrays["vector"] = _vectors(docs, dim, fill_zero_vectors)
-    elif any(d.vector is not None for d in docs):
-        raise ValueError(
-            "documents carry vectors but the dataset has no vector column: set embed_dim"
-        )
-    for f in schema:
-        if not f.nullable and arrays[f.name].null_count:  # O(1): Arrow keeps the count
-            raise ValueError(f"{f.name} is missing (None); every record needs one")
-    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+        return getattr(codec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -64,27 +64,24 @@ from cfstream.context import RunContext, SourceContext
 from cfstream.deadletter import DeadLetterWriter
 from cfstream.errors import CfStreamError, PipelineError, SinkError
 from cfstream.pipeline import Pipeline
-from cfstream.records import (
-    Checkpoint,
-    Document,
-    Item,
-    Tombstone,
-    documents_to_table,
-)
+from cfstream.records import Checkpoint, Item
 from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.runner import check_source_scope, http_client_for, run_pipeline
 from cfstream.secrets import Redactions, get_logger, redact
 from cfstream.sinks.base import Sink
-from cfstream.sinks.lance import (
-    LanceSink,
-    UuidKeySet,
-    _Batch,
-    dead_letter_rejected,
-    delete_uuids,
-    upsert_table,
-)
+from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceOutput
 from cfstream.state import ItemStore, StateStore, local_path, state_dir_for
+from cfstream.storage import (
+    Batch,
+    Batcher,
+    TableBuilder,
+    UuidKeySet,
+    dead_letter_rejected,
+    delete_uuids,
+    prepare_batch,
+    upsert_table,
+)
 
 __all__ = ("FragmentSink", "TaskResult", "WritePlan", "run_config", "run_ray")
 
@@ -98,7 +95,10 @@ class WritePlan:
     uri: str
     mode: str  # "create", "append" or "upsert"
     schema: pa.Schema
+    #: when a task cuts a batch (as ``LanceSink`` does: rows, bytes of text, seconds waited)
     batch_rows: int = 10_000
+    batch_bytes: int = 64 * 1024 * 1024
+    max_latency: float = 10.0
     fill_zero_vectors: bool = False
     storage_options: dict[str, str] | None = None
     #: where each task attempt writes its dead letters (one file each); None: nowhere
@@ -126,13 +126,20 @@ class TaskResult:
 
 
 class FragmentSink(Sink):
-    """A sink that writes Lance fragments (or keeps Arrow batches) and never commits."""
+    """A sink that writes Lance fragments (or keeps Arrow batches) and never commits.
+
+    It batches and resolves exactly as :class:`~cfstream.sinks.LanceSink` does (the Lance
+    layer's :class:`~cfstream.storage.Batcher` and :func:`~cfstream.storage.prepare_batch`: rows,
+    bytes and latency; one document per uuid, the newest wins; tombstones in arrival order) and
+    dead-letters what it cannot store into the task's dead-letter file.
+    """
 
     name = "fragments"
 
     def __init__(self, plan: WritePlan) -> None:
         self.plan = plan
         self.uri = None
+        self.builder = TableBuilder(plan.schema, plan.fill_zero_vectors)
         self.result_fragments: list[Any] = []
         self.new_schema: Any = None
         self.tables: list[pa.Table] = []
@@ -142,12 +149,7 @@ class FragmentSink(Sink):
         # uuid keys this task wrote into a new dataset (see _write)
         self._written = UuidKeySet()
 
-    def _write(
-        self, docs: list[Document], uuids: Sequence[str] | pa.Array, keys: pa.Array | None = None
-    ) -> None:
-        table = documents_to_table(
-            docs, self.plan.schema, fill_zero_vectors=self.plan.fill_zero_vectors, uuids=uuids
-        )
+    def _write(self, table: pa.Table, keys: pa.Array | None) -> None:
         if self.plan.mode == "upsert":
             self.tables.append(table)
             return
@@ -176,31 +178,25 @@ class FragmentSink(Sink):
             self.new_schema = op.new_schema
 
     async def consume(self, receive: ObjectReceiveStream[list[Item]], ctx: RunContext) -> None:
-        """Batch documents as ``LanceSink`` does (one per uuid, the newest wins, tombstones in
-        arrival order) and write each full batch as fragments; deletes go to the driver."""
-        batch = _Batch()
-        stats = ctx.report.sink
-        async for chunk in receive:
-            for it in chunk:
-                t = type(it)
-                if t is Document:
-                    stats.rows_in += 1
-                    batch.docs.append(it)  # type: ignore[arg-type]
-                elif t is Tombstone:
-                    batch.add_tombstone(it)  # type: ignore[arg-type]
-                elif t is Checkpoint:
-                    # the driver saves one checkpoint per partition: it carries every item change
-                    cp: Checkpoint = it  # type: ignore[assignment]
-                    self.checkpoint = cp if self.checkpoint is None else self.checkpoint.then(cp)
-            if len(batch.docs) >= self.plan.batch_rows:
-                await self._flush(batch, ctx)
-                batch = _Batch()
-        if batch.docs or batch.deletes:
-            await self._flush(batch, ctx)
+        """Batch documents as ``LanceSink`` does and write each batch as fragments (or keep it
+        for the driver's merge); deletes and the partition's checkpoint go to the driver."""
+        plan = self.plan
+        batcher = Batcher(
+            rows=plan.batch_rows,
+            nbytes=plan.batch_bytes,
+            max_latency=plan.max_latency,
+            stats=ctx.report.sink,
+        )
+        await batcher.run(receive, lambda batch: self._flush(batch, ctx))
 
-    async def _flush(self, batch: _Batch, ctx: RunContext) -> None:
-        LanceSink._resolve(batch)
-        dead_letter_rejected(batch, ctx, self.name)
+    async def _flush(self, batch: Batch, ctx: RunContext) -> None:
+        for cp in batch.checkpoints:
+            # the driver saves one checkpoint per partition: it carries every item change
+            self.checkpoint = cp if self.checkpoint is None else self.checkpoint.then(cp)
+        try:
+            await anyio.to_thread.run_sync(prepare_batch, batch, self.builder)
+        finally:
+            dead_letter_rejected(batch, ctx, self.name)
         if self.deletes and batch.uuids is not None and len(batch.uuids):
             # the driver deletes after every write: a document created again after an earlier
             # batch's tombstone must not be deleted
@@ -208,9 +204,8 @@ class FragmentSink(Sink):
             live = set(uuids.to_pylist() if isinstance(uuids, pa.Array) else uuids)
             self.deletes = [u for u in self.deletes if u not in live]
         self.deletes.extend(batch.deletes)
-        if batch.docs:
-            assert batch.uuids is not None
-            await anyio.to_thread.run_sync(self._write, batch.docs, batch.uuids, batch.keys)
+        if batch.table is not None and batch.table.num_rows:
+            await anyio.to_thread.run_sync(self._write, batch.table, batch.keys)
 
 
 class _OnePartition(Source):
@@ -396,15 +391,16 @@ def run_ray(
     report = RunReport(dataset=sink.uri)
     for st in pipeline.stages:
         report.stages.append(StageStats(name=st.name))
-    version, rows = sink._open_sync()
-    exists = sink._exists
+    writer = sink.writer
+    version, rows = writer.open()
+    exists = writer.exists
     if state is None and local_path(sink.uri) is not None:
         state = StateStore.for_dataset(sink.uri)
     if state is not None:  # the one-time rewrite of old record uuids, before cursors are read
         named = {s.name: s.source_type for s in pipeline.leaf_sources if s.identity is None}
         if sink.migrate_identity(state, named, pipeline.dataset_sources).changed_dataset:
-            version, rows = sink._open_sync()
-            exists = sink._exists
+            version, rows = writer.open()
+            exists = writer.exists
     mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
     if dead_letter_path is None and local_path(sink.uri) is not None:
         dead_letter_path = state_dir_for(sink.uri) / "dead-letters.jsonl"
@@ -416,9 +412,11 @@ def run_ray(
     plan = WritePlan(
         uri=sink.uri,
         mode=mode,
-        schema=sink.schema,
+        schema=writer.schema,
         batch_rows=sink.batch_rows,
-        fill_zero_vectors=True,  # as LanceSink: ContextFrame fails on null vectors
+        batch_bytes=sink.batch_bytes,
+        max_latency=sink.max_latency,
+        fill_zero_vectors=writer.builder.fill_zero_vectors,
         storage_options=sink.storage_options,
         dead_letter_dir=str(letters_dir) if letters_dir is not None else None,
     )

@@ -33,8 +33,8 @@ import pyarrow.compute as pc
 
 from cfstream.records import CFSTREAM_NAMESPACE, uuid_array, uuid_prefix
 from cfstream.secrets import get_logger
-from cfstream.sinks.lance import delete_uuids, upsert_table
 from cfstream.state import StateStore, file_lock
+from cfstream.storage import delete_uuids, upsert_table
 
 __all__ = (
     "IDENTITY_VERSION",

@@ -36,6 +36,7 @@ import lance
 
 from cfstream.records import PLACEHOLDER_VECTOR_DIM
 from cfstream.secrets import get_logger
+from cfstream.storage.maintenance import column_index_names
 
 __all__ = (
     "FTS_COLUMNS",
@@ -159,12 +160,6 @@ def _indexed_columns(ds: lance.LanceDataset) -> dict[str, dict[str, str]]:
 
 def _has(have: dict[str, dict[str, str]], column: str, kind: str) -> bool:
     return any(kind in k for k in have.get(column, {}).values())
-
-
-def column_index_names(ds: lance.LanceDataset, column: str) -> list[str]:
-    """The names of ``ds``'s indexes on ``column`` alone (e.g. the sink's ``uuid`` BTREE: it
-    optimizes that one itself, between commits, and leaves the search indexes to the keeper)."""
-    return sorted(_indexed_columns(ds).get(column, {}))
 
 
 def unindexed_fts_columns(ds: lance.LanceDataset) -> list[str]:

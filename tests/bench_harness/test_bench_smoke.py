@@ -84,7 +84,8 @@ def test_doc_store_pages_changes_and_incremental_filter() -> None:
 def test_profile_summary_attributes_samples_to_layers() -> None:
     raw = "\n".join(
         [
-            "thread (1): MainThread;run (asyncio/runners.py:1);documents_to_table (cfstream/records.py:9) 3",
+            "thread (1): MainThread;run (asyncio/runners.py:1);documents_to_table (cfstream/storage/codec.py:9) 2",
+            "thread (1): MainThread;run (asyncio/runners.py:1);uuid_digests (cfstream/records.py:9) 1",
             "thread (2): Thread-1;_bootstrap (threading.py:1);write_dataset (lance/dataset.py:5) 1",
             "thread (1): MainThread;_find_and_load (<frozen importlib._bootstrap>:1) 7",
         ]
@@ -92,5 +93,5 @@ def test_profile_summary_attributes_samples_to_layers() -> None:
     s = summarize_raw(raw)
     assert s["samples"] == 4 and s["import_samples_dropped"] == 7
     cats = dict(s["categories"])
-    assert cats["cfstream records -> Arrow (records.py)"] == pytest.approx(0.75)
+    assert cats["cfstream records -> Arrow (records.py, storage/codec.py)"] == pytest.approx(0.75)
     assert cats["lance (Rust: write, merge_insert, index)"] == pytest.approx(0.25)

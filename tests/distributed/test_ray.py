@@ -269,3 +269,46 @@ async def test_ray_saves_every_item_change_of_a_folder_source(
     local = await (cf.sources.FilesSource(root) | LanceSink(str(ds))).run()
     assert local.sources["files"].fetched == 0 and local.sources["files"].tombstones == 0
     assert store.items.count("files") == 308
+
+
+class PagedSource(Source):
+    """Two partitions of 6 pages of 10 documents (100 characters each); one document a partition
+    has a wrong-typed field (``tags`` a string), and no validate stage runs before the sink."""
+
+    source_type = "paged"
+
+    async def partitions(self, ctx: SourceContext) -> Sequence[str]:
+        return ["p0", "p1"]
+
+    async def read(
+        self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
+    ) -> AsyncIterator[SourceOutput]:
+        for page in range(6):
+            yield [
+                cf.Document(
+                    source_id=f"{partition}-{page}-{i}",
+                    title="t",
+                    text_content="x" * 100,
+                    tags="wrong" if (page, i) == (2, 3) else ["ok"],  # type: ignore[arg-type]
+                )
+                for i in range(10)
+            ]
+
+
+def test_ray_tasks_batch_like_the_lance_sink_and_dead_letter_what_they_cannot_store(
+    local_ray: Any, tmp_path: Path
+) -> None:
+    """The workers cut batches at the sink's batch_bytes (not only batch_rows): 2,000 bytes is
+    two pages, so each partition writes three fragments; the document that cannot be converted
+    is dead-lettered, with the field at fault, and its batch's other documents are stored."""
+    ds = tmp_path / "paged.lance"
+    sink = LanceSink(str(ds), batch_rows=10_000, batch_bytes=2_000, max_latency=60)
+    report = run_ray(PagedSource() | sink)
+    assert report.error is None
+    dataset = lance.dataset(str(ds))
+    assert dataset.count_rows() == 2 * 60 - 2
+    assert len(dataset.get_fragments()) == 2 * 3
+    letters = read_dead_letters(ds / "_cfstream" / "dead-letters.jsonl")
+    assert sorted(letter["source_id"] for letter in letters) == ["p0-2-3", "p1-2-3"]
+    assert all("tags" in letter["error"] for letter in letters)
+    assert report.dead_lettered == 2

@@ -19,6 +19,7 @@ from cfstream.errors import DatasetError
 from cfstream.records import Document, record_uuid
 from cfstream.sinks import LanceSink
 from cfstream.state import StateStore
+from cfstream.storage import DatasetWriter
 
 
 def make_source(
@@ -320,16 +321,16 @@ def test_disk_full_stops_with_clear_error_and_state_stays_at_last_commit(
     from cfstream.errors import CommitError
 
     ds = tmp_path / "kb.lance"
-    real = LanceSink._commit_once
+    real = DatasetWriter.commit_once
     calls = [0]
 
-    def flaky(self: LanceSink, batch: Any) -> dict[str, int]:
+    def flaky(self: DatasetWriter, batch: Any) -> dict[str, int]:
         calls[0] += 1
         if calls[0] == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, batch)
 
-    monkeypatch.setattr(LanceSink, "_commit_once", flaky)
+    monkeypatch.setattr(DatasetWriter, "commit_once", flaky)
     with pytest.raises(CommitError, match="disk .* is full"):
         cf.run(
             make_source(corpus(500), page=25) | LanceSink(str(ds), batch_rows=100, max_latency=60)

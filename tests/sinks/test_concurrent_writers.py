@@ -23,9 +23,9 @@ import lance
 import pytest
 
 import cfstream as cf
-from cfstream.records import Document, documents_to_table, frame_schema
+from cfstream.records import Document
 from cfstream.sinks import LanceSink
-from cfstream.sinks import lance as lance_sink
+from cfstream.storage import documents_to_table, frame_schema, heal_duplicates
 
 WRITER = textwrap.dedent(
     """
@@ -146,7 +146,7 @@ def test_another_writer_between_the_check_and_the_append_is_healed(
                 cf.run(_notes(range(1000, 1100), "B", "B") | LanceSink(str(dataset)))
         return real_write(data, uri, *args, **kwargs)
 
-    monkeypatch.setattr(lance_sink.lance, "write_dataset", write_dataset)
+    monkeypatch.setattr(lance, "write_dataset", write_dataset)
     report = cf.run(_notes(range(2000), "A", "A") | LanceSink(str(dataset), batch_rows=1000))
     monkeypatch.undo()
     assert appends, "the fresh load did not append"
@@ -191,9 +191,9 @@ def test_heal_duplicates_keeps_the_newest_row(tmp_path: Path) -> None:
         table("single", "2024-01-01T00:00:00Z", range(5, 8)), dataset, mode="append"
     )
     ds = lance.dataset(dataset)
-    assert lance_sink.heal_duplicates(ds) == 10
+    assert heal_duplicates(ds) == 10
     version = ds.version
-    assert lance_sink.heal_duplicates(ds) == 0 and ds.version == version  # no commit needed
+    assert heal_duplicates(ds) == 0 and ds.version == version  # no commit needed
     rows = lance.dataset(dataset).to_table(columns=["source_id", "text_content"]).to_pylist()
     assert sorted((r["source_id"], r["text_content"]) for r in rows) == [
         *((f"n{i:05d}", "newest") for i in range(5)),

@@ -28,7 +28,7 @@ from cfstream.records import (
 )
 from cfstream.runner import _fuse
 from cfstream.sinks import LanceSink, MemorySink
-from cfstream.sinks.lance import _Batch
+from cfstream.storage import Batch, resolve_batch
 from cfstream.transforms.base import chunks
 
 
@@ -152,7 +152,7 @@ def test_batch_resolution_keeps_newest_and_honours_tombstone_order() -> None:
     def doc(sid: str, ts: str, title: str) -> Document:
         return Document(source_id=sid, title=title, source_type="r", updated_at=ts)
 
-    batch = _Batch(
+    batch = Batch(
         docs=[
             doc("a", "2024-01-02", "a-new"),
             doc("b", "2024-01-01", "b-1"),
@@ -164,7 +164,7 @@ def test_batch_resolution_keeps_newest_and_honours_tombstone_order() -> None:
     # c's tombstone arrived after 4 documents: the c before it is dropped, the one after it kept
     batch.tombstones = [(4, uuid_digest("r", "c")), (5, uuid_digest("r", "b"))]
     batch.deletes = [record_uuid("r", "c"), record_uuid("r", "b")]
-    LanceSink._resolve(batch)
+    resolve_batch(batch)
     assert [d.title for d in batch.docs] == ["a-new", "c-after-tombstone"]
     assert batch.uuids is not None
     assert list(batch.uuids.to_pylist()) == [record_uuid("r", "a"), record_uuid("r", "c")]  # type: ignore[union-attr]

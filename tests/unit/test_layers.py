@@ -13,6 +13,16 @@ FORBIDDEN = {
     "transforms": ("cfstream.sinks", "cfstream.sources"),
     "sinks": ("cfstream.sources", "cfstream.transforms"),
     "http": ("cfstream.sources", "cfstream.sinks", "cfstream.transforms"),
+    # the Lance layer serves LanceSink, Ray's fragment sink and FrameDataset: it knows none of them
+    "storage": (
+        "cfstream.sinks",
+        "cfstream.sources",
+        "cfstream.transforms",
+        "cfstream.distributed",
+        "cfstream.frame",
+        "cfstream.pipeline",
+        "cfstream.runner",
+    ),
 }
 
 

@@ -23,20 +23,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cfstream"
 
-#: Uses that h-lance's public Lance write layer removes; its merge empties this set (and the test
-#: then holds for every module). Entries: (module file, private name it uses).
-ALLOWED: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("cfstream/distributed/ray.py", "_Batch"),
-        ("cfstream/distributed/ray.py", "_resolve"),
-        ("cfstream/distributed/ray.py", "_open_sync"),
-        ("cfstream/distributed/ray.py", "_exists"),
-        ("cfstream/frame.py", "_Batch"),
-        ("cfstream/frame.py", "_open_sync"),
-        ("cfstream/frame.py", "_build_table"),
-        ("cfstream/frame.py", "_commit"),
-    }
-)
+#: Known exceptions, (module file, private name it uses): none. A use added here needs a reason;
+#: the public Lance layer (cfstream.storage) removed the last ones.
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def is_private(name: str) -> bool:
@@ -280,7 +269,7 @@ def test_no_module_uses_another_modules_private_names() -> None:
 
 
 def test_the_allowlist_holds_only_what_is_still_used() -> None:
-    """An entry h-lance's merge made obsolete must go (the set then empties)."""
+    """An entry no longer used must go (the set is empty: nothing reaches into another module)."""
     used = {(v[0], v[2]) for v in _found()}
     assert used >= ALLOWED, sorted(ALLOWED - used)
 
@@ -306,7 +295,7 @@ def test_the_check_sees_each_kind_of_use() -> None:
         "from cfstream.sinks.lance import LanceSink\n"
         "def f() -> None:\n    s = LanceSink('x')\n    getattr(s, '_flush_now')\n"
     )
-    assert _check("def f(x):\n    return x._open_sync()\n")  # defined only in sinks/lance.py
+    assert _check("def f(x):\n    return x._use_embedder_sync()\n")  # only in sinks/lance.py
     assert _check("from cfstream.sources import _files\n") == ["imports a private module"]
     assert _check("from cfstream.sources._files import FileTreeSource\n")
     assert not _check("from cfstream.sources._files import FileTreeSource\n", "cfstream.sources.x")
