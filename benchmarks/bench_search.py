@@ -550,14 +550,14 @@ def run(
     res: dict[str, Any] = {"quick": quick}
     try:
         if "P6" in only:
-            res["P6"] = p6(10_000 if quick else 100_000, rounds, work, log)
+            res["P6"] = p6(4_000 if quick else 100_000, rounds, work, log)
         if "P7" in only:
-            res["P7"] = p7(1_000 if quick else 10_000, rounds, work, log)
+            res["P7"] = p7(500 if quick else 10_000, rounds, work, log)
         if "RETRIEVAL" in only:
             res["RETRIEVAL"] = retrieval(work, log)
         if "MEM" in only:
             res["MEM"] = memory(
-                mem_sizes or ((10_000, 100_000) if quick else (100_000, 1_000_000)), work, log
+                mem_sizes or ((5_000, 50_000) if quick else (100_000, 1_000_000)), work, log
             )
     finally:
         if own:

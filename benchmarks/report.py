@@ -137,6 +137,12 @@ def markdown(results: dict[str, Any], json_name: str | None = None) -> str:
 
             out.append(p8_markdown(sc["detail"]))
             out.append("")
+        if "detail" in sc and sid == "SEARCH":
+            from benchmarks.bench_search import markdown as search_markdown
+
+            detail = {k: v for k, v in sc["detail"].items() if k != "targets"}
+            out.append(search_markdown(detail))
+            out.append("")
         if sc.get("targets"):
             out.append("| target | value | threshold | result |")
             out.append("|---|---|---|---|")

@@ -7,7 +7,8 @@
 Scenarios (see ``benchmarks/README.md``): P1 end-to-end throughput against a hand-written loop and
 dlt; P2 peak memory at 100k vs 1M documents; P3 latency hiding; P4 incremental re-sync; P5 the
 engine benchmark (:mod:`benchmarks.bench_engine`); P8 state that scales
-(:mod:`benchmarks.bench_state`); and the Ray engine against the local one.
+(:mod:`benchmarks.bench_state`); SEARCH, P6 / P7 / retrieval quality / memory with chunking and
+embedding (:mod:`benchmarks.bench_search`); and the Ray engine against the local one.
 
 Contenders of a scenario run interleaved (A B C, A B C, ...); each scenario reports, per contender,
 the median and min-max over rounds, and ratios computed round by round (round i of A over round i
@@ -46,7 +47,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 DLT_VERSION = "1.31.0"
 DLT_ENV = BENCH_DIR / ".venv-dlt"
-ALL_SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P8", "RAY")
+ALL_SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P8", "SEARCH", "RAY")
 SCHEMA_VERSION = 1
 
 
@@ -555,6 +556,31 @@ class Runner:
             ],
         }
 
+    def search(self) -> dict[str, Any]:
+        """P6, P7, retrieval quality and memory with chunk + embed (:mod:`benchmarks.bench_search`)."""
+        from benchmarks import bench_search
+
+        cfg = self.cfg
+        res = bench_search.run(quick=cfg.quick, rounds=min(cfg.rounds, 2), log=self.log)
+        contenders: dict[str, Any] = {}
+        for corpus in ("vault", "synthetic"):
+            c = res["P6"][corpus]
+            contenders[f"P6 chunk+embed+Lance ({corpus}, {c['chunks']:,} chunks)"] = _contender(
+                c["cfstream_s"], c["chunks"]
+            )
+            contenders[f"P6 embedder loop ({corpus})"] = _contender(c["loop_s"], c["chunks"])
+        targets = [
+            _target(t["id"], t["name"], t["value"], t["op"], t["limit"]) for t in res["targets"]
+        ]
+        return {
+            "title": "SEARCH: P6 embedding pipeline, P7 incremental, retrieval, memory",
+            "params": {"quick": cfg.quick, "rounds": min(cfg.rounds, 2)},
+            "unit": "chunks/s",
+            "contenders": contenders,
+            "detail": res,
+            "targets": targets,
+        }
+
     def p8(self) -> dict[str, Any]:
         """State that scales: a files sync's cost against the folder's size (one round)."""
         from benchmarks import bench_state
@@ -761,6 +787,8 @@ def run_benchmarks(
                     res = runner.p5()
                 elif sid == "P8":
                     res = runner.p8()
+                elif sid == "SEARCH":
+                    res = runner.search()
                 elif sid == "RAY":
                     res = runner.ray()
                 else:

@@ -370,14 +370,19 @@ def run_ray(
             (``report.dead_lettered`` still counts). The workers write theirs next to it first,
             so on a cluster it must be on storage every node shares, as a local dataset must.
     """
-    from cfstream.transforms.embed import Embed
+    from cfstream.transforms import ChunkText, Embed
 
-    if any(isinstance(st, Embed) for st in pipeline.stages):
-        raise PipelineError(
-            "the Ray engine does not run the embed stage (its workers can neither record the "
-            "dataset's embedder nor skip unchanged vectors): run this pipeline with the local "
-            "engine (without --engine ray)"
-        )
+    for stage, why in (
+        (Embed, "its workers can neither record the dataset's embedder nor skip unchanged vectors"),
+        (ChunkText, "its workers cannot see the stored chunks, to skip unchanged documents and "
+         "delete the chunks an edit or a deletion leaves behind"),
+    ):  # fmt: skip
+        if any(isinstance(st, stage) for st in pipeline.stages):
+            kind = "embed" if stage is Embed else "chunk"
+            raise PipelineError(
+                f"the Ray engine does not run the {kind} stage ({why}): run this pipeline with "
+                "the local engine (without --engine ray)"
+            )
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the extra

@@ -201,6 +201,10 @@ def test_the_ray_engine_refuses_the_embed_stage(tmp_path: Path) -> None:
     pipeline = list_source(notes(1)) | T.embed(HashEmbedder()) | LanceSink(str(tmp_path / "kb"))
     with pytest.raises(PipelineError, match="Ray engine does not run the embed stage"):
         run_ray(pipeline)
+    # nor the chunk stage: its workers cannot see the stored chunks to delete stale ones
+    chunked = list_source(notes(1)) | T.chunk(max_tokens=64, overlap=8) | LanceSink(str(tmp_path))
+    with pytest.raises(PipelineError, match="Ray engine does not run the chunk stage"):
+        run_ray(chunked)
 
 
 class CountingSink(LanceSink):
