@@ -45,6 +45,7 @@ __all__ = (
     "IndexSettings",
     "column_index_names",
     "index_settings",
+    "meant_for_search",
     "refresh_indexes",
     "unindexed_fts_columns",
 )
@@ -160,6 +161,17 @@ def _indexed_columns(ds: lance.LanceDataset) -> dict[str, dict[str, str]]:
 
 def _has(have: dict[str, dict[str, str]], column: str, kind: str) -> bool:
     return any(kind in k for k in have.get(column, {}).values())
+
+
+def meant_for_search(ds: lance.LanceDataset) -> bool:
+    """True when ``ds`` holds real vectors (wider than the placeholder) or search indexes (an
+    INVERTED index on a full-text column, or a vector index): its ``"auto"`` indexes are kept."""
+    if "vector" in ds.schema.names:
+        dim = int(getattr(ds.schema.field("vector").type, "list_size", 0) or 0)
+        if dim > PLACEHOLDER_VECTOR_DIM:
+            return True
+    have = _indexed_columns(ds)
+    return any(_has(have, c, "INVERTED") for c in FTS_COLUMNS) or _has(have, "vector", "IVF")
 
 
 def unindexed_fts_columns(ds: lance.LanceDataset) -> list[str]:
@@ -297,12 +309,20 @@ class IndexKeeper:
         self.search_wanted = False
 
     def want_search(self) -> None:
-        """Note that the run chunks or embeds: ``fts="auto"`` keeps the full-text index."""
+        """Note that the dataset is meant for search (the run chunks or embeds, or the dataset
+        holds vectors or search indexes): ``"auto"`` settings keep its indexes."""
         self.search_wanted = True
+
+    @property
+    def active(self) -> bool:
+        """True when refreshes are due after commits: an index asked for outright, or ``"auto"``
+        settings on a dataset meant for search. A plain sync with the defaults costs nothing."""
+        s = self.settings
+        return s.fts is True or s.vector is True or (self.search_wanted and s.enabled)
 
     def after_commit(self) -> None:
         """Note a commit; start a background refresh when one is due and none is running."""
-        if not self.settings.enabled:
+        if not self.active:
             return
         with self._lock:
             self._dirty = True
@@ -322,7 +342,7 @@ class IndexKeeper:
 
     def finish(self) -> None:
         """Wait for a running refresh, then make a last one when commits came after it began."""
-        if not self.settings.enabled:
+        if not self.active:
             return
         thread = self._thread
         if thread is not None:

@@ -41,7 +41,7 @@ from cfstream.errors import DatasetError
 from cfstream.records import DEFAULT_EMBED_DIM, PLACEHOLDER_VECTOR_DIM, Item
 from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
-from cfstream.sinks.indexes import IndexKeeper, IndexSettings, index_settings
+from cfstream.sinks.indexes import IndexKeeper, IndexSettings, index_settings, meant_for_search
 from cfstream.sinks.vectors import ensure_vector_column, is_placeholder, replace_vector_column
 from cfstream.state import StateStore, local_path
 from cfstream.storage import (
@@ -180,6 +180,8 @@ class LanceSink(Sink):
             and await anyio.to_thread.run_sync(self._upgrade_vector_column)
         ):
             version, rows = await anyio.to_thread.run_sync(self.writer.open)
+        if version is not None and await anyio.to_thread.run_sync(self._meant_for_search):
+            self.indexes.want_search()
         ctx.report.dataset = self.uri
         ctx.report.sink.dataset_version = version
         ctx.report.sink.dataset_rows = rows
@@ -195,6 +197,12 @@ class LanceSink(Sink):
 
     def _stored_sync(self, uuids: list[str], columns: list[str]) -> dict[str, dict[str, Any]]:
         return self.writer.stored(uuids, columns)
+
+    def _meant_for_search(self) -> bool:
+        try:
+            return meant_for_search(self.writer.dataset())
+        except (OSError, ValueError):
+            return False
 
     def _upgrade_vector_column(self) -> bool:
         """Give an existing dataset the vector column this sink writes (a placeholder for

@@ -105,7 +105,7 @@ def test_after_commit_returns_at_once_and_runs_one_refresh_at_a_time(
 
     monkeypatch.setattr(idx, "refresh_indexes", slow_refresh)
     monkeypatch.setattr(idx.lance, "dataset", lambda uri, **kw: object())
-    keeper = IndexKeeper(str(tmp_path / "kb.lance"), IndexSettings(refresh_seconds=0))
+    keeper = IndexKeeper(str(tmp_path / "kb.lance"), IndexSettings(fts=True, refresh_seconds=0))
     keeper.after_commit()  # starts the refresh, which blocks until released
     keeper.after_commit()  # returns at once: one is running, no second one starts
     keeper.after_commit()
@@ -280,3 +280,25 @@ def test_fts_auto_indexes_only_datasets_meant_for_search(tmp_path: Path) -> None
     # a later plain sync (no chunk stage) keeps the index it finds
     sync(searchable, [doc("c", "Gamma", "grapes")], index={"fts": "auto", "refresh_seconds": 0})
     assert _unindexed(searchable, "text_content_fts") == 0
+
+
+def test_a_plain_sync_with_the_defaults_runs_no_index_upkeep(tmp_path: Path) -> None:
+    """``"auto"`` on a dataset not meant for search: no refresh thread, no index work at all."""
+    uri = str(tmp_path / "plain.lance")
+    sink = LanceSink(uri, batch_rows=1)
+    anyio.run(lambda: (_notes_source() | sink).run())
+    assert not sink.indexes.active and sink.indexes.refreshes == 0
+    # a dataset that holds search indexes keeps them up to date on a plain sync
+    sync(uri, [doc("x", "X", "xylophone")], index={"fts": True, "refresh_seconds": 0})
+    again = LanceSink(uri)
+    anyio.run(lambda: (_notes_source() | again).run())
+    assert again.indexes.active and again.indexes.refreshes >= 1
+
+
+def _notes_source() -> Any:
+    @cf.source(source_type="notes")
+    async def notes() -> Any:
+        yield doc("a", "Alpha", "apples")
+        yield doc("b", "Beta", "bananas")
+
+    return notes(name="notes")
