@@ -152,6 +152,8 @@ class LanceSink(Sink):
         )
         #: keeps the search indexes, in the background
         self.indexes = IndexKeeper(self.uri, index_settings(index), storage_options=storage_options)
+        if embed_dim:  # a sink writing vectors (or ContextFrame's) fills a dataset for search
+            self.indexes.want_search()
         self._failed = False
 
     @property
