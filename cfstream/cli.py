@@ -677,15 +677,20 @@ def _count_cells(s: SourceStats) -> tuple[str, str, str, str]:
     return f"{s.fetched:,}", f"{s.skipped_unchanged:,}", f"{s.tombstones:,}", f"{s.failed:,}"
 
 
+def _config_or_dataset(args: argparse.Namespace) -> Config:
+    """The config ``args.config`` names, or, given a dataset folder instead, a config of that
+    dataset alone (no sources, no stages)."""
+    target = Path(args.config)
+    if target.is_dir():
+        sink = SinkSettings.model_validate({})
+        return Config(dataset=str(target.resolve()), sink=sink, stages=(), sources={})
+    return _load(args)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``cfstream status CONFIG|DATASET``: what each source has in the dataset and when it last
     synced (given a dataset folder instead of a config: what its sync state knows)."""
-    target = Path(args.config)
-    if target.is_dir():  # a dataset, not a config
-        sink = SinkSettings.model_validate({})
-        config = Config(dataset=str(target.resolve()), sink=sink, stages=(), sources={})
-    else:
-        config = _load(args)
+    config = _config_or_dataset(args)
     _setup_logging(args.log_level, args.log_format, args.quiet)
     info = collect_status(config)
     if args.json:
@@ -1089,15 +1094,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from cfstream.search import run_search
     from cfstream.transforms import Embed
 
-    target = Path(args.config)
-    if target.is_dir():  # a dataset folder, not a config
-        if args.source:
-            _err("cfstream: --source needs a config (it names one of the config's sources)")
-            return EXIT_USAGE
-        sink = SinkSettings.model_validate({})
-        config = Config(dataset=str(target.resolve()), sink=sink, stages=(), sources={})
-    else:
-        config = _load(args)
+    if args.source and Path(args.config).is_dir():
+        _err("cfstream: --source needs a config (it names one of the config's sources)")
+        return EXIT_USAGE
+    config = _config_or_dataset(args)
     _setup_logging(args.log_level, args.log_format, args.quiet)
     source: tuple[str, str | None] | None = None
     if args.source:

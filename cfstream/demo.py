@@ -47,6 +47,7 @@ from cfstream.runner import RunControl, run_pipeline
 from cfstream.secrets import get_logger
 from cfstream.sources.registry import load_source_class
 from cfstream.state import state_dir_for
+from cfstream.transforms.chunking import CHUNK_OF
 
 __all__ = (
     "DEMO_RATE_OPTIONS",
@@ -75,8 +76,7 @@ _CHANGE_MARK = "Edited by `cfstream demo --change`"
 DEMO_CHUNK_TOKENS = 256
 #: what the demo searches for at the end (the vault's sourdough starter note should come first)
 DEMO_QUERY = "my sourdough starter has grey liquid on top"
-#: the custom_metadata key that marks a chunk row (see cfstream.transforms.chunking)
-_CHUNK_OF = "cfstream.chunk_of"
+
 
 #: Request-rate options the demo sets on a connector talking to its local fake, where the
 #: connector has the option and the fake's ``demo_config`` does not set it. The connectors' defaults
@@ -259,7 +259,7 @@ def apply_file_changes(dataset: Path, count: int = 2) -> list[str]:
 
 
 def _is_chunk(row: dict[str, Any]) -> bool:
-    return any(m.get("key") == _CHUNK_OF for m in row.get("custom_metadata") or ())
+    return any(m.get("key") == CHUNK_OF for m in row.get("custom_metadata") or ())
 
 
 def _read_records(

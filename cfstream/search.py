@@ -41,6 +41,7 @@ from cfstream.secrets import get_logger
 from cfstream.sinks.indexes import FTS_COLUMNS, unindexed_fts_columns
 from cfstream.sinks.vectors import vector_dim
 from cfstream.state import local_path
+from cfstream.transforms.chunking import CHUNK_OF
 
 __all__ = (
     "CHUNK_OF_KEY",
@@ -58,7 +59,7 @@ log = get_logger("cfstream.search")
 
 SearchMode = Literal["hybrid", "fts", "vector"]
 #: the custom_metadata key naming a chunk row's parent document (its uuid)
-CHUNK_OF_KEY: Final = "cfstream.chunk_of"
+CHUNK_OF_KEY: Final = CHUNK_OF  # the chunk stage marks its rows with it
 #: the constant of reciprocal rank fusion: a document's hybrid score is the sum of 1/(RRF_K + rank)
 RRF_K: Final = 60
 _MODES: Final = ("hybrid", "fts", "vector")

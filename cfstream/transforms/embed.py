@@ -62,11 +62,12 @@ from cfstream.embed.record import (
 from cfstream.errors import ClientError
 from cfstream.records import Document, uuid_array, uuid_digests
 from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
+from cfstream.transforms.chunking import CHUNKS
 
 __all__ = ("CHUNKED_PARENT_KEY", "Embed", "embed")
 
 #: custom_metadata key of a document split into chunks (its chunks are embedded, not it)
-CHUNKED_PARENT_KEY = "cfstream.chunks"
+CHUNKED_PARENT_KEY = CHUNKS  # the chunk stage marks the documents it split with it
 
 
 def _text_of(doc: Document) -> str | None:
