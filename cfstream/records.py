@@ -527,18 +527,25 @@ _HASHED: Final = sorted(
     (f for f in RECORD_FIELDS if f.hash_at is not None), key=lambda f: f.hash_at or 0
 )
 assert [f.hash_at for f in _HASHED] == list(range(len(_HASHED))), "hash_at must run 0, 1, 2, ..."
-#: the content hash's payload: empty relationships and metadata count as None, a vector as a list
+#: the content hash's payload: empty relationships and metadata count as None, a vector as
+#: whether there is one (its float32 bytes are hashed after the payload: no text formatting)
 _HASH_PAYLOAD: Final = field_reader(
     [f.name for f in _HASHED],
     wrap={
-        f.name: "{} or None"
-        if f.kind != "vector"
-        # a numpy vector (the embed stage's) as Python floats, in one call
-        else "None if {0} is None else ({0}.tolist() if hasattr({0}, 'tolist') else list({0}))"
+        f.name: "{} or None" if f.kind != "vector" else "None if {0} is None else True"
         for f in _HASHED
         if f.kind in ("relationships", "metadata", "vector")
     },
 )
+
+
+def _vector_bytes(vector: Any) -> bytes:
+    """What the content hash takes of a vector: its values as stored (float32), or, for values
+    that are not numbers (the sink refuses them later), their text."""
+    try:
+        return np.asarray(vector, dtype=np.float32).tobytes()
+    except (TypeError, ValueError):
+        return repr(vector).encode("utf-8", "surrogatepass")
 
 
 def _content_hash(d: Document) -> str:
@@ -549,17 +556,24 @@ def _content_hash(d: Document) -> str:
 
     The payload is the fields with a ``hash_at`` in :data:`RECORD_FIELDS`, in that order; orjson
     serialises datetimes, dates, the Relationship dataclasses and metadata values natively;
-    anything else falls back to ``str``. ``raw_data`` is hashed as bytes.
+    anything else falls back to ``str``. The vector's float32 bytes and ``raw_data`` follow the
+    payload (the vector's byte length after it, so the two never run into each other).
     """
     payload = _HASH_PAYLOAD(d)
     try:
         encoded = orjson.dumps(payload, option=_HASH_OPTIONS, default=str)
     except TypeError:  # e.g. an integer past 64 bits in custom_metadata: hash its text instead
         encoded = repr(payload).encode("utf-8", "surrogatepass")
-    if d.raw_data is None:
+    vector, raw = d.vector, d.raw_data
+    if raw is None and vector is None:
         return xxhash.xxh3_128_hexdigest(encoded)
     hasher = xxhash.xxh3_128(encoded)
-    hasher.update(d.raw_data)
+    if vector is not None:
+        values = _vector_bytes(vector)
+        hasher.update(values)
+        hasher.update(len(values).to_bytes(8, "little"))  # where the vector ends
+    if raw is not None:
+        hasher.update(raw)
     return hasher.hexdigest()
 
 

@@ -159,12 +159,24 @@ def _vectors(docs: Sequence[Document], dim: int, fill_zeros: bool) -> pa.Array:
         flat = pa.repeat(pa.scalar(0.0, pa.float32()), n * dim)
         return pa.FixedSizeListArray.from_arrays(flat, dim)
     rows: list[Any] = [d.vector for d in docs]
-    if all(type(v) is np.ndarray for v in rows):  # the embed stage's rows: no Python floats
-        for d, v in zip(docs, rows, strict=True):
-            if v.shape != (dim,):
+    if all(v is None or type(v) is np.ndarray for v in rows):
+        # the embed stage's rows (and the chunked documents between them, with no vector): one
+        # matrix, no Python floats
+        matrix = np.zeros((n, dim), dtype=np.float32)
+        missing: list[int] = []
+        for i, (d, v) in enumerate(zip(docs, rows, strict=True)):
+            if v is None:
+                missing.append(i)
+            elif v.shape != (dim,):
                 raise ValueError(f"vector of {d.source_id!r} has {v.size} values, expected {dim}")
-        flat = np.ascontiguousarray(np.stack(rows), dtype=np.float32).reshape(-1)
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+            else:
+                matrix[i] = v
+        flat = pa.array(matrix.reshape(-1), pa.float32())
+        if fill_zeros or not missing:
+            return pa.FixedSizeListArray.from_arrays(flat, dim)
+        nulls = np.zeros(n, dtype=bool)
+        nulls[missing] = True
+        return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(nulls))
     values: list[float] = []
     zeros = [0.0] * dim
     mask: list[bool] = []

@@ -44,6 +44,21 @@ def test_count_tokens_counts_words_and_punctuation() -> None:
     assert count_tokens("a b") == count_tokens("a") + count_tokens("b")
 
 
+def test_count_tokens_is_the_patterns_match_count_on_any_text() -> None:
+    """The word-by-word count agrees with the pattern on every kind of character: letters of any
+    script, digits, underscores, combining marks, punctuation, every Unicode space, long runs."""
+    rng = random.Random(17)
+    alphabet = [
+        *"abcXYZ019_.,;!?-'()", "é", "e\u0301", "ß", "字", "٣", "Ⅻ", "\u00a0", "\u2003",
+        "\u3000", "\x1c", "\x1f", "\u2028", "\u0085", " ", "\t", "\n", "🙂", "x" * 13,
+    ]  # fmt: skip
+    ascii_alphabet = [*map(chr, range(128)), "x" * 13, "y" * 25]  # ASCII text has a fast path
+    for chars in (alphabet, ascii_alphabet):
+        for _ in range(3000):
+            text = "".join(rng.choices(chars, k=rng.randint(0, 40)))
+            assert count_tokens(text) == len(TOKEN.findall(text)), repr(text)
+
+
 def test_short_text_is_one_chunk_and_empty_text_none() -> None:
     s = MarkdownSplitter(100, 10)
     text = "# Title\n\nOne paragraph.\n\n## Sub\n\nAnother one."

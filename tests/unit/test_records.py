@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -75,6 +76,24 @@ def test_content_hash_changes_with_content_only() -> None:
     assert a.compute_hash() != b.compute_hash()
 
 
+def test_content_hash_takes_vectors_as_stored_values() -> None:
+    def d(vector: object = None, raw: bytes | None = None) -> Document:
+        return Document(source_id="1", title="t", source_type="s", vector=vector, raw_data=raw)  # type: ignore[arg-type]
+
+    as_list, as_f8 = d([0.5, 1.0]), d(np.array([0.5, 1.0]))
+    assert (
+        as_list.compute_hash()
+        == as_f8.compute_hash()
+        == d(np.array([0.5, 1.0], "f4")).compute_hash()
+    )
+    assert as_list.compute_hash() != d([0.5, 1.5]).compute_hash() != d().compute_hash()
+    assert d([]).compute_hash() != d().compute_hash()
+    # the vector's end is part of the hash: bytes cannot move between the vector and raw_data
+    one = np.array([1.0], "f4").tobytes()
+    assert d([1.0, 1.0], b"x").compute_hash() != d([1.0], one + b"x").compute_hash()
+    assert d(["not", "numbers"]).compute_hash() != d(["other"]).compute_hash()
+
+
 def test_schema_has_frame_record_columns_and_cfstream_columns() -> None:
     schema = frame_schema()
     for name in ("uuid", "text_content", "title", "relationships", "custom_metadata", "raw_data"):
@@ -126,6 +145,23 @@ def test_vectors_need_a_vector_column() -> None:
         [doc, Document(source_id="b", title="B", source_type="s")], frame_schema(2)
     )
     assert table.column("vector").to_pylist() == [[0.5, 1.0], None]
+
+
+def test_numpy_vectors_with_missing_ones_keep_each_row_in_place() -> None:
+    """The embed stage's batches: numpy vectors between documents with none (chunked parents)."""
+    docs = [
+        Document(source_id="a", title="A", source_type="s", vector=np.array([0.5, 1.0])),
+        Document(source_id="b", title="B", source_type="s"),
+        Document(source_id="c", title="C", source_type="s", vector=np.array([2.0, 3.0], "f4")),
+    ]
+    table = documents_to_table(docs, frame_schema(2))
+    assert table.column("vector").to_pylist() == [[0.5, 1.0], None, [2.0, 3.0]]
+    zeros = documents_to_table(docs, frame_schema(2), fill_zero_vectors=True)
+    assert zeros.column("vector").to_pylist() == [[0.5, 1.0], [0.0, 0.0], [2.0, 3.0]]
+    assert zeros.column("vector").null_count == 0
+    docs[2].vector = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="has 3 values, expected 2"):
+        documents_to_table(docs, frame_schema(2))
 
 
 def test_parse_timestamp() -> None:
