@@ -74,25 +74,25 @@ def count_tokens(text: str) -> int:
     which the splitter relies on. The cap on word length keeps a long unbroken string (a URL, a
     base64 blob) from passing for one token.
     """
-    if text.isascii():
-        # the same count with no Python work per word: punctuation marks are what remains once
-        # word characters and spaces are deleted; with every word character an "a" and anything
-        # else a space, words are the " a" (or a leading "a"); a word past 12 characters counts
-        # once per 12 (rare: looked for only when there is one)
-        raw = text.encode("ascii")
-        n = len(raw.translate(None, _WORD_OR_SPACE))
-        marks = raw.translate(_WORD_MARKS)
-        n += marks.count(b" a") + marks.startswith(b"a")
-        if _LONG_WORD in marks:
-            for run in marks.split():
-                n += (len(run) - 1) // 12
+    if not text.isascii():
+        n = 0
+        for word in text.split():  # str.split's whitespace is the pattern's \s (str.isspace)
+            if word.isalnum():  # every character is \w (str.isalnum): ceil(len / 12) tokens
+                n += 1 if len(word) <= 12 else (len(word) + 11) // 12
+            else:  # punctuation or an underscore in it: the pattern decides
+                n += len(_TOKEN.findall(word))
         return n
-    n = 0
-    for word in text.split():  # str.split's whitespace is the pattern's \s (str.isspace)
-        if word.isalnum():  # every character is \w (str.isalnum): ceil(len / 12) tokens
-            n += 1 if len(word) <= 12 else (len(word) + 11) // 12
-        else:  # punctuation or an underscore in it: the pattern decides
-            n += len(_TOKEN.findall(word))
+    # ASCII text, with no Python work per word: punctuation marks are what remains once word
+    # characters and spaces are deleted; with every word character an "a" and anything else a
+    # space, words are the " a" (or a leading "a"); a word past 12 characters counts once per
+    # 12 (rare: looked for only when there is one)
+    raw = text.encode("ascii")
+    n = len(raw.translate(None, _WORD_OR_SPACE))
+    marks = raw.translate(_WORD_MARKS)
+    n += marks.count(b" a") + marks.startswith(b"a")
+    if _LONG_WORD in marks:
+        for run in marks.split():
+            n += (len(run) - 1) // 12
     return n
 
 
