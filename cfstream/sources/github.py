@@ -1009,7 +1009,8 @@ class GitHubSource(Source):
         incremental = bool(cursor and cursor.get("since"))
         cur = cursor or {}
         since: str | None = cur.get("since") or (_iso(cfg.since) if cfg.since else None)
-        at_since: set[int] = set(cur.get("at_since") or [])
+        # the issues' bookmark: where the last sync stopped (base) and where this one is
+        issues = _Frontier(since, set(cur.get("at_since") or []))
         known: dict[str, list[int]] = {
             str(k): list(v) for k, v in (cur.get("comments") or {}).items()
         }
@@ -1034,14 +1035,12 @@ class GitHubSource(Source):
         # the first issue whose comments failed for a transient reason; the frontier holds there
         first_failed: Mapping[str, Any] | None = None
         held = False
-        # what the last sync saw; the frontier below moves as pages arrive
-        base_since, base_at = since, frozenset(at_since)
 
         def snapshot() -> Checkpoint:
             return Checkpoint(
                 {
-                    "since": since,
-                    "at_since": sorted(at_since),
+                    "since": issues.since,
+                    "at_since": sorted(issues.at),
                     "header": header,
                     "comments": dict(known),
                     "comments_since": comments.since,
@@ -1062,12 +1061,7 @@ class GitHubSource(Source):
                         continue
                     number = item.get("number")
                     updated = _stamp(item.get("updated_at"))
-                    if (
-                        isinstance(number, int)
-                        and updated
-                        and base_since
-                        and (updated < base_since or (updated == base_since and number in base_at))
-                    ):
+                    if isinstance(number, int) and issues.seen_before(updated, number):
                         unchanged += 1
                         continue
                     if not isinstance(number, int):
@@ -1149,7 +1143,9 @@ class GitHubSource(Source):
                     if first_failed is not None:
                         done = items[: next(i for i, x in enumerate(items) if x is first_failed)]
                         held = True  # later issues are listed again next run (upserts)
-                    since, at_since = self._frontier(done, since, at_since)
+                    for x in done:
+                        if isinstance(x, Mapping) and isinstance(x.get("number"), int):
+                            issues.bump(_stamp(x.get("updated_at")), x["number"])
                 out.append(snapshot())
                 yield out
                 if ctx.stopping:
@@ -1197,24 +1193,6 @@ class GitHubSource(Source):
                 yield out
                 if ctx.stopping:
                     return
-
-    @staticmethod
-    def _frontier(
-        items: Sequence[Any], since: str | None, at_since: set[int]
-    ) -> tuple[str | None, set[int]]:
-        """The new ``since`` (the newest ``updated_at`` seen) and the numbers that carry it."""
-        best, numbers = since, set(at_since)
-        for item in items:
-            if not isinstance(item, Mapping):
-                continue
-            updated, number = _stamp(item.get("updated_at")), item.get("number")
-            if updated is None or not isinstance(number, int):
-                continue
-            if best is None or updated > best:
-                best, numbers = updated, {number}
-            elif updated == best:
-                numbers.add(number)
-        return best, numbers
 
     async def _comments_for(
         self,
