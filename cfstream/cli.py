@@ -53,10 +53,11 @@ from cfstream.config import (
 )
 from cfstream.deadletter import read_dead_letters
 from cfstream.errors import CfStreamError, ConfigError
+from cfstream.logs import get_logger
 from cfstream.pipeline import Pipeline
 from cfstream.report import RunReport, SourceStats
 from cfstream.runner import RunControl, http_client_for, run_pipeline
-from cfstream.secrets import SecretRedactingFilter, get_logger, redact
+from cfstream.secrets import SecretRedactingFilter, redact
 from cfstream.sources.registry import available_sources, load_source_class
 from cfstream.starter import PLACEHOLDER, read_dotenv, starter_files
 from cfstream.state import StateStore, local_path, state_dir_for

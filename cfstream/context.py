@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from cfstream.deadletter import DeadLetterWriter
+from cfstream.logs import get_logger
 from cfstream.report import RunReport, SourceStats, StageStats
-from cfstream.secrets import get_logger, redact
+from cfstream.secrets import redact
 
 if TYPE_CHECKING:
     from cfstream.http import HttpClient

@@ -42,9 +42,9 @@ import anyio
 
 from cfstream.config import build_pipeline, parse_config
 from cfstream.errors import CfStreamError, ConfigError
+from cfstream.logs import get_logger
 from cfstream.report import RunReport
 from cfstream.runner import RunControl, run_pipeline
-from cfstream.secrets import get_logger
 from cfstream.sources.registry import load_source_class
 from cfstream.state import state_dir_for
 from cfstream.transforms.chunking import CHUNK_OF

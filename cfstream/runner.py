@@ -41,9 +41,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 from cfstream.context import RunContext, SourceContext, StageContext
 from cfstream.deadletter import DeadLetterWriter
 from cfstream.errors import CfStreamError, HTTPError, PartitionError, PipelineError, SourceError
+from cfstream.logs import get_logger
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.report import RunReport, SourceStats, StageStats
-from cfstream.secrets import get_logger, redact
+from cfstream.secrets import redact
 from cfstream.sources.base import is_transient
 from cfstream.state import ItemStore, StateStore, local_path, scope_digest, state_dir_for
 from cfstream.transforms.base import (

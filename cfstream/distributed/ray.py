@@ -63,11 +63,12 @@ from anyio.abc import ObjectReceiveStream
 from cfstream.context import RunContext, SourceContext
 from cfstream.deadletter import DeadLetterWriter
 from cfstream.errors import CfStreamError, PipelineError, SinkError
+from cfstream.logs import get_logger
 from cfstream.pipeline import Pipeline
 from cfstream.records import Checkpoint, Item
 from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.runner import check_source_scope, http_client_for, run_pipeline
-from cfstream.secrets import Redactions, get_logger, redact
+from cfstream.secrets import Redactions, redact
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceOutput

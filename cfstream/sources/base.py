@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cfstream.context import SourceContext
 from cfstream.errors import HTTPError, ResponseFormatError
+from cfstream.logs import get_logger
 from cfstream.records import Item, record_uuid
-from cfstream.secrets import get_logger
 from cfstream.sources.options import options_signature
 
 if TYPE_CHECKING:

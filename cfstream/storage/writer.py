@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cfstream.errors import CommitError, DatasetError
-from cfstream.secrets import get_logger
+from cfstream.logs import get_logger
 from cfstream.state import file_lock, local_path
 from cfstream.storage.batch import Batch
 from cfstream.storage.codec import TableBuilder
