@@ -39,7 +39,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("cfstream transforms", "/cfstream/transforms/"),
     ("cfstream http (client, paginate)", "/cfstream/http/"),
     ("cfstream runner", "/cfstream/runner.py"),
-    ("cfstream state", "/cfstream/state.py"),
+    ("cfstream state", "/cfstream/contract/state.py"),
     ("benchmark source (API item -> Document)", "/benchmarks/source.py"),
     ("lance (Rust: write, merge_insert, index)", "/lance/"),
     ("pyarrow", "/pyarrow/"),

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from cfstream import transforms as T
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.http import BodyCursorPaginator
 from cfstream.pipeline import Pipeline
 from cfstream.records import Checkpoint, Document, Item

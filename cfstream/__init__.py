@@ -14,6 +14,8 @@
     report = cf.run(notes() | T.validate() | T.dedupe() | LanceSink("kb.lance"))
 """
 
+from cfstream.contract.report import RunReport
+from cfstream.contract.state import ItemStore, StateStore
 from cfstream.errors import (
     AuthError,
     CfStreamError,
@@ -38,13 +40,11 @@ from cfstream.records import (
     Tombstone,
     record_uuid,
 )
-from cfstream.report import RunReport
 from cfstream.runner import RunControl, run, run_pipeline
 from cfstream.search import SearchHit, search
 from cfstream.secrets import Secret, env
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.sources import Source, merge, source
-from cfstream.state import ItemStore, StateStore
 from cfstream.storage import frame_schema
 
 __version__ = "0.1.0"

@@ -51,16 +51,17 @@ from cfstream.config import (
     parse_duration,
     select_sources,
 )
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport, SourceStats
+from cfstream.contract.state import StateStore
+from cfstream.contract.uris import local_path, state_dir_for
 from cfstream.errors import CfStreamError, ConfigError
 from cfstream.logs import get_logger
 from cfstream.pipeline import Pipeline
-from cfstream.report import RunReport, SourceStats
 from cfstream.runner import RunControl, http_client_for, run_pipeline
 from cfstream.secrets import SecretRedactingFilter, redact
 from cfstream.sources.registry import available_sources, load_source_class
 from cfstream.starter import PLACEHOLDER, read_dotenv, starter_files
-from cfstream.state import StateStore, local_path, state_dir_for
 
 __all__ = (
     "EXIT_FAILURE",
@@ -916,7 +917,7 @@ def resolved_letters(config: Config, letters: Sequence[Mapping[str, Any]]) -> li
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     """``cfstream dead-letters CONFIG [--retry | --clear]``: list, retry or clear dead letters."""
-    from cfstream.deadletter import document_from_letter, remove_dead_letters
+    from cfstream.contract.deadletter import document_from_letter, remove_dead_letters
 
     config = _load(args)
     _setup_logging(args.log_level, args.log_format, args.quiet)
@@ -970,7 +971,7 @@ def _retry_dead_letters(
     """Replay what can be replayed; have the next sync fetch the rest again."""
     import tempfile
 
-    from cfstream.deadletter import remove_dead_letters
+    from cfstream.contract.deadletter import remove_dead_letters
     from cfstream.sources.base import source as make_source
 
     replay: dict[str, list[Any]] = {}

@@ -47,6 +47,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cfstream import safe_yaml
+from cfstream.contract.uris import local_path
 from cfstream.errors import ConfigError
 from cfstream.pipeline import Pipeline
 from cfstream.secrets import Secret, redact
@@ -54,7 +55,6 @@ from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceConfig
 from cfstream.sources.options import is_secret_annotation, option_errors
 from cfstream.sources.registry import load_source_class
-from cfstream.state import local_path
 from cfstream.transforms import Stage
 from cfstream.transforms import chunk as chunk_stage
 from cfstream.transforms import dedupe as dedupe_stage

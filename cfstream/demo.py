@@ -41,12 +41,12 @@ from typing import Any
 import anyio
 
 from cfstream.config import build_pipeline, parse_config
+from cfstream.contract.report import RunReport
+from cfstream.contract.uris import state_dir_for
 from cfstream.errors import CfStreamError, ConfigError
 from cfstream.logs import get_logger
-from cfstream.report import RunReport
 from cfstream.runner import RunControl, run_pipeline
 from cfstream.sources.registry import load_source_class
-from cfstream.state import state_dir_for
 from cfstream.transforms.chunking import CHUNK_OF
 
 __all__ = (

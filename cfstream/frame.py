@@ -44,6 +44,7 @@ import lance
 import pyarrow as pa
 
 from cfstream.checks import check_document
+from cfstream.contract.uris import local_path
 from cfstream.errors import DatasetError, RecordError
 from cfstream.pipeline import Pipeline
 from cfstream.records import (
@@ -56,7 +57,6 @@ from cfstream.records import (
 from cfstream.runner import run_pipeline
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import FunctionSource, SourceOutput
-from cfstream.state import local_path
 from cfstream.storage import Batch, DatasetWriter
 
 __all__ = (

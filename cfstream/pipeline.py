@@ -12,8 +12,8 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from cfstream.contract.report import RunReport
 from cfstream.records import Item
-from cfstream.report import RunReport
 from cfstream.sinks.base import Sink
 from cfstream.sources.base import MergedSource, Source
 from cfstream.transforms.base import GeneratorStage, Stage

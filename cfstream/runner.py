@@ -38,15 +38,16 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from cfstream.context import RunContext, SourceContext, StageContext
-from cfstream.deadletter import DeadLetterWriter
+from cfstream.contract.context import RunContext, SourceContext, StageContext
+from cfstream.contract.deadletter import DeadLetterWriter
+from cfstream.contract.report import RunReport, SourceStats, StageStats
+from cfstream.contract.state import ItemStore, StateStore, scope_digest
+from cfstream.contract.uris import local_path, state_dir_for
 from cfstream.errors import CfStreamError, HTTPError, PartitionError, PipelineError, SourceError
 from cfstream.logs import get_logger
 from cfstream.records import Checkpoint, Document, Item, Tombstone
-from cfstream.report import RunReport, SourceStats, StageStats
 from cfstream.secrets import redact
 from cfstream.sources.base import is_transient
-from cfstream.state import ItemStore, StateStore, local_path, scope_digest, state_dir_for
 from cfstream.transforms.base import (
     Chunk,
     ChunkFunction,
