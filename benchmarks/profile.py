@@ -38,7 +38,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("cfstream sink (sinks/lance.py, storage/)", "/cfstream/storage/"),
     ("cfstream transforms", "/cfstream/transforms/"),
     ("cfstream http (client, paginate)", "/cfstream/http/"),
-    ("cfstream runner", "/cfstream/runner.py"),
+    ("cfstream engine", "/cfstream/engine/"),
     ("cfstream state", "/cfstream/contract/state.py"),
     ("benchmark source (API item -> Document)", "/benchmarks/source.py"),
     ("lance (Rust: write, merge_insert, index)", "/lance/"),

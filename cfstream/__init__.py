@@ -16,6 +16,8 @@
 
 from cfstream.contract.report import RunReport
 from cfstream.contract.state import ItemStore, StateStore
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import RunControl, run, run_pipeline
 from cfstream.errors import (
     AuthError,
     CfStreamError,
@@ -31,7 +33,6 @@ from cfstream.errors import (
     StateError,
 )
 from cfstream.frame import FrameDataset, FrameRecord
-from cfstream.pipeline import Pipeline
 from cfstream.records import (
     Checkpoint,
     Document,
@@ -40,7 +41,6 @@ from cfstream.records import (
     Tombstone,
     record_uuid,
 )
-from cfstream.runner import RunControl, run, run_pipeline
 from cfstream.search import SearchHit, search
 from cfstream.secrets import Secret, env
 from cfstream.sinks import LanceSink, MemorySink

@@ -25,13 +25,11 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
-import threading
 import time
 import traceback
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,10 +53,11 @@ from cfstream.contract.deadletter import read_dead_letters
 from cfstream.contract.report import RunReport, SourceStats
 from cfstream.contract.state import StateStore
 from cfstream.contract.uris import local_path, state_dir_for
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import RunControl, http_client_for, run_pipeline
+from cfstream.engine.signals import graceful_stopper, route_signals
 from cfstream.errors import CfStreamError, ConfigError
 from cfstream.logs import get_logger
-from cfstream.pipeline import Pipeline
-from cfstream.runner import RunControl, http_client_for, run_pipeline
 from cfstream.secrets import SecretRedactingFilter, redact
 from cfstream.sources.registry import available_sources, load_source_class
 from cfstream.starter import PLACEHOLDER, read_dotenv, starter_files
@@ -299,49 +298,6 @@ def _progress_mode(args: argparse.Namespace) -> str:
 # ------------------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _signals(on_signal: Callable[[], None]) -> Iterator[None]:
-    """Route SIGINT/SIGTERM to ``on_signal`` inside the running event loop."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal)
-                installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-def _stopper(
-    controls: Callable[[], Sequence[RunControl]], before: Callable[[], None] | None = None
-) -> Callable[[], None]:
-    count = 0
-
-    def on_signal() -> None:
-        nonlocal count
-        count += 1
-        if before is not None:
-            before()
-        if count == 1:
-            log.warning(
-                "stopping: finishing in-flight work and saving state (Ctrl-C again to stop at once)"
-            )
-            for c in controls():
-                c.request_stop()
-        else:
-            log.warning("stopping now")
-            for c in controls():
-                c.hard_stop()
-
-    return on_signal
-
-
 async def _run_one(
     pipeline: Pipeline,
     control: RunControl,
@@ -448,7 +404,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     control = RunControl()
 
     async def go() -> RunReport:
-        with _signals(_stopper(lambda: [control])):
+        with route_signals(graceful_stopper(lambda: [control])):
             return await _run_one(
                 pipeline,
                 control,
@@ -1241,8 +1197,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             interrupted = True
             stop.set()
 
-        on_signal = _stopper(lambda: list(active), stop_watching)
-        with _signals(on_signal):
+        on_signal = graceful_stopper(lambda: list(active), stop_watching)
+        with route_signals(on_signal):
             async with anyio.create_task_group() as tg:
                 for spec in specs:
                     tg.start_soon(
@@ -1365,7 +1321,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def go() -> demo.DemoResult:
         # Ctrl-C / SIGTERM as in `sync`: the first stops gracefully, a second at once
-        with _signals(_stopper(lambda: [control])):
+        with route_signals(graceful_stopper(lambda: [control])):
             return await demo.run_demo_async(dataset, change=args.change, control=control)
 
     try:

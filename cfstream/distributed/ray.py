@@ -65,11 +65,11 @@ from cfstream.contract.deadletter import DeadLetterWriter
 from cfstream.contract.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.contract.state import ItemStore, StateStore
 from cfstream.contract.uris import local_path, state_dir_for
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import check_source_scope, http_client_for, run_pipeline
 from cfstream.errors import CfStreamError, PipelineError, SinkError
 from cfstream.logs import get_logger
-from cfstream.pipeline import Pipeline
 from cfstream.records import Checkpoint, Item
-from cfstream.runner import check_source_scope, http_client_for, run_pipeline
 from cfstream.secrets import Redactions, redact
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import LanceSink

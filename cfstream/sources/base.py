@@ -26,8 +26,8 @@ from cfstream.records import Item, record_uuid
 from cfstream.sources.options import options_signature
 
 if TYPE_CHECKING:
+    from cfstream.engine.pipeline import Pipeline
     from cfstream.http import Service
-    from cfstream.pipeline import Pipeline
 
 __all__ = (
     "FunctionSource",
@@ -173,7 +173,7 @@ class Source(ABC):
         return [self]
 
     def __or__(self, stage: Any) -> Pipeline:
-        from cfstream.pipeline import Pipeline
+        from cfstream.engine.pipeline import Pipeline
 
         pipeline: Pipeline = Pipeline([self]) | stage
         return pipeline

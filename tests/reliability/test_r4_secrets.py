@@ -194,7 +194,7 @@ _CHILD = textwrap.dedent(
 
     import cfstream as cf
     from cfstream import transforms as T
-    from cfstream.runner import run
+    from cfstream.engine.runner import run
     from cfstream.sinks import LanceSink
     from cfstream.sources.base import Source
 

@@ -15,6 +15,7 @@ import pytest
 
 import cfstream as cf
 from cfstream import transforms as T
+from cfstream.engine.fusion import fuse_stages
 from cfstream.errors import PipelineError
 from cfstream.records import (
     CFSTREAM_NAMESPACE,
@@ -26,7 +27,6 @@ from cfstream.records import (
     uuid_digests,
     uuid_keys,
 )
-from cfstream.runner import _fuse
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.storage import Batch, resolve_batch
 from cfstream.transforms.base import chunks
@@ -66,7 +66,7 @@ def test_fuse_groups_synchronous_stages_only() -> None:
     stages = [T.map(lambda d: d), T.validate(), T.map(slow), T.tag("x"), T.dedupe()]
     from cfstream.contract.context import StageContext
 
-    groups = _fuse(stages, [StageContext(name=s.name, run=None, stats=None) for s in stages])  # type: ignore[arg-type]
+    groups = fuse_stages(stages, [StageContext(name=s.name, run=None, stats=None) for s in stages])  # type: ignore[arg-type]
     assert [(g.stage is None, len(g.fused)) for g in groups] == [(True, 2), (False, 0), (True, 2)]
 
 

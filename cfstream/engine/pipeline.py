@@ -68,8 +68,8 @@ class Pipeline:
         return p
 
     async def run(self, **options: Any) -> RunReport:
-        """Run the pipeline to the end and return its report. See :func:`cfstream.runner.run_pipeline`."""
-        from cfstream.runner import run_pipeline
+        """Run the pipeline to the end and return its report. See :func:`cfstream.engine.runner.run_pipeline`."""
+        from cfstream.engine.runner import run_pipeline
 
         return await run_pipeline(self, **options)
 
