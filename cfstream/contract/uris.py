@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cfstream.errors import StateError
 
-__all__ = ("local_path", "state_dir_for")
+__all__ = ("dataset_exists", "local_path", "state_dir_for")
 
 
 def local_path(uri: str) -> Path | None:
@@ -34,3 +34,10 @@ def state_dir_for(dataset_uri: str) -> Path:
             "the sync state somewhere local"
         )
     return p / "_cfstream"
+
+
+def dataset_exists(uri: str) -> bool:
+    """Whether the dataset at ``uri`` has been created (has a committed version); a dataset in an
+    object store is taken to exist (finding out would cost a request)."""
+    local = local_path(uri)
+    return local is None or (local / "_versions").exists()
