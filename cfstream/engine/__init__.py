@@ -23,12 +23,16 @@ from cfstream.engine.runner import (
     run,
     run_pipeline,
 )
+from cfstream.engine.schedule import Scheduled, Scheduler, WatchOptions
 from cfstream.engine.signals import graceful_stopper, route_signals
 from cfstream.engine.tuning import set_interpreter_tuning
 
 __all__ = (
     "Pipeline",
     "RunControl",
+    "Scheduled",
+    "Scheduler",
+    "WatchOptions",
     "check_source_scope",
     "graceful_stopper",
     "http_client_for",
