@@ -64,6 +64,7 @@ __all__ = (
     "run_pipeline",
 )
 
+#: the logger keeps its name from before the engine package (log configs filter on it)
 log = get_logger("cfstream.runner")
 #: Tracebacks of failures (a source's own code raising): DEBUG, shown by ``--log-level debug`` or
 #: the CLI's ``--traceback``.

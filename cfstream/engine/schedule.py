@@ -31,7 +31,8 @@ from cfstream.logs import get_logger
 
 __all__ = ("Scheduled", "Scheduler", "WatchOptions", "backoff")
 
-log = get_logger("cfstream.watch")
+#: the run lines are ``cfstream watch``'s output: the logger keeps the name it had in cli.py
+log = get_logger("cfstream.cli")
 
 
 def backoff(interval: float, failures: int) -> float:

@@ -19,7 +19,8 @@ from cfstream.logs import get_logger
 
 __all__ = ("STOP_SIGNALS", "Stoppable", "graceful_stopper", "route_signals")
 
-log = get_logger("cfstream.signals")
+#: the stop messages are the ``cfstream`` command's lines: the logger keeps the name it had there
+log = get_logger("cfstream.cli")
 
 #: the signals that stop a run: Ctrl-C and a polite kill
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
