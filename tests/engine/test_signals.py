@@ -88,3 +88,29 @@ def test_ctrl_c_stops_cf_run_gracefully() -> None:
     assert report.stopped_early
     assert report.error is None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_no_other_module_installs_signal_handlers() -> None:
+    """cfstream.engine.signals is the one place handlers are installed (route_signals)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(cf.__file__).parent
+    bad = []
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "engine" / "signals.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in (
+                "add_signal_handler",
+                "set_wakeup_fd",
+            ):
+                bad.append(f"{path.relative_to(package)}:{node.lineno} {node.attr}")
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr == "signal"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "signal"
+            ):
+                bad.append(f"{path.relative_to(package)}:{node.lineno} signal.signal")
+    assert not bad, bad
