@@ -6,9 +6,9 @@
 * :mod:`~cfstream.engine.fusion`: consecutive synchronous stages fused into one task;
 * :mod:`~cfstream.engine.tuning`: the interpreter tuning while runs go
   (:func:`set_interpreter_tuning`);
-* :mod:`~cfstream.engine.signals`: the one SIGINT/SIGTERM installer (:func:`route_signals`; the CLI, :func:`run`, the demo and
-  the fake API server use it) and
-  the first-graceful-then-hard stopper;
+* :mod:`~cfstream.engine.signals`: the one SIGINT/SIGTERM installer (:func:`route_signals`; the
+  CLI, :func:`run`, the demo and the fake API server use it) and the first-graceful-then-hard
+  stopper;
 * :mod:`~cfstream.engine.schedule`: ``cfstream watch``'s scheduler (each source on its own
   interval, backoff after failures).
 
