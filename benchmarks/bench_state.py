@@ -102,7 +102,7 @@ import json, os, sys, time
 import cfstream as cf
 from cfstream.sinks import LanceSink
 from cfstream.sources import FilesSource, ObsidianSource
-from cfstream.state import StateStore
+from cfstream.contract.state import StateStore
 
 written = [0]
 depth = [0]

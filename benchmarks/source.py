@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from cfstream import transforms as T
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
+from cfstream.engine.pipeline import Pipeline
 from cfstream.http import BodyCursorPaginator
-from cfstream.pipeline import Pipeline
 from cfstream.records import Checkpoint, Document, Item
 from cfstream.sinks import LanceSink
 from cfstream.sources.base import Source, SourceOutput

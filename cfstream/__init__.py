@@ -14,6 +14,10 @@
     report = cf.run(notes() | T.validate() | T.dedupe() | LanceSink("kb.lance"))
 """
 
+from cfstream.contract.report import RunReport
+from cfstream.contract.state import ItemStore, StateStore
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import RunControl, run, run_pipeline
 from cfstream.errors import (
     AuthError,
     CfStreamError,
@@ -29,7 +33,6 @@ from cfstream.errors import (
     StateError,
 )
 from cfstream.frame import FrameDataset, FrameRecord
-from cfstream.pipeline import Pipeline
 from cfstream.records import (
     Checkpoint,
     Document,
@@ -38,13 +41,10 @@ from cfstream.records import (
     Tombstone,
     record_uuid,
 )
-from cfstream.report import RunReport
-from cfstream.runner import RunControl, run, run_pipeline
 from cfstream.search import SearchHit, search
 from cfstream.secrets import Secret, env
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.sources import Source, merge, source
-from cfstream.state import ItemStore, StateStore
 from cfstream.storage import frame_schema
 
 __version__ = "0.1.0"

@@ -24,14 +24,12 @@ import inspect
 import json
 import logging
 import os
-import random
-import signal
 import sys
-import threading
 import time
 import traceback
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,15 +49,19 @@ from cfstream.config import (
     parse_duration,
     select_sources,
 )
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport, SourceStats
+from cfstream.contract.state import StateStore
+from cfstream.contract.uris import dataset_exists, local_path, state_dir_for
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import RunControl, http_client_for, run_pipeline
+from cfstream.engine.schedule import Scheduled, Scheduler, WatchOptions
+from cfstream.engine.signals import graceful_stopper, route_signals
 from cfstream.errors import CfStreamError, ConfigError
-from cfstream.pipeline import Pipeline
-from cfstream.report import RunReport, SourceStats
-from cfstream.runner import RunControl, http_client_for, run_pipeline
-from cfstream.secrets import SecretRedactingFilter, get_logger, redact
+from cfstream.logs import get_logger
+from cfstream.secrets import SecretRedactingFilter, redact
 from cfstream.sources.registry import available_sources, load_source_class
 from cfstream.starter import PLACEHOLDER, read_dotenv, starter_files
-from cfstream.state import StateStore, local_path, state_dir_for
 
 __all__ = (
     "EXIT_FAILURE",
@@ -297,49 +299,6 @@ def _progress_mode(args: argparse.Namespace) -> str:
 # ------------------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _signals(on_signal: Callable[[], None]) -> Iterator[None]:
-    """Route SIGINT/SIGTERM to ``on_signal`` inside the running event loop."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal)
-                installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-def _stopper(
-    controls: Callable[[], Sequence[RunControl]], before: Callable[[], None] | None = None
-) -> Callable[[], None]:
-    count = 0
-
-    def on_signal() -> None:
-        nonlocal count
-        count += 1
-        if before is not None:
-            before()
-        if count == 1:
-            log.warning(
-                "stopping: finishing in-flight work and saving state (Ctrl-C again to stop at once)"
-            )
-            for c in controls():
-                c.request_stop()
-        else:
-            log.warning("stopping now")
-            for c in controls():
-                c.hard_stop()
-
-    return on_signal
-
-
 async def _run_one(
     pipeline: Pipeline,
     control: RunControl,
@@ -446,7 +405,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     control = RunControl()
 
     async def go() -> RunReport:
-        with _signals(_stopper(lambda: [control])):
+        with route_signals(graceful_stopper(lambda: [control])):
             return await _run_one(
                 pipeline,
                 control,
@@ -883,7 +842,7 @@ def resolved_letters(config: Config, letters: Sequence[Mapping[str, Any]]) -> li
     import lance
 
     out = [False] * len(letters)
-    if not letters or not _dataset_exists(config.dataset):
+    if not letters or not dataset_exists(config.dataset):
         return out
     ds = lance.dataset(config.dataset, storage_options=config.sink.storage_options)
     wanted: dict[str, list[int]] = {}
@@ -915,7 +874,7 @@ def resolved_letters(config: Config, letters: Sequence[Mapping[str, Any]]) -> li
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     """``cfstream dead-letters CONFIG [--retry | --clear]``: list, retry or clear dead letters."""
-    from cfstream.deadletter import document_from_letter, remove_dead_letters
+    from cfstream.contract.deadletter import document_from_letter, remove_dead_letters
 
     config = _load(args)
     _setup_logging(args.log_level, args.log_format, args.quiet)
@@ -969,7 +928,7 @@ def _retry_dead_letters(
     """Replay what can be replayed; have the next sync fetch the rest again."""
     import tempfile
 
-    from cfstream.deadletter import remove_dead_letters
+    from cfstream.contract.deadletter import remove_dead_letters
     from cfstream.sources.base import source as make_source
 
     replay: dict[str, list[Any]] = {}
@@ -1054,7 +1013,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
             src = build_source(spec)
             state.reset(spec.name)
             entry: dict[str, Any] = {"cursors": "forgotten"}
-            if args.rows and _dataset_exists(config.dataset):
+            if args.rows and dataset_exists(config.dataset):
                 ds = lance.dataset(config.dataset, storage_options=config.sink.storage_options)
                 entry["rows_deleted"] = delete_source_rows(ds, src.source_type, src.record_name)
             out[spec.name] = entry
@@ -1195,17 +1154,6 @@ def cmd_sources(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # watch
 # ------------------------------------------------------------------------------------------------
-def _backoff(interval: float, failures: int) -> float:
-    """Seconds to wait after ``failures`` consecutive failed runs of a source."""
-    cap = max(8 * interval, 300.0)
-    return float(min(interval * 2**failures, cap))
-
-
-def _dataset_exists(uri: str) -> bool:
-    local = local_path(uri)
-    return local is None or (local / "_versions").exists()
-
-
 def cmd_watch(args: argparse.Namespace) -> int:
     """``cfstream watch CONFIG``: run each source on its own schedule until Ctrl-C."""
     config = _load(args)
@@ -1227,127 +1175,37 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for spec in specs:
             log.info("watching %s every %.0fs", spec.name, intervals[spec.name])
 
-    interrupted = False
+    def on_report(name: str, run: int, report: RunReport) -> None:
+        if args.json:
+            _out(_json({"source": name, "run": run, **report.to_dict()}))
+
+    def on_error(name: str, run: int, exc: CfStreamError) -> None:
+        if args.json:
+            _out(_json({"source": name, "run": run, "ok": False, "error": redact(str(exc))}))
+
+    scheduler = Scheduler(
+        [
+            Scheduled(spec.name, intervals[spec.name], partial(build_pipeline, config, [spec.name]))
+            for spec in specs
+        ],
+        WatchOptions(
+            dataset=config.dataset,
+            succeeded=lambda report: exit_code(report) in (EXIT_OK, EXIT_STOPPED),
+            max_runs=args.max_runs,
+            tune_interpreter=True,  # the command owns its process
+            on_report=on_report,
+            on_error=on_error,
+        ),
+    )
 
     async def go() -> None:
-        stop = anyio.Event()
-        active: set[RunControl] = set()
-        create_lock = anyio.Lock()
-
-        def stop_watching() -> None:
-            nonlocal interrupted
-            interrupted = True
-            stop.set()
-
-        on_signal = _stopper(lambda: list(active), stop_watching)
-        with _signals(on_signal):
-            async with anyio.create_task_group() as tg:
-                for spec in specs:
-                    tg.start_soon(
-                        _watch_source,
-                        config,
-                        spec,
-                        intervals[spec.name],
-                        args,
-                        stop,
-                        active,
-                        create_lock,
-                    )
+        with route_signals(graceful_stopper(scheduler.controls, scheduler.stop)):
+            await scheduler.run()
 
     anyio.run(go, backend="asyncio")
     if not args.quiet:
         log.info("watch stopped")
-    return EXIT_STOPPED if interrupted else EXIT_OK  # Ctrl-C: 130, as documented
-
-
-async def _watch_source(
-    config: Config,
-    spec: SourceSpec,
-    interval: float,
-    args: argparse.Namespace,
-    stop: anyio.Event,
-    active: set[RunControl],
-    create_lock: anyio.Lock,
-) -> None:
-    failures = 0
-    runs = 0
-    next_at = time.monotonic() + random.uniform(0, min(1.0, 0.05 * interval))
-    while not stop.is_set():
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            with anyio.move_on_after(delay):
-                await stop.wait()
-        if stop.is_set():
-            break
-        started = time.monotonic()
-        control = RunControl()
-        active.add(control)
-        ok = False
-        try:
-            pipeline = build_pipeline(config, [spec.name])
-            if _dataset_exists(config.dataset):
-                report = await _run_one(pipeline, control, None, full_refresh=False, dry_run=False)
-            else:
-                async with create_lock:
-                    report = await _run_one(
-                        pipeline, control, None, full_refresh=False, dry_run=False
-                    )
-            ok = exit_code(report) in (EXIT_OK, EXIT_STOPPED)
-            k = report.sink
-            log.info(
-                "run %s #%d: fetched %d, written %d, unchanged %d, deleted %d, dead letters %d in %.2fs%s",
-                spec.name,
-                runs + 1,
-                report.fetched,
-                k.upserted,
-                k.unchanged + report.sources[spec.name].skipped_unchanged
-                if spec.name in report.sources
-                else k.unchanged,
-                k.deleted,
-                report.dead_lettered,
-                report.wall_seconds,
-                "" if ok else f" - FAILED: {', '.join(report.failed_sources) or report.error}",
-            )
-            if args.json:
-                _out(_json({"source": spec.name, "run": runs + 1, **report.to_dict()}))
-        except CfStreamError as exc:
-            log.error("run %s #%d failed: %s", spec.name, runs + 1, exc)
-            if args.json:
-                _out(
-                    _json(
-                        {
-                            "source": spec.name,
-                            "run": runs + 1,
-                            "ok": False,
-                            "error": redact(str(exc)),
-                        }
-                    )
-                )
-        finally:
-            active.discard(control)
-        runs += 1
-        if args.max_runs and runs >= args.max_runs:
-            break
-        took = time.monotonic() - started
-        if ok:
-            failures = 0
-            wait = interval
-            if took > interval:
-                log.warning(
-                    "%s took %.1fs, longer than its %.0fs schedule: the next run starts now",
-                    spec.name,
-                    took,
-                    interval,
-                )
-            base = started
-        else:
-            failures += 1
-            wait = _backoff(interval, failures)
-            log.warning(
-                "%s failed %d time(s) in a row: retrying in %.0fs", spec.name, failures, wait
-            )
-            base = time.monotonic()
-        next_at = max(time.monotonic(), base + wait + random.uniform(0, 0.1 * wait))
+    return EXIT_STOPPED if scheduler.stopped else EXIT_OK  # Ctrl-C: 130, as documented
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1363,7 +1221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def go() -> demo.DemoResult:
         # Ctrl-C / SIGTERM as in `sync`: the first stops gracefully, a second at once
-        with _signals(_stopper(lambda: [control])):
+        with route_signals(graceful_stopper(lambda: [control])):
             return await demo.run_demo_async(dataset, change=args.change, control=control)
 
     try:

@@ -47,14 +47,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cfstream import safe_yaml
+from cfstream.contract.uris import local_path
+from cfstream.engine.pipeline import Pipeline
 from cfstream.errors import ConfigError
-from cfstream.pipeline import Pipeline
 from cfstream.secrets import Secret, redact
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceConfig
 from cfstream.sources.options import is_secret_annotation, option_errors
 from cfstream.sources.registry import load_source_class
-from cfstream.state import local_path
 from cfstream.transforms import Stage
 from cfstream.transforms import chunk as chunk_stage
 from cfstream.transforms import dedupe as dedupe_stage
@@ -949,5 +949,5 @@ def build_pipelines(config: Config, only: Iterable[str] | None = None) -> dict[s
 
 def dataset_sources(config: Config) -> dict[str, str]:
     """Every source of the config, enabled or not, as name -> source type (see
-    :attr:`~cfstream.pipeline.Pipeline.dataset_sources`)."""
+    :attr:`~cfstream.engine.pipeline.Pipeline.dataset_sources`)."""
     return {name: spec.source_type for name, spec in config.sources.items()}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,12 +42,13 @@ from typing import Any
 import anyio
 
 from cfstream.config import build_pipeline, parse_config
+from cfstream.contract.report import RunReport
+from cfstream.contract.uris import state_dir_for
+from cfstream.engine.runner import RunControl, run_pipeline
+from cfstream.engine.signals import route_signals
 from cfstream.errors import CfStreamError, ConfigError
-from cfstream.report import RunReport
-from cfstream.runner import RunControl, run_pipeline
-from cfstream.secrets import get_logger
+from cfstream.logs import get_logger
 from cfstream.sources.registry import load_source_class
-from cfstream.state import state_dir_for
 from cfstream.transforms.chunking import CHUNK_OF
 
 __all__ = (
@@ -490,18 +492,7 @@ def run_demo(dataset: str | Path = "demo.lance", *, change: bool = False) -> Dem
     control = RunControl()
 
     async def main() -> DemoResult:
-        import asyncio
-        import signal
-
-        loop = asyncio.get_running_loop()
-        installed = False
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, control.request_stop)
-            installed = True
-        try:
+        with route_signals(control.request_stop, (signal.SIGINT,)):
             return await _run(path, change, control)
-        finally:
-            if installed:
-                loop.remove_signal_handler(signal.SIGINT)
 
     return anyio.run(main, backend="asyncio")

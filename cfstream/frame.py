@@ -44,8 +44,10 @@ import lance
 import pyarrow as pa
 
 from cfstream.checks import check_document
+from cfstream.contract.uris import local_path
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import run_pipeline
 from cfstream.errors import DatasetError, RecordError
-from cfstream.pipeline import Pipeline
 from cfstream.records import (
     RELATIONSHIP_TYPES,
     Document,
@@ -53,10 +55,8 @@ from cfstream.records import (
     record_fields,
     record_uuid,
 )
-from cfstream.runner import run_pipeline
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import FunctionSource, SourceOutput
-from cfstream.state import local_path
 from cfstream.storage import Batch, DatasetWriter
 
 __all__ = (

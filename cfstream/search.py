@@ -35,12 +35,12 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 import lance
 import numpy as np
 
+from cfstream.contract.uris import local_path
 from cfstream.errors import SearchError
+from cfstream.logs import get_logger
 from cfstream.records import PLACEHOLDER_VECTOR_DIM, record_uuid
-from cfstream.secrets import get_logger
 from cfstream.sinks.indexes import FTS_COLUMNS, unindexed_fts_columns
 from cfstream.sinks.vectors import vector_dim
-from cfstream.state import local_path
 from cfstream.transforms.chunking import CHUNK_OF
 
 __all__ = (

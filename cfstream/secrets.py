@@ -25,7 +25,6 @@ __all__ = (
     "Secret",
     "SecretRedactingFilter",
     "env",
-    "get_logger",
     "redact",
     "redact_url",
     "register_secret",
@@ -173,14 +172,3 @@ class SecretRedactingFilter(logging.Filter):
 
 
 _TRACEBACKS = logging.Formatter()
-
-
-_FILTER = SecretRedactingFilter()
-
-
-def get_logger(name: str) -> logging.Logger:
-    """Return the logger ``name`` with secret redaction attached (filters do not inherit)."""
-    logger = logging.getLogger(name)
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
-    return logger

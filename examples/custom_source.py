@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import cfstream as cf
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.http import BearerAuth, BodyCursorPaginator, RateLimit
 
 Item = cf.Document | cf.Tombstone | cf.Checkpoint

@@ -37,18 +37,19 @@ import orjson
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from cfstream.context import RunContext, SourceContext
-from cfstream.deadletter import DeadLetterWriter
+from cfstream.contract.context import RunContext, SourceContext
+from cfstream.contract.deadletter import DeadLetterWriter
+from cfstream.contract.report import RunReport, SourceStats
+from cfstream.contract.state import StateStore
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import RunControl, run_pipeline
 from cfstream.errors import ConfigError
 from cfstream.frame import FrameRecord
-from cfstream.pipeline import Pipeline
+from cfstream.logs import get_logger
 from cfstream.records import Checkpoint, Document, Item, Tombstone, parse_timestamp
-from cfstream.report import RunReport, SourceStats
-from cfstream.runner import RunControl, run_pipeline
-from cfstream.secrets import Secret, get_logger
+from cfstream.secrets import Secret
 from cfstream.sinks.base import Sink
 from cfstream.sources.base import Source
-from cfstream.state import StateStore
 from cfstream.transforms import filter as filter_stage
 
 __all__ = (

@@ -39,7 +39,7 @@ from cfstream.connectors.base import (
     SourceConnector,
     reveal,
 )
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import ConfigError
 from cfstream.records import Document
 from cfstream.secrets import Secret

@@ -60,18 +60,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from anyio.abc import ObjectReceiveStream
 
-from cfstream.context import RunContext, SourceContext
-from cfstream.deadletter import DeadLetterWriter
+from cfstream.contract.context import RunContext, SourceContext
+from cfstream.contract.deadletter import DeadLetterWriter
+from cfstream.contract.report import RunReport, SinkStats, SourceStats, StageStats
+from cfstream.contract.state import ItemStore, StateStore
+from cfstream.contract.uris import local_path, state_dir_for
+from cfstream.engine.pipeline import Pipeline
+from cfstream.engine.runner import check_source_scope, http_client_for, run_pipeline
 from cfstream.errors import CfStreamError, PipelineError, SinkError
-from cfstream.pipeline import Pipeline
+from cfstream.logs import get_logger
 from cfstream.records import Checkpoint, Item
-from cfstream.report import RunReport, SinkStats, SourceStats, StageStats
-from cfstream.runner import check_source_scope, http_client_for, run_pipeline
-from cfstream.secrets import Redactions, get_logger, redact
+from cfstream.secrets import Redactions, redact
 from cfstream.sinks.base import Sink
 from cfstream.sinks.lance import LanceSink
 from cfstream.sources.base import Source, SourceOutput
-from cfstream.state import ItemStore, StateStore, local_path, state_dir_for
 from cfstream.storage import (
     Batch,
     Batcher,

@@ -124,7 +124,7 @@ def dataset_embedder(
     """
     import lance
 
-    from cfstream.state import local_path
+    from cfstream.contract.uris import local_path
 
     path = local_path(uri)
     if path is not None and not (path / "_versions").exists():

@@ -46,7 +46,8 @@ from cfstream.http.paginate import PageRequest, Paginator, SeenRequests, parse_l
 from cfstream.http.policies import Problem, RawResponse, ResponsePolicy, policy_for
 from cfstream.http.ratelimit import Gate, RateLimit, RateLimitState
 from cfstream.http.retry import RetryPolicy
-from cfstream.secrets import get_logger, redact, redact_url
+from cfstream.logs import get_logger
+from cfstream.secrets import redact, redact_url
 
 __all__ = ("HttpClient", "JsonResponse", "Service")
 

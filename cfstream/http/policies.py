@@ -36,7 +36,8 @@ from cfstream.errors import (
 )
 from cfstream.http.ratelimit import Gate
 from cfstream.http.retry import parse_retry_after
-from cfstream.secrets import get_logger, redact, redact_url
+from cfstream.logs import get_logger
+from cfstream.secrets import redact, redact_url
 
 __all__ = (
     "RETRY_STATUSES",

@@ -8,7 +8,7 @@ from typing import Any
 
 from anyio.abc import ObjectReceiveStream
 
-from cfstream.context import RunContext
+from cfstream.contract.context import RunContext
 from cfstream.records import Item
 
 __all__ = ("Sink",)

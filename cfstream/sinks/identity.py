@@ -31,9 +31,9 @@ import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cfstream.contract.state import StateStore, file_lock
+from cfstream.logs import get_logger
 from cfstream.records import CFSTREAM_NAMESPACE, uuid_array, uuid_prefix
-from cfstream.secrets import get_logger
-from cfstream.state import StateStore, file_lock
 from cfstream.storage import delete_uuids, upsert_table
 
 __all__ = (

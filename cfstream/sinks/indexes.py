@@ -34,8 +34,8 @@ from typing import Any, Final, Literal
 
 import lance
 
+from cfstream.logs import get_logger
 from cfstream.records import PLACEHOLDER_VECTOR_DIM
-from cfstream.secrets import get_logger
 from cfstream.storage.maintenance import column_index_names
 
 __all__ = (

@@ -36,14 +36,15 @@ import anyio
 import pyarrow as pa
 from anyio.abc import ObjectReceiveStream
 
-from cfstream.context import RunContext
+from cfstream.contract.context import RunContext
+from cfstream.contract.state import StateStore
+from cfstream.contract.uris import local_path
 from cfstream.errors import DatasetError
+from cfstream.logs import get_logger
 from cfstream.records import DEFAULT_EMBED_DIM, PLACEHOLDER_VECTOR_DIM, Item
-from cfstream.secrets import get_logger
 from cfstream.sinks.base import Sink
 from cfstream.sinks.indexes import IndexKeeper, IndexSettings, index_settings, meant_for_search
 from cfstream.sinks.vectors import ensure_vector_column, is_placeholder, replace_vector_column
-from cfstream.state import StateStore, local_path
 from cfstream.storage import (
     Batch,
     Batcher,

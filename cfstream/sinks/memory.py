@@ -7,7 +7,7 @@ from typing import Any
 
 from anyio.abc import ObjectReceiveStream
 
-from cfstream.context import RunContext
+from cfstream.contract.context import RunContext
 from cfstream.records import Checkpoint, Document, Item, Tombstone
 from cfstream.sinks.base import Sink
 

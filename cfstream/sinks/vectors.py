@@ -22,8 +22,8 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from cfstream.logs import get_logger
 from cfstream.records import PLACEHOLDER_VECTOR_DIM
-from cfstream.secrets import get_logger
 
 __all__ = (
     "PLACEHOLDER_VECTOR_DIM",

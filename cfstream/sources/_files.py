@@ -15,7 +15,7 @@
 * **Partitions.** Each top-level folder is a partition, plus ``""`` for the files at the root. A
   folder that disappeared since the last sync stays a partition for one more run, so its files are
   tombstoned.
-* **Incremental sync.** The state's item store (:class:`~cfstream.state.ItemStore`) keeps, per
+* **Incremental sync.** The state's item store (:class:`~cfstream.contract.state.ItemStore`) keeps, per
   partition, each file's root-relative POSIX path with ``[mtime_ns, size, content_hash, deps]``;
   the partition's cursor is a constant marker, and each checkpoint carries only the entries that
   changed (so a sync costs what changed plus a walk, whatever the folder's size). A file whose mtime and size match is not read at all; a
@@ -64,7 +64,7 @@ from typing import Any, ClassVar
 
 import anyio.to_thread
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import SourceError
 from cfstream.records import Checkpoint, Document, ItemChanges, Tombstone
 from cfstream.sources.base import Source, SourceOutput

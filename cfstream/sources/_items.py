@@ -2,7 +2,7 @@
 
 :class:`ItemLedger` lets a connector that keeps one entry per item (a blob's sha, a Drive file's
 fingerprint, a Notion page's edit time) read and change those entries as if they were a dict,
-while they live in the item store (:class:`~cfstream.state.ItemStore`) rather than in its JSON
+while they live in the item store (:class:`~cfstream.contract.state.ItemStore`) rather than in its JSON
 cursor: reads go to the store a key at a time (or stream a partition), this run's own changes are
 overlaid on them, and :meth:`ItemLedger.changes` hands the changes since the previous checkpoint
 to put into the next :class:`~cfstream.records.Checkpoint` (saved after the commit that holds the
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.records import ItemChanges
 
 __all__ = ("ItemLedger",)

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import HTTPError, ResponseFormatError
+from cfstream.logs import get_logger
 from cfstream.records import Item, record_uuid
-from cfstream.secrets import get_logger
 from cfstream.sources.options import options_signature
 
 if TYPE_CHECKING:
+    from cfstream.engine.pipeline import Pipeline
     from cfstream.http import Service
-    from cfstream.pipeline import Pipeline
 
 __all__ = (
     "FunctionSource",
@@ -173,7 +173,7 @@ class Source(ABC):
         return [self]
 
     def __or__(self, stage: Any) -> Pipeline:
-        from cfstream.pipeline import Pipeline
+        from cfstream.engine.pipeline import Pipeline
 
         pipeline: Pipeline = Pipeline([self]) | stage
         return pipeline
@@ -235,7 +235,7 @@ def source(
         pipeline = notes("./notes") | LanceSink("kb.lance")
 
     The function receives its saved cursor as ``cursor=`` and the
-    :class:`~cfstream.context.SourceContext` as ``ctx=`` when its signature has those parameters.
+    :class:`~cfstream.contract.context.SourceContext` as ``ctx=`` when its signature has those parameters.
     """
 
     def wrap(f: Callable[..., AsyncIterator[SourceOutput]]) -> Callable[..., FunctionSource]:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import Field
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import (
     AuthError,
     PartitionError,

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 import anyio
 from pydantic import Field, field_validator, model_validator
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import ConfigError, HTTPError, NotFoundError, ResponseFormatError
 from cfstream.http import (
     BearerAuth,

@@ -51,7 +51,7 @@ import anyio
 import orjson
 from pydantic import Field, model_validator
 
-from cfstream.context import RunContext, SourceContext
+from cfstream.contract.context import RunContext, SourceContext
 from cfstream.errors import (
     AuthError,
     ClientError,

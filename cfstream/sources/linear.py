@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import AuthError, ClientError, NotFoundError, TransientError
 from cfstream.http import (
     Auth,

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import Field, field_validator, model_validator
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import ConfigError, HTTPError, NotFoundError, TransientError
 from cfstream.http import (
     BearerAuth,

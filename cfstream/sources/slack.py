@@ -35,7 +35,7 @@ import anyio
 import orjson
 from pydantic import Field, model_validator
 
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import (
     AuthError,
     ClientError,

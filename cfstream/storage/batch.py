@@ -24,7 +24,8 @@ import pyarrow as pa
 from anyio.abc import ObjectReceiveStream
 
 from cfstream.checks import check_document
-from cfstream.context import RunContext
+from cfstream.contract.context import RunContext
+from cfstream.contract.report import SinkStats
 from cfstream.errors import RecordError
 from cfstream.records import (
     Checkpoint,
@@ -39,7 +40,6 @@ from cfstream.records import (
     uuid_keys,
     without_surrogates,
 )
-from cfstream.report import SinkStats
 from cfstream.storage.codec import TableBuilder
 
 __all__ = (

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import lance
 
-from cfstream.secrets import get_logger
+from cfstream.logs import get_logger
 
 __all__ = ("Maintenance", "column_index_names", "compact_small", "optimize_uuid_index")
 

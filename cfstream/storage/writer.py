@@ -37,9 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cfstream.contract.state import file_lock
+from cfstream.contract.uris import local_path
 from cfstream.errors import CommitError, DatasetError
-from cfstream.secrets import get_logger
-from cfstream.state import file_lock, local_path
+from cfstream.logs import get_logger
 from cfstream.storage.batch import Batch
 from cfstream.storage.codec import TableBuilder
 from cfstream.storage.maintenance import Maintenance

@@ -29,7 +29,6 @@ import inspect
 import math
 import random
 import re
-import signal
 import sys
 import time
 from bisect import bisect_left
@@ -42,6 +41,8 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from cfstream.engine.signals import route_signals
 
 __all__ = (
     "Fault",
@@ -924,19 +925,14 @@ def _load_setup(spec: str) -> Callable[[FakeAPI], Awaitable[None] | None]:
 
 async def _serve(host: str, port: int, setup: str | None, seed: int) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
-            pass
-    async with FakeAPI(host=host, port=port, seed=seed) as api:
-        if setup:
-            result = _load_setup(setup)(api)
-            if inspect.isawaitable(result):
-                await result
-        print(f"FakeAPI listening on {api.url}", flush=True)
-        await stop.wait()
+    with route_signals(stop.set):
+        async with FakeAPI(host=host, port=port, seed=seed) as api:
+            if setup:
+                result = _load_setup(setup)(api)
+                if inspect.isawaitable(result):
+                    await result
+            print(f"FakeAPI listening on {api.url}", flush=True)
+            await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from cfstream.context import StageContext
+from cfstream.contract.context import StageContext
 from cfstream.errors import CfStreamError, PipelineError
 from cfstream.records import Document, Item
 

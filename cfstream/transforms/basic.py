@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from cfstream.context import StageContext
+from cfstream.contract.context import StageContext
 from cfstream.records import Document
 from cfstream.transforms.base import Chunk, ChunkStage
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import anyio
 
-from cfstream.context import StageContext
+from cfstream.contract.context import StageContext
 from cfstream.records import Document, Relationship, Tombstone
 from cfstream.transforms.base import AsyncChunkStage, Chunk
 

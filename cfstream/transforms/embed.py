@@ -46,7 +46,7 @@ import numpy as np
 import xxhash
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from cfstream.context import StageContext
+from cfstream.contract.context import StageContext
 from cfstream.embed.base import (
     Embedder,
     EmbedderChangedError,

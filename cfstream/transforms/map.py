@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from cfstream.context import StageContext
+from cfstream.contract.context import StageContext
 from cfstream.records import Document, Item
 from cfstream.transforms.base import Chunk, Stage, chunks, count_docs
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cfstream.checks import check_document
-from cfstream.context import StageContext
+from cfstream.contract.context import StageContext
 from cfstream.errors import RecordError
 from cfstream.records import Document
 from cfstream.transforms.base import Chunk, ChunkStage

@@ -17,7 +17,7 @@ from typing import Any
 
 from cfstream.config import build_pipeline
 from cfstream.connectors import load_connector_config, load_connectors_config
-from cfstream.report import RunReport
+from cfstream.contract.report import RunReport
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import anyio
 
 from cfstream import Checkpoint, Document, Secret, Source, SourceError
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.sources.base import SourceConfig, SourceOutput
 
 

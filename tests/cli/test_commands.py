@@ -19,7 +19,7 @@ import pytest
 from conftest import MEMOS, NOTES, cli_env, json_out, run_cli
 
 from cfstream.cli import main
-from cfstream.report import RunReport
+from cfstream.contract.report import RunReport
 
 SECRET = "tok-ab12cd34ef56-secret"
 

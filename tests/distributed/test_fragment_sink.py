@@ -9,7 +9,7 @@ import anyio
 import lance
 
 import cfstream as cf
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.distributed.ray import FragmentSink, WritePlan, _run_partition
 from cfstream.storage import frame_schema
 

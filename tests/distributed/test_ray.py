@@ -17,8 +17,8 @@ import pytest
 
 import cfstream as cf
 from cfstream import transforms as T
-from cfstream.context import SourceContext
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.context import SourceContext
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.http import BodyCursorPaginator
 from cfstream.secrets import Secret
 from cfstream.sinks import LanceSink

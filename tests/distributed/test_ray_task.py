@@ -10,7 +10,7 @@ import pytest
 
 import cfstream as cf
 from cfstream import transforms as T
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.distributed.ray import WritePlan, _merge_dead_letters, _run_partition
 from cfstream.records import frame_schema
 

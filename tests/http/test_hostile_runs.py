@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from cfstream import Checkpoint, Document, Source
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import PaginationLoopError
 from cfstream.http import HttpClient, LinkHeaderPaginator
 from cfstream.sinks import LanceSink

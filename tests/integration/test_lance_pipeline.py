@@ -14,11 +14,11 @@ import pytest
 
 import cfstream as cf
 from cfstream import transforms as T
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.state import StateStore
 from cfstream.errors import DatasetError
 from cfstream.records import Document, record_uuid
 from cfstream.sinks import LanceSink
-from cfstream.state import StateStore
 from cfstream.storage import DatasetWriter
 
 

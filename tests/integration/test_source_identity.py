@@ -20,12 +20,12 @@ import pytest
 
 import cfstream as cf
 from cfstream import transforms as T
+from cfstream.contract.state import StateStore
 from cfstream.records import record_uuid
 from cfstream.sinks import LanceSink
 from cfstream.sinks import identity as identity_mod
 from cfstream.sources.files import FilesSource
 from cfstream.sources.obsidian import ObsidianSource
-from cfstream.state import StateStore
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

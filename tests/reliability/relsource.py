@@ -17,7 +17,7 @@ import anyio
 from pydantic import Field
 
 from cfstream import Checkpoint, Document, Secret, Source
-from cfstream.context import SourceContext
+from cfstream.contract.context import SourceContext
 from cfstream.errors import HTTPError
 from cfstream.http import BearerAuth, LinkHeaderPaginator, NoAuth, RateLimit, RetryPolicy, Service
 from cfstream.sources.base import SourceConfig, SourceOutput

@@ -14,7 +14,7 @@ from relsource import ItemsSource
 
 from cfstream import LanceSink, run_pipeline
 from cfstream import transforms as T
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.testing import FakeAPI
 
 DOCS = size(20_000, 200_000)

@@ -213,7 +213,7 @@ def _item_trigger(strategy: str, dataset: Path, rng: random.Random) -> Callable[
 
 
 def _store_entries(dataset: Path) -> dict[str, list[Any]]:
-    from cfstream.state import ItemStore
+    from cfstream.contract.state import ItemStore
 
     store = ItemStore(dataset / "_cfstream" / "state.items.sqlite", read_only=True)
     try:

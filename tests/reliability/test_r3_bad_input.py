@@ -22,7 +22,7 @@ from conftest import (
 )
 from fakeapi import BAD_REASONS, Settings, bad_records, expected_good
 
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 
 GOOD_PER = size(5000, 5000)
 BAD_PER = 250  # 1,000 over four collections

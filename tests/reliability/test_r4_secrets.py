@@ -27,7 +27,7 @@ from conftest import (
 )
 from fakeapi import Settings
 
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.secrets import Redactions, Secret, register_secret
 
 TOKEN = "tok-RELIABILITY-5f3c9a7e1d2b4c68"
@@ -194,7 +194,7 @@ _CHILD = textwrap.dedent(
 
     import cfstream as cf
     from cfstream import transforms as T
-    from cfstream.runner import run
+    from cfstream.engine.runner import run
     from cfstream.sinks import LanceSink
     from cfstream.sources.base import Source
 

@@ -14,7 +14,7 @@ import lance
 import pytest
 
 import cfstream as cf
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.records import escape_surrogates, record_uuid
 from cfstream.sinks import LanceSink
 from cfstream.sources.files import FilesSource

@@ -9,7 +9,7 @@ from typing import Any
 import lance
 
 import cfstream as cf
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
 from cfstream.records import Document
 from cfstream.sinks import LanceSink
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from cfstream.cli import EXIT_OK, EXIT_PARTIAL, exit_code
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport
 from cfstream.errors import AuthError, ConfigError, RateLimitWaitTooLong, SourceError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources.discord import DiscordSource, snowflake_at, snowflake_time
 from cfstream.testing import FakeAPI, Fault, Reply

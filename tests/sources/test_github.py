@@ -12,14 +12,14 @@ import lance
 import pytest
 
 from cfstream.cli import EXIT_PARTIAL, exit_code
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport
+from cfstream.contract.state import StateStore
 from cfstream.errors import AuthError, ConfigError, NotFoundError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources.github import GitHubSource
-from cfstream.state import StateStore
 from cfstream.testing import FakeAPI, FakeClock, Fault, Reply
 from cfstream.testing.fakes import github as fakes_github
 from cfstream.testing.fakes.github import DEMO_TOKEN, FakeGitHub, git_blob_sha

@@ -11,15 +11,15 @@ import lance
 import pytest
 from aiohttp import web
 
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport
+from cfstream.contract.state import StateStore
 from cfstream.errors import AuthError, ClientError, ConfigError, PaginationLoopError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources import load_source_class
 from cfstream.sources.google_drive import FILE_FIELDS, GoogleDriveSource
-from cfstream.state import StateStore
 from cfstream.testing import FakeAPI, Fault, Reply
 from cfstream.testing.fakes.google_drive import (
     DOC,

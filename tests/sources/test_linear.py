@@ -12,11 +12,11 @@ import lance
 import orjson
 import pytest
 
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport
 from cfstream.errors import AuthError, ConfigError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources.linear import (
     COMMENTS_QUERY,

@@ -11,14 +11,14 @@ import lance
 import orjson
 import pytest
 
+from cfstream.contract.report import RunReport
+from cfstream.contract.state import StateStore
 from cfstream.errors import AuthError, ConfigError, NotFoundError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources._notion_markdown import render_blocks
 from cfstream.sources.notion import NotionSource, property_text
-from cfstream.state import StateStore
 from cfstream.testing import FakeAPI, Fault, Reply
 from cfstream.testing.fakes.notion import FAKE_TOKEN, FakeNotion
 

@@ -12,13 +12,13 @@ import orjson
 import pytest
 
 import cfstream as cf
+from cfstream.contract.state import StateStore
 from cfstream.errors import ConfigError, SourceError
 from cfstream.records import record_uuid
 from cfstream.sinks import LanceSink
 from cfstream.sources import load_source_class
 from cfstream.sources._files import compile_glob
 from cfstream.sources.obsidian import ObsidianSource, split_frontmatter
-from cfstream.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_VAULT = REPO / "cfstream" / "demo_data" / "vault"

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from cfstream.deadletter import read_dead_letters
+from cfstream.contract.deadletter import read_dead_letters
+from cfstream.contract.report import RunReport
 from cfstream.errors import AuthError, ConfigError, NotFoundError
 from cfstream.http import HttpClient, RetryPolicy
 from cfstream.records import record_uuid
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources.slack import SlackSource
 from cfstream.testing import FakeAPI, Fault, RateMeter

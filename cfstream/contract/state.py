@@ -41,6 +41,7 @@ from typing import IO, Any
 
 import orjson
 
+from cfstream.contract.uris import state_dir_for
 from cfstream.errors import DatasetBusyError, StateError
 from cfstream.records import Checkpoint, ItemChanges
 
@@ -48,9 +49,7 @@ __all__ = (
     "ItemStore",
     "StateStore",
     "file_lock",
-    "local_path",
     "scope_digest",
-    "state_dir_for",
 )
 
 STATE_VERSION = 1
@@ -418,26 +417,6 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def local_path(uri: str) -> Path | None:
-    """The local filesystem path of a dataset URI, or None for object stores (s3://, gs://, ...)."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri):
-        return None
-    return Path(uri)
-
-
-def state_dir_for(dataset_uri: str) -> Path:
-    """Where cfstream keeps its files for a local dataset: ``<dataset>/_cfstream``."""
-    p = local_path(dataset_uri)
-    if p is None:
-        raise StateError(
-            f"dataset {dataset_uri!r} is not on the local filesystem: pass state_path= to keep "
-            "the sync state somewhere local"
-        )
-    return p / "_cfstream"
 
 
 def _safe_name(name: str) -> str:

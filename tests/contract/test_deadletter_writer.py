@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cfstream.deadletter import DeadLetterWriter, read_dead_letters
+from cfstream.contract.deadletter import DeadLetterWriter, read_dead_letters
 from cfstream.records import Document, Relationship
 
 

@@ -10,8 +10,8 @@ Every channel holds at most ``buffer_chunks`` chunks, so a slow sink slows every
 finally, the sources: memory depends on buffer sizes and the batch size, never on the source.
 
 Consecutive synchronous stages (chunk stages such as validate, tag, dedupe, filter, and ``map``
-with a plain function) are fused into one task with no channel between them, as stream engines
-chain operators: a chunk is handed over once per fused run instead of once per stage. A stage
+with a plain function) are fused into one task with no channel between them
+(:mod:`cfstream.engine.fusion`). A stage
 that falls behind takes the chunks already queued for it together (up to
 :data:`~cfstream.transforms.base.MAX_COALESCED` items), so the per-hop cost shrinks with the
 backlog. Stage statistics and errors stay per stage.
@@ -19,18 +19,18 @@ backlog. Stage statistics and errors stay per stage.
 A source that fails as a whole (bad credentials, a missing repository) is recorded in the report and
 the others go on; a stage or the sink failing cancels the run and surfaces as one exception (a
 :class:`~cfstream.errors.CfStreamError`, the stage named), never as a bare ExceptionGroup.
+
+:func:`run` (from synchronous code) routes Ctrl-C to the run through
+:mod:`cfstream.engine.signals`; interpreter tuning lives in :mod:`cfstream.engine.tuning`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import signal
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,23 +38,22 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from cfstream.context import RunContext, SourceContext, StageContext
-from cfstream.deadletter import DeadLetterWriter
+from cfstream.contract.context import RunContext, SourceContext, StageContext
+from cfstream.contract.deadletter import DeadLetterWriter
+from cfstream.contract.report import RunReport, SourceStats, StageStats
+from cfstream.contract.state import ItemStore, StateStore, scope_digest
+from cfstream.contract.uris import local_path, state_dir_for
+from cfstream.engine.fusion import fuse_stages
+from cfstream.engine.signals import route_signals
+from cfstream.engine.tuning import interpreter_tuning
 from cfstream.errors import CfStreamError, HTTPError, PartitionError, PipelineError, SourceError
+from cfstream.logs import get_logger
 from cfstream.records import Checkpoint, Document, Item, Tombstone
-from cfstream.report import RunReport, SourceStats, StageStats
-from cfstream.secrets import get_logger, redact
+from cfstream.secrets import redact
 from cfstream.sources.base import is_transient
-from cfstream.state import ItemStore, StateStore, local_path, scope_digest, state_dir_for
-from cfstream.transforms.base import (
-    Chunk,
-    ChunkFunction,
-    Stage,
-    run_chunk_functions,
-)
 
 if TYPE_CHECKING:
-    from cfstream.pipeline import Pipeline
+    from cfstream.engine.pipeline import Pipeline
     from cfstream.sources.base import Source
 
 __all__ = (
@@ -63,9 +62,9 @@ __all__ = (
     "http_client_for",
     "run",
     "run_pipeline",
-    "set_interpreter_tuning",
 )
 
+#: the logger keeps its name from before the engine package (log configs filter on it)
 log = get_logger("cfstream.runner")
 #: Tracebacks of failures (a source's own code raising): DEBUG, shown by ``--log-level debug`` or
 #: the CLI's ``--traceback``.
@@ -99,73 +98,6 @@ class RunControl:
         self.stop.set()
         if self._scope is not None:
             self._scope.cancel()
-
-
-_GC_LOCK = threading.Lock()
-_GC_RUNS = 0
-_GC_SAVED: tuple[int, ...] = ()
-_SWITCH_SAVED = 0.0
-#: generation-0 threshold while a run is going (CPython's default is 700)
-RUN_GC_THRESHOLD = 50_000
-#: the interpreter's thread switch interval while a run is going, seconds (CPython's default is
-#: 0.005)
-RUN_SWITCH_INTERVAL = 0.0002
-
-
-#: whether runs tune the interpreter when ``run_pipeline(tune_interpreter=None)``
-_TUNING = True
-
-
-def set_interpreter_tuning(enabled: bool) -> bool:
-    """Whether runs tune the interpreter (default: yes); returns the previous setting.
-
-    While a run is going, cfstream raises the cyclic GC's generation-0 threshold to
-    :data:`RUN_GC_THRESHOLD` and lowers the thread switch interval to :data:`RUN_SWITCH_INTERVAL`
-    (both process-wide; restored when the last run ends): together worth about a third of the
-    engine's throughput. An application that embeds cfstream and wants its own settings kept
-    calls ``set_interpreter_tuning(False)`` once (or passes ``tune_interpreter=False`` to one
-    run). The ``cfstream`` command keeps the tuning on.
-    """
-    global _TUNING
-    previous, _TUNING = _TUNING, bool(enabled)
-    return previous
-
-
-@contextlib.contextmanager
-def _run_tuning(enabled: bool = True) -> Iterator[None]:
-    """Tune the interpreter while runs are going; restore it after the last one ends.
-
-    - Collect cycles less often. A run allocates millions of short-lived, acyclic objects
-      (documents, chunks, Arrow wrappers); with CPython's default threshold the cyclic collector
-      ran every 700 allocations and cost ~20% of the engine benchmark's throughput. Nothing
-      cfstream keeps relies on cycle collection.
-    - Hand the GIL over sooner. Lance writes in native threads without the GIL but needs it back
-      between its steps; with the default 5 ms switch interval the writer waited behind the
-      event loop at every step, so commits lagged and the whole pipeline stalled on them
-      (measured: +15% engine throughput at 0.2 ms).
-    """
-    global _GC_RUNS, _GC_SAVED, _SWITCH_SAVED
-    if not enabled:
-        yield
-        return
-    with _GC_LOCK:
-        if _GC_RUNS == 0:
-            _GC_SAVED = gc.get_threshold()
-            if _GC_SAVED and 0 < _GC_SAVED[0] < RUN_GC_THRESHOLD:
-                gc.set_threshold(RUN_GC_THRESHOLD, *_GC_SAVED[1:])
-            _SWITCH_SAVED = sys.getswitchinterval()
-            sys.setswitchinterval(min(_SWITCH_SAVED, RUN_SWITCH_INTERVAL))
-        _GC_RUNS += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_RUNS -= 1
-            if _GC_RUNS == 0:
-                if _GC_SAVED:
-                    gc.set_threshold(*_GC_SAVED)
-                if _SWITCH_SAVED:
-                    sys.setswitchinterval(_SWITCH_SAVED)
 
 
 def _leaf_errors(exc: BaseException) -> list[BaseException]:
@@ -422,7 +354,7 @@ async def run_pipeline(
         grace_period: after a graceful stop, seconds before the run is cancelled outright.
         progress: called with the live report every ``progress_interval`` seconds.
         tune_interpreter: tune the GC threshold and thread switch interval while the run goes
-            (see :func:`set_interpreter_tuning`); None: the process-wide setting (on by default).
+            (see :func:`~cfstream.engine.tuning.set_interpreter_tuning`); None: the process-wide setting (on by default).
     """
     sink = pipeline.sink
     if sink is None:
@@ -454,7 +386,7 @@ async def run_pipeline(
     if len(set(names)) != len(names):
         raise PipelineError(f"sources need distinct names (cursors are kept by name): {names}")
     gc_tuning = contextlib.ExitStack()
-    gc_tuning.enter_context(_run_tuning(_TUNING if tune_interpreter is None else tune_interpreter))
+    gc_tuning.enter_context(interpreter_tuning(tune_interpreter))
     try:
         if state is not None:
             for s in leaves:
@@ -564,7 +496,7 @@ async def _execute(
         StageContext(name=st.name, run=ctx, stats=report.stages[i])
         for i, st in enumerate(pipeline.stages)
     ]
-    groups = _fuse(pipeline.stages, contexts)
+    groups = fuse_stages(pipeline.stages, contexts)
     streams = [
         anyio.create_memory_object_stream[list[Item]](buffer_chunks) for _ in range(len(groups) + 1)
     ]
@@ -633,46 +565,6 @@ async def _execute(
                 )
 
 
-class _Group:
-    """One task of a run: a stage on its own, or consecutive synchronous stages fused."""
-
-    def __init__(
-        self,
-        stage: Stage | None,
-        ctx: StageContext | None,
-        fused: list[tuple[ChunkFunction, StageContext]],
-    ) -> None:
-        self.stage = stage
-        self.ctx = ctx
-        self.fused = fused
-        self.name = ctx.name if ctx is not None else fused[0][1].name
-
-    async def run(self, receive: ObjectReceiveStream[Chunk], send: ObjectSendStream[Chunk]) -> None:
-        if self.stage is not None:
-            assert self.ctx is not None
-            await self.stage.run(receive, send, self.ctx)
-            return
-        await run_chunk_functions(self.fused, receive, send)
-
-
-def _fuse(stages: list[Stage], contexts: list[StageContext]) -> list[_Group]:
-    """Group the stages into tasks: runs of stages with a ``sync_apply`` become one task."""
-    groups: list[_Group] = []
-    run: list[tuple[ChunkFunction, StageContext]] = []
-    for stage, sctx in zip(stages, contexts, strict=True):
-        fn = stage.sync_apply()
-        if fn is not None:
-            run.append((fn, sctx))
-            continue
-        if run:
-            groups.append(_Group(None, None, run))
-            run = []
-        groups.append(_Group(stage, sctx, []))
-    if run:
-        groups.append(_Group(None, None, run))
-    return groups
-
-
 async def _watch_stop(control: RunControl, grace_period: float) -> None:
     await control.stop.wait()
     await anyio.sleep(grace_period)
@@ -700,18 +592,7 @@ def run(pipeline: Pipeline, **options: Any) -> RunReport:
     control: RunControl = options.pop("control", None) or RunControl()
 
     async def main() -> RunReport:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        installed = False
-        if threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signal.SIGINT, control.request_stop)
-                installed = True
-        try:
+        with route_signals(control.request_stop, (signal.SIGINT,)):
             return await run_pipeline(pipeline, control=control, **options)
-        finally:
-            if installed:
-                loop.remove_signal_handler(signal.SIGINT)
 
     return anyio.run(main, backend="asyncio")

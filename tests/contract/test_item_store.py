@@ -12,14 +12,14 @@ import anyio
 import orjson
 import pytest
 
-import cfstream.state as state_mod
-from cfstream.context import RunContext, SourceContext
-from cfstream.deadletter import DeadLetterWriter
+import cfstream.contract.state as state_mod
+from cfstream.contract.context import RunContext, SourceContext
+from cfstream.contract.deadletter import DeadLetterWriter
+from cfstream.contract.report import RunReport, SourceStats
+from cfstream.contract.state import ItemStore, StateStore, scope_digest
 from cfstream.errors import StateError
 from cfstream.records import Checkpoint, ItemChanges
-from cfstream.report import RunReport, SourceStats
 from cfstream.sources._items import ItemLedger
-from cfstream.state import ItemStore, StateStore, scope_digest
 
 
 def test_put_get_delete_reset(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 import cfstream as cf
 from cfstream import transforms as T
+from cfstream.engine.fusion import fuse_stages
 from cfstream.errors import PipelineError
 from cfstream.records import (
     CFSTREAM_NAMESPACE,
@@ -26,7 +27,6 @@ from cfstream.records import (
     uuid_digests,
     uuid_keys,
 )
-from cfstream.runner import _fuse
 from cfstream.sinks import LanceSink, MemorySink
 from cfstream.storage import Batch, resolve_batch
 from cfstream.transforms.base import chunks
@@ -64,9 +64,9 @@ def test_fuse_groups_synchronous_stages_only() -> None:
         return doc
 
     stages = [T.map(lambda d: d), T.validate(), T.map(slow), T.tag("x"), T.dedupe()]
-    from cfstream.context import StageContext
+    from cfstream.contract.context import StageContext
 
-    groups = _fuse(stages, [StageContext(name=s.name, run=None, stats=None) for s in stages])  # type: ignore[arg-type]
+    groups = fuse_stages(stages, [StageContext(name=s.name, run=None, stats=None) for s in stages])  # type: ignore[arg-type]
     assert [(g.stage is None, len(g.fused)) for g in groups] == [(True, 2), (False, 0), (True, 2)]
 
 
@@ -219,9 +219,9 @@ async def test_a_document_yielded_twice_is_stored_once_by_the_ray_commit(tmp_pat
     fragments cannot replace a row, so the later batch is merged by the driver instead."""
     import lance
 
+    from cfstream.contract.report import RunReport
     from cfstream.distributed.ray import FragmentSink, TaskResult, WritePlan, _commit
     from cfstream.records import frame_schema
-    from cfstream.report import RunReport
 
     @cf.source(source_type="tw")
     async def src():
@@ -271,9 +271,9 @@ def test_keep_last_keeps_one_row_per_uuid_in_order() -> None:
 
 async def test_a_chunk_stage_run_by_hand_counts_and_names_its_errors() -> None:
     """``ChunkStage.run`` is the runner's fused path for one stage: same counts, same errors."""
-    from cfstream.context import RunContext, StageContext
-    from cfstream.deadletter import DeadLetterWriter
-    from cfstream.report import RunReport, StageStats
+    from cfstream.contract.context import RunContext, StageContext
+    from cfstream.contract.deadletter import DeadLetterWriter
+    from cfstream.contract.report import RunReport, StageStats
 
     send, receive = anyio.create_memory_object_stream[list[object]](10)
     out_send, out_receive = anyio.create_memory_object_stream[list[object]](10)

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from cfstream.deadletter import DeadLetterWriter
-from cfstream.report import RunReport, SourceStats, StageStats
-from cfstream.secrets import get_logger, redact
+from cfstream.contract.deadletter import DeadLetterWriter
+from cfstream.contract.report import RunReport, SourceStats, StageStats
+from cfstream.logs import get_logger
+from cfstream.secrets import redact
 
 if TYPE_CHECKING:
+    from cfstream.contract.state import ItemStore, StateStore
     from cfstream.http import HttpClient
     from cfstream.sinks.base import Sink
-    from cfstream.state import ItemStore, StateStore
 
 __all__ = ("RunContext", "SourceContext", "StageContext")
 

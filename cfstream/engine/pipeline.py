@@ -12,8 +12,8 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from cfstream.contract.report import RunReport
 from cfstream.records import Item
-from cfstream.report import RunReport
 from cfstream.sinks.base import Sink
 from cfstream.sources.base import MergedSource, Source
 from cfstream.transforms.base import GeneratorStage, Stage
@@ -68,8 +68,8 @@ class Pipeline:
         return p
 
     async def run(self, **options: Any) -> RunReport:
-        """Run the pipeline to the end and return its report. See :func:`cfstream.runner.run_pipeline`."""
-        from cfstream.runner import run_pipeline
+        """Run the pipeline to the end and return its report. See :func:`cfstream.engine.runner.run_pipeline`."""
+        from cfstream.engine.runner import run_pipeline
 
         return await run_pipeline(self, **options)
 

@@ -12,12 +12,12 @@ import orjson
 import pytest
 import yaml
 
+from cfstream.contract.report import RunReport
+from cfstream.contract.state import ItemStore, StateStore
 from cfstream.records import Checkpoint, ItemChanges
-from cfstream.report import RunReport
 from cfstream.sinks import LanceSink
 from cfstream.sources import FilesSource, ObsidianSource
 from cfstream.sources.obsidian import split_frontmatter
-from cfstream.state import ItemStore, StateStore
 
 
 def make_tree(root: Path) -> None:
