@@ -61,6 +61,7 @@ __all__ = (
     "RunControl",
     "check_source_scope",
     "http_client_for",
+    "pin_malloc_threshold",
     "run",
     "run_pipeline",
     "set_interpreter_tuning",
@@ -112,8 +113,49 @@ RUN_GC_THRESHOLD = 50_000
 RUN_SWITCH_INTERVAL = 0.0002
 
 
+#: glibc's mmap threshold from a process's first tuned run on, bytes (glibc starts at 128 KiB
+#: and raises it, up to 32 MiB, each time a block it mmapped is freed)
+RUN_MMAP_THRESHOLD = 256 * 1024
+#: M_MMAP_THRESHOLD of glibc's mallopt
+_M_MMAP_THRESHOLD = -3
+#: the threshold was pinned in this process (once: glibc cannot go back to its dynamic one)
+_MALLOC_PINNED = False
+
 #: whether runs tune the interpreter when ``run_pipeline(tune_interpreter=None)``
 _TUNING = True
+
+
+def pin_malloc_threshold() -> bool:
+    """Pin glibc's mmap threshold at :data:`RUN_MMAP_THRESHOLD` (once per process; on other C
+    libraries nothing is done); True when it is pinned.
+
+    glibc serves blocks above its mmap threshold with their own mappings, returned to the system
+    when freed, and raises the threshold to the size of each such block freed. After the first
+    Arrow and Lance buffers of a few MB come and go, buffers of every size up to theirs are
+    carved from the heaps (Lance's worker threads each have their own), where they interleave
+    with long-lived blocks and the freed space is kept, not returned. In an import with chunk
+    and embed stages that kept space grew with the import: ~100 MB held free after 60k documents,
+    ~200 MB after 600k. With the threshold pinned it stays at ~10-20 MB (benchmarks/README.md,
+    SEARCH). Process-wide and not undone (glibc has no way back to its dynamic threshold): an
+    application that manages its allocator itself turns the tuning off
+    (:func:`set_interpreter_tuning`).
+    """
+    global _MALLOC_PINNED
+    if _MALLOC_PINNED:
+        return True
+    import ctypes
+    import platform
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    _MALLOC_PINNED = bool(mallopt(_M_MMAP_THRESHOLD, RUN_MMAP_THRESHOLD) == 1)
+    return _MALLOC_PINNED
 
 
 def set_interpreter_tuning(enabled: bool) -> bool:
@@ -122,7 +164,10 @@ def set_interpreter_tuning(enabled: bool) -> bool:
     While a run is going, cfstream raises the cyclic GC's generation-0 threshold to
     :data:`RUN_GC_THRESHOLD` and lowers the thread switch interval to :data:`RUN_SWITCH_INTERVAL`
     (both process-wide; restored when the last run ends): together worth about a third of the
-    engine's throughput. An application that embeds cfstream and wants its own settings kept
+    engine's throughput. The first tuned run also pins glibc's mmap threshold
+    (:func:`pin_malloc_threshold`; kept for the process's life): without it, freed memory held
+    by the allocator grows with an import's size. An application that embeds cfstream and wants
+    its own settings kept
     calls ``set_interpreter_tuning(False)`` once (or passes ``tune_interpreter=False`` to one
     run). The ``cfstream`` command keeps the tuning on.
     """
@@ -143,6 +188,7 @@ def _run_tuning(enabled: bool = True) -> Iterator[None]:
       between its steps; with the default 5 ms switch interval the writer waited behind the
       event loop at every step, so commits lagged and the whole pipeline stalled on them
       (measured: +15% engine throughput at 0.2 ms).
+    - Pin glibc's mmap threshold (:func:`pin_malloc_threshold`), once per process.
     """
     global _GC_RUNS, _GC_SAVED, _SWITCH_SAVED
     if not enabled:
@@ -150,6 +196,7 @@ def _run_tuning(enabled: bool = True) -> Iterator[None]:
         return
     with _GC_LOCK:
         if _GC_RUNS == 0:
+            pin_malloc_threshold()
             _GC_SAVED = gc.get_threshold()
             if _GC_SAVED and 0 < _GC_SAVED[0] < RUN_GC_THRESHOLD:
                 gc.set_threshold(RUN_GC_THRESHOLD, *_GC_SAVED[1:])
