@@ -206,3 +206,46 @@ async def test_an_embedding_application_can_keep_its_interpreter_settings() -> N
     assert seen == [(before, before_switch)] * 2
     await run(probe() | MemorySink())  # on again: tuned
     assert seen[2] != (before, before_switch)
+
+
+def _glibc() -> bool:
+    import platform
+    import sys
+
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc's allocator only")
+async def test_a_run_pins_glibcs_mmap_threshold() -> None:
+    """Issue 17: glibc raised its mmap threshold to the size of each large block freed, so later
+    buffers of up to that size stayed in the heaps once freed: memory held that grew with an
+    import. After a tuned run a 1 MB block is still mapped on its own (returned when freed)."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                      "uordblks", "fordblks", "keepcost")
+        ]  # fmt: skip
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc < 2.33")
+    libc.mallinfo2.restype = Mallinfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+
+    @cf.source(source_type="m")
+    async def one():
+        yield Document(source_id="a", title="A")
+
+    await run(one() | MemorySink())
+    libc.free(libc.malloc(8 << 20))  # a dynamic threshold would rise to 8 MB here
+    mapped = libc.mallinfo2().hblkhd
+    block = libc.malloc(1 << 20)
+    try:
+        assert libc.mallinfo2().hblkhd >= mapped + (1 << 20)
+    finally:
+        libc.free(block)
