@@ -116,7 +116,8 @@ RUN_SWITCH_INTERVAL = 0.0002
 #: glibc's mmap threshold from a process's first tuned run on, bytes (glibc starts at 128 KiB
 #: and raises it, up to 32 MiB, each time a block it mmapped is freed)
 RUN_MMAP_THRESHOLD = 256 * 1024
-#: M_MMAP_THRESHOLD of glibc's mallopt
+#: M_TRIM_THRESHOLD and M_MMAP_THRESHOLD of glibc's mallopt
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 #: the threshold was pinned in this process (once: glibc cannot go back to its dynamic one)
 _MALLOC_PINNED = False
@@ -126,8 +127,8 @@ _TUNING = True
 
 
 def pin_malloc_threshold() -> bool:
-    """Pin glibc's mmap threshold at :data:`RUN_MMAP_THRESHOLD` (once per process; on other C
-    libraries nothing is done); True when it is pinned.
+    """Pin glibc's mmap threshold at :data:`RUN_MMAP_THRESHOLD` and its trim threshold at twice
+    that (once per process; on other C libraries nothing is done); True when they are pinned.
 
     glibc serves blocks above its mmap threshold with their own mappings, returned to the system
     when freed, and raises the threshold to the size of each such block freed. After the first
@@ -154,7 +155,12 @@ def pin_malloc_threshold() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    _MALLOC_PINNED = bool(mallopt(_M_MMAP_THRESHOLD, RUN_MMAP_THRESHOLD) == 1)
+    # the trim threshold as glibc's dynamic one would set it (twice the mmap threshold): one
+    # raised before the pin would otherwise stay, and the heaps keep that much free at their top
+    _MALLOC_PINNED = bool(
+        mallopt(_M_MMAP_THRESHOLD, RUN_MMAP_THRESHOLD) == 1
+        and mallopt(_M_TRIM_THRESHOLD, 2 * RUN_MMAP_THRESHOLD) == 1
+    )
     return _MALLOC_PINNED
 
 
