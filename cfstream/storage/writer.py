@@ -228,6 +228,19 @@ class UuidKeySet:
         new = np.sort(keys.to_numpy(zero_copy_only=False))
         self._keys = np.sort(np.concatenate([self._keys, new]), kind="stable")
 
+    def maybe_in(self, uuids: Sequence[str]) -> list[str]:
+        """The uuids of ``uuids`` (formatted, ``8-4-4-4-12`` hex) whose key is in the set; a
+        uuid not in the list was certainly never added (a key is its first 64 bits)."""
+        seen = self._keys
+        if not len(seen) or not uuids:
+            return []
+        try:
+            new = np.array([int(u[:8] + u[9:13] + u[14:18], 16) for u in uuids], dtype=np.uint64)
+        except (TypeError, ValueError):  # not a formatted uuid: it cannot be ruled out
+            return list(uuids)
+        at = np.minimum(np.searchsorted(seen, new), len(seen) - 1)
+        return [u for u, hit in zip(uuids, seen[at] == new, strict=True) if hit]
+
 
 class DatasetWriter:
     """Commits batches to one Lance dataset of records (see the module docstring). Blocking:
@@ -372,11 +385,23 @@ class DatasetWriter:
 
     def stored(self, uuids: Sequence[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The committed rows of ``uuids`` at the latest version: uuid -> {column: value}
-        (``columns`` the dataset has; none when there is no dataset)."""
+        (``columns`` the dataset has; none when there is no dataset).
+
+        In a first load that no other writer has joined (the latest version is the last one
+        this writer checked), only the rows this writer appended can be stored: the uuids whose
+        key it never wrote are answered without reading the dataset. A first load builds no
+        uuid index, so each lookup would scan every row stored so far: an import asking once
+        per chunk of documents (the chunk stage does) would take time in the square of its
+        size, and a peak memory that grows with it.
+        """
         try:
             ds = self.dataset()
         except (OSError, ValueError):
             return {}
+        if self._fresh and ds.version == self._checked:
+            uuids = self._written.maybe_in(uuids)
+            if not uuids:
+                return {}
         wanted = [c for c in columns if c in ds.schema.names and c != "uuid"]
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(uuids), 1000):
@@ -449,10 +474,10 @@ class DatasetWriter:
                     return self.commit_once(batch)
                 self.exists = True
                 assert ds is not None
+                self._remember(batch.key_array())  # before _checked: see stored()
                 self._checked = ds.version
                 out["inserted" if self.mode == "upsert" else "appended"] = n
                 self.rows += n
-                self._remember(batch.key_array())
             elif self.mode == "append" or (
                 self._fresh and self._alone() and self._is_new(batch.key_array())
             ):
