@@ -2,15 +2,50 @@
 
 Every stage, source and the sink own a small stats object; the runner assembles them into a
 ``RunReport`` that prints as a table (``str(report)``) and serialises to JSON (``report.to_dict()``).
+Two records of the same kind add up (``mine.add(theirs)``: the Ray driver sums its tasks' stats
+this way), driven by the dataclass fields, so a new counter is summed without being named.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ("RunReport", "SinkStats", "SourceStats", "StageStats")
+
+#: field types :func:`_add_into` leaves as the receiver has them: names, an error, timestamps,
+#: the dataset's version and row count (what describes one record, not a count of work)
+_KEPT = frozenset({"str", "str | None", "int | None", "float | None"})
+
+
+def _add_into(into: Any, other: Any) -> None:
+    """Add ``other``'s counts into ``into`` (two stats records of one kind), field by field.
+
+    ``int`` and ``float`` fields are summed; ``dict[str, int]`` fields summed key by key; list
+    fields get the other's entries they lack (in order); ``dict[str, str]`` fields the keys they
+    lack. Fields of a :data:`_KEPT` type stay as they are. A field of any other type raises
+    TypeError: a new kind of field needs a rule here, it is never skipped in silence.
+    """
+    if type(other) is not type(into):
+        raise TypeError(f"cannot add a {type(other).__name__} to a {type(into).__name__}")
+    for f in fields(into):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
+        mine, theirs = getattr(into, f.name), getattr(other, f.name)
+        if kind in ("int", "float"):
+            setattr(into, f.name, mine + theirs)
+        elif kind == "dict[str, int]":
+            for key, n in list(theirs.items()):
+                mine[key] = mine.get(key, 0) + n
+        elif kind == "dict[str, str]":
+            for key, text in list(theirs.items()):
+                mine.setdefault(key, text)
+        elif kind.startswith("list["):
+            for entry in list(theirs):
+                if entry not in mine:
+                    mine.append(entry)
+        elif kind not in _KEPT:
+            raise TypeError(f"{type(into).__name__}.{f.name} ({kind}): no rule to add it")
 
 
 @dataclass(slots=True)
@@ -22,6 +57,10 @@ class StageStats:
     docs_out: int = 0
     failed: int = 0
     dropped: int = 0
+
+    def add(self, other: StageStats) -> None:
+        """Add ``other``'s counts (the same stage, another part of the run) into these."""
+        _add_into(self, other)
 
 
 @dataclass(slots=True)
@@ -47,6 +86,12 @@ class SourceStats:
     failed_partitions: dict[str, str] = field(default_factory=dict)
     #: what the source left out on purpose and the user should know (an unreadable channel, ...)
     warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: SourceStats) -> None:
+        """Add ``other`` (the same source, other partitions) into these: every counter summed,
+        the other's failed partitions and warnings kept (a warning once); the name, type, error
+        and last fetch time stay these."""
+        _add_into(self, other)
 
     @property
     def status(self) -> str:
@@ -84,6 +129,11 @@ class SinkStats:
     dataset_rows: int | None = None
     #: documents that reached the sink, per source name
     rows_by_source: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: SinkStats) -> None:
+        """Add ``other``'s counts into these (``rows_by_source`` key by key); the dataset's
+        version and row count stay these."""
+        _add_into(self, other)
 
     @property
     def upserted(self) -> int:

@@ -2,8 +2,10 @@
 
 How a run works (``run_ray(pipeline)`` or ``cfstream sync CONFIG --engine ray``):
 
-1. The driver opens the dataset (same checks as :class:`~cfstream.sinks.LanceSink`), lists every
-   source's partitions and loads their saved cursors.
+1. The driver takes the run locks and checks the sources' scopes, opens the dataset (same checks
+   as :class:`~cfstream.sinks.LanceSink`, then the one-time identity migration), lists every
+   source's partitions and loads their saved cursors: the local runner's
+   :class:`~cfstream.engine.lifecycle.RunLifecycle`, in the same order.
 2. Each partition becomes a Ray task. The task runs the very same source and stages through the
    local runner, into a :class:`FragmentSink` that never commits:
 
@@ -19,7 +21,8 @@ How a run works (``run_ray(pipeline)`` or ``cfstream sync CONFIG --engine ray``)
 
 3. The driver commits every fragment in **one** transaction (``LanceOperation.Overwrite`` for a
    new dataset, ``Append`` otherwise), applies tombstones, and only then saves the partitions'
-   cursors: the same "state only after commit" rule as the local runner.
+   cursors: the same "state only after commit" rule as the local runner. When every task
+   succeeded, it records each source's success as the local runner does (with ``engine: ray``).
 
 A task that fails and is retried by Ray leaves only uncommitted fragment files behind; they are
 never part of a commit, so no row is duplicated (``cleanup_old_versions`` removes the files).
@@ -65,8 +68,9 @@ from cfstream.contract.deadletter import DeadLetterWriter
 from cfstream.contract.report import RunReport, SinkStats, SourceStats, StageStats
 from cfstream.contract.state import ItemStore, StateStore
 from cfstream.contract.uris import local_path, state_dir_for
+from cfstream.engine.lifecycle import RunLifecycle
 from cfstream.engine.pipeline import Pipeline
-from cfstream.engine.runner import check_source_scope, http_client_for, run_pipeline
+from cfstream.engine.runner import http_client_for, run_pipeline
 from cfstream.errors import CfStreamError, PipelineError, SinkError
 from cfstream.logs import get_logger
 from cfstream.records import Checkpoint, Item
@@ -398,43 +402,42 @@ def run_ray(
     report = RunReport(dataset=sink.uri)
     for st in pipeline.stages:
         report.stages.append(StageStats(name=st.name))
-    writer = sink.writer
-    version, rows = writer.open()
-    exists = writer.exists
     if state is None and local_path(sink.uri) is not None:
         state = StateStore.for_dataset(sink.uri)
-    if state is not None:  # the one-time rewrite of old record uuids, before cursors are read
-        named = {s.name: s.source_type for s in pipeline.leaf_sources if s.identity is None}
-        if sink.migrate_identity(state, named, pipeline.dataset_sources).changed_dataset:
-            version, rows = writer.open()
-            exists = writer.exists
-    mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
-    if dead_letter_path is None and local_path(sink.uri) is not None:
-        dead_letter_path = state_dir_for(sink.uri) / "dead-letters.jsonl"
-    letters_dir = None
-    if dead_letter_path:
-        dead_letter_path = Path(dead_letter_path)
-        report.dead_letter_path = str(dead_letter_path)
-        letters_dir = dead_letter_path.with_name(f"{dead_letter_path.name}.ray-{uuid.uuid4().hex}")
-    plan = WritePlan(
-        uri=sink.uri,
-        mode=mode,
-        schema=writer.schema,
-        batch_rows=sink.batch_rows,
-        batch_bytes=sink.batch_bytes,
-        max_latency=sink.max_latency,
-        fill_zero_vectors=writer.builder.fill_zero_vectors,
-        storage_options=sink.storage_options,
-        dead_letter_dir=str(letters_dir) if letters_dir is not None else None,
-    )
-    redactions = Redactions()
     leaves = pipeline.leaf_sources
+    lifecycle = RunLifecycle(state, leaves, report, full_refresh=full_refresh)
+    redactions = Redactions()
+    letters_dir = None
     try:
-        if state is not None:
-            for s in leaves:
-                state.acquire_source(s.name)
-            for s in leaves:
-                check_source_scope(state, s, report)
+        lifecycle.acquire()  # the run locks, then the scope checks
+        writer = sink.writer
+        version, rows = writer.open()
+        exists = writer.exists
+        if state is not None:  # the one-time rewrite of old record uuids, before cursors are read
+            named = {s.name: s.source_type for s in leaves if s.identity is None}
+            if sink.migrate_identity(state, named, pipeline.dataset_sources).changed_dataset:
+                version, rows = writer.open()
+                exists = writer.exists
+        mode = "create" if not exists else ("append" if sink.mode == "append" else "upsert")
+        if dead_letter_path is None and local_path(sink.uri) is not None:
+            dead_letter_path = state_dir_for(sink.uri) / "dead-letters.jsonl"
+        if dead_letter_path:
+            dead_letter_path = Path(dead_letter_path)
+            report.dead_letter_path = str(dead_letter_path)
+            letters_dir = dead_letter_path.with_name(
+                f"{dead_letter_path.name}.ray-{uuid.uuid4().hex}"
+            )
+        plan = WritePlan(
+            uri=sink.uri,
+            mode=mode,
+            schema=writer.schema,
+            batch_rows=sink.batch_rows,
+            batch_bytes=sink.batch_bytes,
+            max_latency=sink.max_latency,
+            fill_zero_vectors=writer.builder.fill_zero_vectors,
+            storage_options=sink.storage_options,
+            dead_letter_dir=str(letters_dir) if letters_dir is not None else None,
+        )
         partitions = _list_partitions(pipeline, report)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {
@@ -450,12 +453,13 @@ def run_ray(
             ray.init(**kwargs)
         task = ray.remote(_run_partition).options(max_retries=max_retries, retry_exceptions=True)
         futures = []
-        items_path = None if (full_refresh or state is None) else str(state.items.path)
+        items_path = (
+            str(state.items.path) if state is not None and lifecycle.reads_saved_state else None
+        )
         for s in leaves:
-            cursors = {} if (full_refresh or state is None) else state.cursors(s.name)
+            cursors = lifecycle.cursors(s.name)
             parts = partitions[s.name]
             running = max(1, min(len(parts), s.max_concurrency))
-            report.sources[s.name].partitions = len(parts)
             for p in parts:
                 futures.append(
                     task.remote(
@@ -486,20 +490,14 @@ def run_ray(
             ) from err
         _commit(sink, plan, version, results, report)
         for r in results:
-            agg = report.sources[r.source]
-            if r.stats is not None:
-                agg.fetched += r.stats.fetched
-                agg.tombstones += r.stats.tombstones
-                agg.checkpoints += r.stats.checkpoints
-                agg.skipped_unchanged += r.stats.skipped_unchanged
-                agg.failed += r.stats.failed
+            if r.stats is not None:  # one partition, read to its end (partitions_done 1)
+                report.sources[r.source].add(r.stats)
             report.dead_lettered += r.dead_lettered
-            agg.partitions_done += 1
             for mine, theirs in zip(report.stages, r.stages, strict=False):
-                mine.docs_in += theirs.docs_in
-                mine.docs_out += theirs.docs_out
-                mine.failed += theirs.failed
-                mine.dropped += theirs.dropped
+                mine.add(theirs)
+        for name, parts in partitions.items():
+            # what the driver listed (each task's stats count the one partition it read)
+            report.sources[name].partitions = len(parts)
         for e in errors:
             log.error("a partition failed after retries: %s", e)
         if errors:
@@ -516,16 +514,14 @@ def run_ray(
                 if r.checkpoint is not None
             ]
             report.sink.checkpoints_saved += state.save_checkpoints(cps)
-            if not errors:
-                for leaf in leaves:
-                    done = report.sources[leaf.name]
-                    state.mark_success(leaf.name, {"fetched": done.fetched, "engine": "ray"})
+        if not errors:
+            for leaf in leaves:
+                lifecycle.record_success(report.sources[leaf.name], engine="ray")
     finally:
         if letters_dir is not None:
             # the merged files, and those of failed attempts (their retries wrote them again)
             shutil.rmtree(letters_dir, ignore_errors=True)
-        if state is not None:
-            state.release_all()
+        lifecycle.release()
         report.wall_seconds = time.perf_counter() - t0
     return report
 

@@ -3,6 +3,8 @@
 * :mod:`~cfstream.engine.pipeline`: :class:`Pipeline` (sources ``|`` stages ``|`` a sink);
 * :mod:`~cfstream.engine.runner`: :func:`run_pipeline` / :func:`run` (tasks, bounded channels,
   partition concurrency, graceful stop, one clear error) and :class:`RunControl`;
+* :mod:`~cfstream.engine.lifecycle`: what both engines (this runner and the Ray driver) do
+  around a run: run locks, scope checks, cursors, success records (:class:`RunLifecycle`);
 * :mod:`~cfstream.engine.fusion`: consecutive synchronous stages fused into one task;
 * :mod:`~cfstream.engine.tuning`: the interpreter tuning while runs go
   (:func:`set_interpreter_tuning`);
@@ -16,14 +18,9 @@ It imports the parts (sources, transforms, sinks), the run contract and the grou
 an entry point (cli, config, demo, frame, connectors, distributed, search).
 """
 
+from cfstream.engine.lifecycle import RunLifecycle, check_source_scope
 from cfstream.engine.pipeline import Pipeline
-from cfstream.engine.runner import (
-    RunControl,
-    check_source_scope,
-    http_client_for,
-    run,
-    run_pipeline,
-)
+from cfstream.engine.runner import RunControl, http_client_for, run, run_pipeline
 from cfstream.engine.schedule import Scheduled, Scheduler, WatchOptions
 from cfstream.engine.signals import graceful_stopper, route_signals
 from cfstream.engine.tuning import set_interpreter_tuning
@@ -31,6 +28,7 @@ from cfstream.engine.tuning import set_interpreter_tuning
 __all__ = (
     "Pipeline",
     "RunControl",
+    "RunLifecycle",
     "Scheduled",
     "Scheduler",
     "WatchOptions",

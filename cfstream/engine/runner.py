@@ -21,7 +21,9 @@ the others go on; a stage or the sink failing cancels the run and surfaces as on
 :class:`~cfstream.errors.CfStreamError`, the stage named), never as a bare ExceptionGroup.
 
 :func:`run` (from synchronous code) routes Ctrl-C to the run through
-:mod:`cfstream.engine.signals`; interpreter tuning lives in :mod:`cfstream.engine.tuning`.
+:mod:`cfstream.engine.signals`; interpreter tuning lives in :mod:`cfstream.engine.tuning`; the
+run locks, scope checks, cursors and success records around a run, which the Ray driver shares,
+in :mod:`cfstream.engine.lifecycle`.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 from cfstream.contract.context import RunContext, SourceContext, StageContext
 from cfstream.contract.deadletter import DeadLetterWriter
 from cfstream.contract.report import RunReport, SourceStats, StageStats
-from cfstream.contract.state import ItemStore, StateStore, scope_digest
+from cfstream.contract.state import ItemStore, StateStore
 from cfstream.contract.uris import local_path, state_dir_for
 from cfstream.engine.fusion import fuse_stages
+from cfstream.engine.lifecycle import RunLifecycle, check_source_scope
 from cfstream.engine.signals import route_signals
 from cfstream.engine.tuning import interpreter_tuning
 from cfstream.errors import CfStreamError, HTTPError, PartitionError, PipelineError, SourceError
@@ -385,15 +388,11 @@ async def run_pipeline(
     names = [s.name for s in leaves]
     if len(set(names)) != len(names):
         raise PipelineError(f"sources need distinct names (cursors are kept by name): {names}")
+    lifecycle = RunLifecycle(state, leaves, report, full_refresh=full_refresh, dry_run=dry_run)
     gc_tuning = contextlib.ExitStack()
     gc_tuning.enter_context(interpreter_tuning(tune_interpreter))
     try:
-        if state is not None:
-            for s in leaves:
-                state.acquire_source(s.name)
-            if not dry_run:
-                for s in leaves:
-                    check_source_scope(state, s, report)
+        lifecycle.acquire()  # the run locks, then the scope checks
         await sink.open(ctx)
         # before any cursor is read: the one-time rewrite of old record uuids may reset some
         await sink.upgrade(
@@ -401,9 +400,7 @@ async def run_pipeline(
             ctx,
             others=pipeline.dataset_sources,
         )
-        cursors: dict[str, dict[str, Mapping[str, Any]]] = {}
-        for s in leaves:
-            cursors[s.name] = {} if (full_refresh or state is None) else state.cursors(s.name)
+        cursors = {s.name: lifecycle.cursors(s.name) for s in leaves}
         async with contextlib.AsyncExitStack() as stack:
             if http is None and any(getattr(s, "uses_http", False) for s in leaves):
                 http = await stack.enter_async_context(http_client_for(pipeline))
@@ -412,6 +409,7 @@ async def run_pipeline(
                 pipeline,
                 ctx,
                 control,
+                lifecycle,
                 cursors,
                 chunk_size,
                 chunk_latency,
@@ -432,29 +430,10 @@ async def run_pipeline(
             with contextlib.suppress(Exception):
                 report.http = http.metrics.to_dict()
         dead_letters.close()
-        if state is not None:
-            state.release_all()
+        lifecycle.release()
         gc_tuning.close()
     report.stopped_early = control.stop.is_set()
     return report
-
-
-SCOPE_CHANGED = (
-    "its type or the options that decide what it reads changed since the last sync: its saved "
-    "cursors do not apply, so it is read afresh (records of the old settings stay until deleted)"
-)
-
-
-def check_source_scope(state: StateStore, source: Source, report: RunReport) -> None:
-    """Drop ``source``'s saved cursors when its type or reading options changed (and say so)."""
-    digest = scope_digest(source.source_type, source.cursor_scope())
-    if state.check_scope(source.name, digest) is None:
-        return
-    log.warning("source %s: %s", source.name, SCOPE_CHANGED)
-    stats = report.sources.setdefault(
-        source.name, SourceStats(name=source.name, source_type=source.source_type)
-    )
-    stats.warnings.append(SCOPE_CHANGED)
 
 
 def http_client_for(pipeline: Pipeline, *, rate_share: float = 1.0) -> Any:
@@ -474,6 +453,7 @@ async def _execute(
     pipeline: Pipeline,
     ctx: RunContext,
     control: RunControl,
+    lifecycle: RunLifecycle,
     cursors: dict[str, dict[str, Mapping[str, Any]]],
     chunk_size: int,
     chunk_latency: float,
@@ -551,18 +531,9 @@ async def _execute(
         raise SourceError(
             f"failed: {first.sctx.stats.error} (--traceback shows where)", source=first.source.name
         ) from first.error
-    if not ctx.dry_run and ctx.state is not None:
-        for r in readers:
-            if r.completed and not ctx.stop.is_set():
-                stats = r.sctx.stats
-                ctx.state.mark_success(
-                    r.source.name,
-                    {
-                        "fetched": stats.fetched,
-                        "tombstones": stats.tombstones,
-                        "failed": stats.failed,
-                    },
-                )
+    for r in readers:
+        if r.completed and not ctx.stop.is_set():
+            lifecycle.record_success(r.sctx.stats)
 
 
 async def _watch_stop(control: RunControl, grace_period: float) -> None:

@@ -19,6 +19,8 @@ import cfstream as cf
 from cfstream import transforms as T
 from cfstream.contract.context import SourceContext
 from cfstream.contract.deadletter import read_dead_letters
+from cfstream.engine.lifecycle import SCOPE_CHANGED, success_summary
+from cfstream.errors import DatasetBusyError
 from cfstream.http import BodyCursorPaginator
 from cfstream.secrets import Secret
 from cfstream.sinks import LanceSink
@@ -312,3 +314,99 @@ def test_ray_tasks_batch_like_the_lance_sink_and_dead_letter_what_they_cannot_st
     assert sorted(letter["source_id"] for letter in letters) == ["p0-2-3", "p1-2-3"]
     assert all("tags" in letter["error"] for letter in letters)
     assert report.dead_lettered == 2
+
+
+class Tracked(Source):
+    """Two partitions of five documents, a tombstone and a checkpoint each; ``p1`` warns once.
+    ``folder`` is the option its cursors belong to (its scope)."""
+
+    source_type = "tracked"
+
+    def __init__(self, folder: str = "a", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.folder = folder
+
+    def cursor_scope(self) -> Mapping[str, Any]:
+        return {"folder": self.folder}
+
+    async def partitions(self, ctx: SourceContext) -> Sequence[str]:
+        return ["p0", "p1"]
+
+    async def read(
+        self, partition: str, cursor: Mapping[str, Any] | None, ctx: SourceContext
+    ) -> AsyncIterator[SourceOutput]:
+        start = int((cursor or {}).get("next", 0))
+        yield [
+            cf.Document(source_id=f"{partition}-{i}", title=f"doc {i}", text_content=self.folder)
+            for i in range(start, start + 5)
+        ]
+        yield cf.Tombstone(f"{partition}-gone", "tracked", "tracked")
+        if partition == "p1":
+            ctx.warn("channel p1: one attachment skipped")
+        yield cf.Checkpoint({"next": start + 5})
+
+
+def _comparable(report: cf.RunReport) -> dict[str, Any]:
+    """The report's per-source and per-stage counts, without times."""
+    out = report.to_dict()
+    for stats in out["sources"].values():
+        stats.pop("last_fetch")
+    return {"sources": out["sources"], "stages": out["stages"]}
+
+
+def _saved(ds: Path, name: str) -> dict[str, Any]:
+    info = dict(cf.StateStore.for_dataset(str(ds)).source_info(name))
+    assert info.pop("last_success") is not None
+    assert info.pop("last_checkpoint") is not None
+    return info
+
+
+def test_ray_and_the_local_runner_refuse_a_busy_source_alike(
+    local_ray: Any, tmp_path: Path
+) -> None:
+    """Another process syncing a source: both engines stop with the same error before they open
+    the dataset, and leave the lock to its holder."""
+    errors = []
+    for engine, ds in (("local", tmp_path / "local.lance"), ("ray", tmp_path / "ray.lance")):
+        holder = cf.StateStore.for_dataset(str(ds))
+        holder.acquire_source("tracked")
+        pipeline = Tracked() | LanceSink(str(ds))
+        with pytest.raises(DatasetBusyError) as caught:
+            cf.run(pipeline) if engine == "local" else run_ray(pipeline)
+        errors.append(str(caught.value))
+        assert not (ds / "_versions").exists(), engine
+        assert "last_success" not in holder.source_info("tracked"), engine
+        holder.release_all()
+    assert errors[0] == errors[1]
+    assert "'tracked'" in errors[0]
+
+
+def test_ray_and_the_local_runner_keep_the_same_state_and_counts(
+    local_ray: Any, tmp_path: Path
+) -> None:
+    """The same source through both engines: the same per-source and per-stage counts (the
+    driver adds its tasks' stats), the same cursors, scope and success record in the state
+    (Ray's summary says ``engine: ray``), and after a change of scope the same warning and a
+    read from the start."""
+    local_ds, ray_ds = tmp_path / "local.lance", tmp_path / "ray.lance"
+
+    def both(folder: str) -> tuple[cf.RunReport, cf.RunReport]:
+        local = cf.run(Tracked(folder) | T.validate() | LanceSink(str(local_ds)))
+        on_ray = run_ray(Tracked(folder) | T.validate() | LanceSink(str(ray_ds)))
+        return local, on_ray
+
+    for folder, first in (("a", 0), ("a", 5), ("b", 0)):
+        local, on_ray = both(folder)
+        assert local.error is None and on_ray.error is None
+        assert _comparable(on_ray) == _comparable(local)
+        stats = local.sources["tracked"]
+        assert (stats.fetched, stats.tombstones, stats.checkpoints) == (10, 2, 2)
+        assert (stats.partitions, stats.partitions_done) == (2, 2)
+        assert "channel p1: one attachment skipped" in stats.warnings
+        assert (SCOPE_CHANGED in stats.warnings) == (folder == "b")
+        mine, theirs = _saved(local_ds, "tracked"), _saved(ray_ds, "tracked")
+        assert theirs["last_summary"].pop("engine") == "ray"
+        assert theirs == mine
+        assert mine["last_summary"] == success_summary(stats)
+        assert mine["partitions"] == {"p0": {"next": first + 5}, "p1": {"next": first + 5}}
+        assert lance.dataset(str(ray_ds)).count_rows() == lance.dataset(str(local_ds)).count_rows()
